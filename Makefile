@@ -1,0 +1,50 @@
+# fixgw — the two set-up commands are `make demo` and `make test`.
+# Each works on a fresh machine: it creates .venv, installs the project and
+# its dev extras, then runs.
+
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: all demo test test-fast lint typecheck bench bench-codec certs clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+certs/dev/ca.crt: $(STAMP)
+	$(BIN)/fixgw certs init --dir certs/dev
+
+certs: certs/dev/ca.crt
+	$(BIN)/fixgw certs issue --dir certs/dev --name conformance --key-type rsa \
+	  --comp-id TW42 --comp-id TW44 --comp-id TW --comp-id NO_CHECK_FIELDS_HAVE_VALUES --comp-id TW50SP2
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m 'not conformance'
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+bench: bench-codec
+
+bench-codec: $(STAMP)
+	$(BIN)/python -m bench.codec
+
+clean:
+	rm -rf $(VENV) state certs/dev

@@ -1,0 +1,155 @@
+"""The ``fixgw`` command line (entry point).
+
+Fixed command names (DESIGN §5): ``run``, ``certs init``, ``certs issue``,
+``exchange-sim``, ``audit verify``.  User mistakes end with one clear line
+on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from . import logs
+
+
+def _run_gateway(config_path: str) -> int:
+    from .config import load
+    from .proxy import Gateway
+
+    cfg = load(config_path)
+    if not cfg.policy.allow_all:
+        print(
+            f"note: {config_path}: [policy] allow_all is not set, so every application "
+            "message is refused (default deny)",
+            file=sys.stderr,
+        )
+
+    async def main() -> None:
+        gw = Gateway(cfg)
+        await gw.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await gw.stop()
+
+    _event_loop_run(main())
+    return 0
+
+
+def _event_loop_run(coro: object) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:  # pragma: no cover - uvloop is a hard dependency
+        asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def _run_sim(config_path: str) -> int:
+    from .config import load
+    from .exchange_sim import serve
+
+    cfg = load(config_path, need_gateway=False)
+    _event_loop_run(serve(cfg))
+    return 0
+
+
+def _certs_init(args: argparse.Namespace) -> int:
+    from . import pki
+
+    created = pki.init(Path(args.dir), args.trust_domain)
+    if created:
+        for p in created:
+            print(f"created {p}")
+    else:
+        print(f"{args.dir}: CA and gateway certificate already exist (nothing to do)")
+    return 0
+
+
+def _certs_issue(args: argparse.Namespace) -> int:
+    from . import pki
+
+    crt, key, identity = pki.issue(Path(args.dir), args.name, args.key_type, days=args.days)
+    print(f"created {crt}\ncreated {key}\nidentity {identity}\n")
+    print("# identity registry entry for the gateway config:")
+    print(pki.registry_snippet(identity, args.comp_id or [], args.role or []))
+    return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from .audit import verify
+
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        print(f"fixgw audit verify: {folder} is not a folder", file=sys.stderr)
+        return 2
+    ok, text = verify(folder)
+    print(text)
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fixgw", description="Zero-trust FIX session gateway")
+    p.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the gateway")
+    run.add_argument("--config", required=True, help="gateway TOML config")
+
+    sim = sub.add_parser("exchange-sim", help="run the exchange simulator")
+    sim.add_argument("--config", required=True, help="TOML config with an [exchange_sim] table")
+
+    certs = sub.add_parser("certs", help="development PKI")
+    csub = certs.add_subparsers(dest="certs_command", required=True)
+    ci = csub.add_parser("init", help="create the dev CA and the gateway certificate (idempotent)")
+    ci.add_argument("--dir", required=True)
+    ci.add_argument("--trust-domain", default="fixgw.dev")
+    cs = csub.add_parser("issue", help="issue a client identity certificate")
+    cs.add_argument("--dir", required=True)
+    cs.add_argument("--name", required=True)
+    cs.add_argument("--comp-id", action="append", help="SenderCompID the identity may use (repeatable)")
+    cs.add_argument("--role", action="append", help="role (repeatable)")
+    cs.add_argument("--key-type", choices=["ec", "rsa"], default="ec")
+    cs.add_argument("--days", type=int, default=397)
+
+    audit = sub.add_parser("audit", help="audit stream tools")
+    asub = audit.add_subparsers(dest="audit_command", required=True)
+    av = asub.add_parser("verify", help="verify the hash chain of an audit folder")
+    av.add_argument("dir")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import ConfigError
+    from .fix.dictionary import DictionaryError
+    from .pki import PKIError
+    from .tls import TLSConfigError
+
+    args = build_parser().parse_args(argv)
+    logs.setup(args.log_level)
+    try:
+        if args.command == "run":
+            return _run_gateway(args.config)
+        if args.command == "exchange-sim":
+            return _run_sim(args.config)
+        if args.command == "certs":
+            return _certs_init(args) if args.certs_command == "init" else _certs_issue(args)
+        if args.command == "audit":
+            return _audit_verify(args)
+    except (ConfigError, DictionaryError, PKIError, TLSConfigError) as exc:
+        print(f"fixgw: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno in (98,):  # EADDRINUSE
+            print(f"fixgw: cannot listen: {exc.strerror}", file=sys.stderr)
+            return 2
+        raise
+    except KeyboardInterrupt:
+        return 130
+    return 2

@@ -1,0 +1,206 @@
+"""Gateway configuration: TOML, validated with msgspec.
+
+Every relative path in a config file is resolved against the folder of that
+file.  Errors raise ``ConfigError`` whose text names the file, the key and
+what would be valid — never a traceback for a user mistake.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+BEGIN_STRINGS = ("FIX.4.2", "FIX.4.4", "FIXT.1.1")
+
+
+class ConfigError(Exception):
+    def __init__(self, path: Path | str, key: str, problem: str, hint: str = "") -> None:
+        self.path, self.key, self.problem, self.hint = str(path), key, problem, hint
+        text = f"{path}: {key}: {problem}"
+        if hint:
+            text += f" (hint: {hint})"
+        super().__init__(text)
+
+
+class _S(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ListenerConfig(_S, kw_only=True, forbid_unknown_fields=True):
+    """The client-facing mTLS listener. There is no plaintext listener."""
+
+    host: str = "127.0.0.1"
+    port: int
+    cert: str
+    key: str
+    ca: str
+    name: str = "default"
+
+
+class UpstreamConfig(_S, kw_only=True, forbid_unknown_fields=True):
+    """The exchange leg of one route: our initiator session to the venue."""
+
+    host: str
+    port: int
+    sender_comp_id: str
+    target_comp_id: str
+    tls: bool = True
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    server_name: str | None = None
+    heartbeat_interval: int = 30
+    reset_on_logon: bool = False
+    validate: bool = True
+    allow_unknown_message_fields: bool = False
+    reconnect_min: float = 0.2
+    reconnect_max: float = 30.0
+
+
+class SessionConfigToml(_S, kw_only=True, forbid_unknown_fields=True):
+    """A client session the gateway accepts and the route it maps to."""
+
+    begin_string: str
+    client_comp_id: str
+    gateway_comp_id: str
+    upstream: UpstreamConfig
+    reset_on_logon: bool = False
+    validate: bool = True
+    validate_fields_have_values: bool = True
+    allow_unknown_message_fields: bool = False
+    max_latency: float = 120.0
+    default_appl_ver_id: str | None = None
+    dictionary: str | None = None
+    app_dictionary: str | None = None
+    on_exchange_down: Literal["reject", "logout"] = "reject"
+
+
+class IdentityConfig(_S, kw_only=True, forbid_unknown_fields=True):
+    id: str
+    comp_ids: list[str]
+    roles: list[str] = []
+
+
+class AuditConfig(_S, kw_only=True, forbid_unknown_fields=True):
+    dir: str
+
+
+class GatewaySection(_S, kw_only=True, forbid_unknown_fields=True):
+    state_dir: str = "state"
+    trust_domain: str = "fixgw.dev"
+    max_frame: int = 65536
+    shutdown_grace: float = 2.0
+    logon_timeout: float = 10.0
+
+
+class ExchangeSimConfig(_S, kw_only=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int
+    mode: Literal["echo", "fill"] = "fill"
+    tls: bool = False
+    cert: str | None = None
+    key: str | None = None
+    ca: str | None = None
+    require_client_cert: bool = False
+    state_dir: str | None = None
+    reset_on_logon: bool = True
+    validate: bool = True
+
+
+class PolicySection(_S, kw_only=True, forbid_unknown_fields=True):
+    """Until the policy engine lands, a config must say explicitly that it allows all."""
+
+    allow_all: bool = False
+
+
+class Config(_S, kw_only=True, forbid_unknown_fields=True):
+    gateway: GatewaySection = msgspec.field(default_factory=GatewaySection)
+    listen: ListenerConfig | None = None
+    audit: AuditConfig | None = None
+    policy: PolicySection = msgspec.field(default_factory=PolicySection)
+    identities: list[IdentityConfig] = []
+    sessions: list[SessionConfigToml] = []
+    exchange_sim: ExchangeSimConfig | None = None
+    path: str = ""  # set by load(): the file this came from
+
+    @property
+    def base(self) -> Path:
+        return Path(self.path).resolve().parent
+
+    def resolve(self, value: str) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() else (self.base / p).resolve()
+
+
+def _key_of(err: msgspec.ValidationError) -> tuple[str, str]:
+    text = str(err)
+    if " - at `$." in text:
+        problem, _, key = text.partition(" - at `$.")
+        return key.rstrip("`"), problem
+    if " - at `$`" in text:
+        return "(top level)", text.split(" - at ")[0]
+    return "(top level)", text
+
+
+def load(path: str | Path, need_gateway: bool = True) -> Config:
+    """Read and check a config file (``need_gateway``: listener, audit, sessions required)."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(p, "(file)", f"cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(p, "(syntax)", f"not valid TOML: {exc}") from None
+    try:
+        cfg = msgspec.convert(data, Config)
+    except msgspec.ValidationError as exc:
+        key, problem = _key_of(exc)
+        raise ConfigError(p, key, problem) from None
+    cfg.path = str(p)
+    _check(cfg, p, need_gateway)
+    return cfg
+
+
+def _check(cfg: Config, p: Path, need_gateway: bool) -> None:
+    if need_gateway:
+        if cfg.listen is None:
+            raise ConfigError(p, "listen", "missing", "add a [listen] table with port, cert, key and ca")
+        if cfg.audit is None:
+            raise ConfigError(p, "audit.dir", "missing", 'every gateway config names its audit folder: [audit] dir = "..."')
+        if not cfg.sessions:
+            raise ConfigError(p, "sessions", "no [[sessions]] defined", "add one [[sessions]] table per client session")
+        _port(p, "listen.port", cfg.listen.port)
+    seen: set[tuple[str, str, str]] = set()
+    for i, s in enumerate(cfg.sessions):
+        k = f"sessions[{i}]"
+        if s.begin_string not in BEGIN_STRINGS:
+            raise ConfigError(p, f"{k}.begin_string", f"{s.begin_string!r} is not supported",
+                              f"valid: {', '.join(BEGIN_STRINGS)}")
+        ident = (s.begin_string, s.client_comp_id, s.gateway_comp_id)
+        if ident in seen:
+            raise ConfigError(p, k, f"session {'/'.join(ident)} is defined twice")
+        seen.add(ident)
+        _port(p, f"{k}.upstream.port", s.upstream.port)
+        if s.upstream.heartbeat_interval < 0:
+            raise ConfigError(p, f"{k}.upstream.heartbeat_interval", "must be >= 0 seconds")
+        if s.upstream.tls and not s.upstream.ca:
+            raise ConfigError(p, f"{k}.upstream.ca", "an upstream with tls = true needs a CA bundle",
+                              "set ca = \"...\" or, only for a plaintext venue link, tls = false")
+    for i, ident_cfg in enumerate(cfg.identities):
+        if not ident_cfg.id.startswith(f"spiffe://{cfg.gateway.trust_domain}/"):
+            raise ConfigError(p, f"identities[{i}].id", f"{ident_cfg.id!r} is not in the trust domain",
+                              f"identities look like spiffe://{cfg.gateway.trust_domain}/client/NAME")
+    if cfg.exchange_sim is not None:
+        _port(p, "exchange_sim.port", cfg.exchange_sim.port)
+        if cfg.exchange_sim.tls and not (cfg.exchange_sim.cert and cfg.exchange_sim.key):
+            raise ConfigError(p, "exchange_sim.cert", "tls = true needs cert and key")
+
+
+def _port(p: Path, key: str, port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise ConfigError(p, key, f"{port} is not a TCP port", "valid: 1-65535")
