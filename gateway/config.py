@@ -58,6 +58,11 @@ class UpstreamConfig(_S, kw_only=True, forbid_unknown_fields=True):
     allow_unknown_message_fields: bool = False
     reconnect_min: float = 0.2
     reconnect_max: float = 30.0
+    # persistent: logged on from start-up, reconnects with backoff, shared by
+    #   every logon of the client session (a venue session that stays up);
+    # mirror: logs on when the client logs on (the client's Logon is answered
+    #   once the venue answered ours) and logs out when the client leaves.
+    mode: Literal["persistent", "mirror"] = "persistent"
 
 
 class SessionConfigToml(_S, kw_only=True, forbid_unknown_fields=True):

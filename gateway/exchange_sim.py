@@ -32,7 +32,7 @@ from .config import Config, ExchangeSimConfig
 from .fix import tags as T
 from .fix.codec import Field, FrameGarbled, Framer, FrameReceived, Message
 from .fix.dictionary import MessageDef, ValidationSettings, Validator, standard_validator
-from .fix.session import AppMessageReceived, Disconnected, Event, Role, Session, SessionConfig
+from .fix.session import AppMessageReceived, Disconnected, Event, LoggedOn, Role, Session, SessionConfig
 from .fix.store import MemoryStore, SessionStore
 from .legs import SessionProtocol
 from .store import FileStore, session_dir_name
@@ -256,6 +256,9 @@ class SimProtocol(SessionProtocol):
                 replies = app.on_message(event.message)
             for mt, header, body in replies:
                 self.session.send_app(mt, body, now, header)
+        elif isinstance(event, LoggedOn):
+            if isinstance(self.entry.app, EchoApp):
+                self.entry.app.seen_cl_ord_ids.clear()  # the acceptance app forgets per session
         elif isinstance(event, Disconnected):
             self._release()
 

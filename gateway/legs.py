@@ -30,8 +30,7 @@ class SessionProtocol(asyncio.Protocol):
 
     # -- asyncio.Protocol --------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop transports are not subclasses
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:

@@ -352,6 +352,7 @@ class ClientProtocol(SessionProtocol):
         self.framer = Framer(gw.cfg.gateway.max_frame)
         self.header_tags: frozenset[int] = T.STANDARD_HEADER_TAGS
         self._logon_timer: asyncio.TimerHandle | None = None
+        self._pending_logon: Message | None = None  # mirror mode: waiting for the venue
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -389,6 +390,8 @@ class ClientProtocol(SessionProtocol):
         if self.identity is None:
             return
         self.framer.feed(data)
+        if self._pending_logon is not None:
+            return  # held in the framer until the exchange leg is up
         ev = self.framer.next_event()
         if ev is None:
             return
@@ -430,6 +433,27 @@ class ClientProtocol(SessionProtocol):
             self._logon_timer.cancel()
         route.client = self
         self.route = route
+        if route.upstream.mirror and not route.upstream.logged_on:
+            self._pending_logon = msg
+            asyncio.get_running_loop().create_task(self._logon_after_upstream(route, msg))
+            return
+        self._start_session(route, msg)
+
+    async def _logon_after_upstream(self, route: Route, msg: Message) -> None:
+        ok = await route.upstream.open()
+        self._pending_logon = None
+        if self._closed or route.client is not self:
+            if route.client is self:
+                route.client = None
+            route.upstream.close_mirror(time.time(), "client left before logon completed")
+            return
+        if not ok:
+            route.client = None
+            self._refuse_logon(f"exchange session {route.upstream.name} could not be logged on", route)
+            return
+        self._start_session(route, msg)
+
+    def _start_session(self, route: Route, msg: Message) -> None:
         cfg = route.client_config
         if cfg.validator is not None:
             self.header_tags = frozenset(cfg.validator.transport.header.tags)
@@ -467,8 +491,11 @@ class ClientProtocol(SessionProtocol):
             self._release()
 
     def _release(self) -> None:
-        if self.route is not None and self.route.client is self:
-            self.route.client = None
+        route = self.route
+        if route is not None and route.client is self:
+            route.client = None
+            if route.upstream.mirror and self._pending_logon is None:
+                route.upstream.close_mirror(time.time(), "client session ended")
 
     def on_closed(self, exc: Exception | None) -> None:
         if self._logon_timer is not None:
@@ -502,20 +529,27 @@ class UpstreamProtocol(SessionProtocol):
 
 
 class UpstreamLeg:
-    """The exchange leg of a route: connects, logs on, reconnects with backoff."""
+    """The exchange leg of a route: connects, logs on, reconnects with backoff.
+
+    ``persistent`` legs connect at start-up and stay up; ``mirror`` legs are
+    opened by ``open()`` when the client logs on and closed with it.
+    """
 
     def __init__(self, gw: Gateway, config: SessionConfig, store: FileStore, s: SessionConfigToml) -> None:
         self.gw = gw
         self.config = config
         self.store = store
         self.cfg = s.upstream
+        self.mirror = s.upstream.mode == "mirror"
         self.route: Route | None = None
         self.protocol: UpstreamProtocol | None = None
         self.logged_on = False
         self.connected = False
+        self.logged_on_once = False
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._closed_event: asyncio.Event | None = None
+        self._logon_waiter: asyncio.Future[bool] | None = None
         self.header_tags: frozenset[int] = (
             frozenset(config.validator.transport.header.tags) if config.validator else T.STANDARD_HEADER_TAGS
         )
@@ -532,41 +566,85 @@ class UpstreamLeg:
         return f"{self.config.sender_comp_id.decode()}->{self.config.target_comp_id.decode()}@{self.cfg.host}:{self.cfg.port}"
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        if not self.mirror:
+            self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def _run(self) -> None:
-        delay = self.cfg.reconnect_min
+    async def _connect(self) -> bool:
         loop = asyncio.get_running_loop()
-        while not self._stopping:
-            self._closed_event = asyncio.Event()
-            try:
-                await loop.create_connection(
-                    lambda: self._new_protocol(),
+        self._closed_event = asyncio.Event()
+        self._logon_waiter = loop.create_future()
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(
+                    self._new_protocol,
                     self.cfg.host,
                     self.cfg.port,
                     ssl=self.ssl,
                     server_hostname=(self.cfg.server_name or self.cfg.host) if self.ssl else None,
-                )
-            except (OSError, ssl.SSLError) as exc:
-                log.info("upstream_connect_failed", leg=self.name, error=str(exc), retry_in=round(delay, 2))
+                ),
+                timeout=self.gw.cfg.gateway.logon_timeout,
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            log.info("upstream_connect_failed", leg=self.name, error=str(exc) or type(exc).__name__)
+            self._closed_event.set()
+            return False
+        self.connected = True
+        return True
+
+    async def _run(self) -> None:
+        delay = self.cfg.reconnect_min
+        while not self._stopping:
+            if not await self._connect():
                 await asyncio.sleep(delay)
                 delay = min(self.cfg.reconnect_max, delay * 2)
                 continue
-            self.connected = True
+            assert self._closed_event is not None
             await self._closed_event.wait()
-            self.connected = False
             if self.logged_on_once:
                 delay = self.cfg.reconnect_min
             if not self._stopping:
                 await asyncio.sleep(delay)
                 delay = min(self.cfg.reconnect_max, delay * 2)
 
-    logged_on_once = False
+    async def open(self) -> bool:
+        """Mirror mode: connect and log on now; True once the venue answered our Logon."""
+        timeout = self.gw.cfg.gateway.logon_timeout
+        if self.protocol is not None and not self.logged_on and self._closed_event is not None:
+            try:  # the previous mirror session is still closing
+                await asyncio.wait_for(self._closed_event.wait(), timeout)
+            except TimeoutError:
+                self.abort_connection()
+        if self.logged_on:
+            return True
+        if not await self._connect():
+            return False
+        assert self._logon_waiter is not None
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._logon_waiter), timeout)
+        except TimeoutError:
+            self.abort_connection()
+            return False
+
+    def close_mirror(self, now: float, text: str) -> None:
+        """Mirror mode: the client left, so our venue session ends too."""
+        p = self.protocol
+        if p is None:
+            return
+        if p.session is not None and p.session.is_logged_on:
+            p.session.logout(now, text)
+            p.pump()
+        else:
+            p.close_transport()
 
     def _new_protocol(self) -> UpstreamProtocol:
         p = UpstreamProtocol(self)
         self.protocol = p
         return p
+
+    def _resolve_logon(self, ok: bool) -> None:
+        w = self._logon_waiter
+        if w is not None and not w.done():
+            w.set_result(ok)
 
     def on_event(self, event: Event, now: float) -> None:
         route = self.route
@@ -578,23 +656,35 @@ class UpstreamLeg:
             self.logged_on_once = True
             self.gw._audit_safe("upstream_logon", leg=self.name, session=route.name)
             log.info("upstream_logon", leg=self.name)
+            self._resolve_logon(True)
         elif isinstance(event, (LoggedOut, Disconnected)):
             if self.logged_on:
                 self.gw._audit_safe("upstream_logout", leg=self.name, reason=getattr(event, "reason", ""))
             self.logged_on = False
+            self._resolve_logon(False)
         elif isinstance(event, MessageRejected):
             self.gw._audit_safe("upstream_session_reject", leg=self.name, reason=event.reason, detail=event.detail)
         elif isinstance(event, LogonRefused):
             self.gw._audit_safe("upstream_logon_refused", leg=self.name, reason=event.reason)
+            self._resolve_logon(False)
 
     def on_closed(self, proto: UpstreamProtocol) -> None:
-        if self.logged_on:
+        was_on = self.logged_on
+        if was_on:
             self.gw._audit_safe("upstream_logout", leg=self.name, reason="connection lost")
         self.logged_on = False
+        self._resolve_logon(False)
         if self.protocol is proto:
             self.protocol = None
+            self.connected = False
         if self._closed_event is not None:
             self._closed_event.set()
+        route = self.route
+        if self.mirror and was_on and route is not None and route.client is not None:
+            conn = route.client
+            if conn.session is not None and conn.session.is_logged_on:
+                conn.session.logout(time.time(), f"exchange session {self.name} ended")
+                conn.pump()
 
     def stop(self, now: float) -> None:
         self._stopping = True
@@ -607,9 +697,12 @@ class UpstreamLeg:
         if self._task is not None and not self.connected:
             self._task.cancel()
 
-    def abort(self) -> None:
+    def abort_connection(self) -> None:
         if self.protocol is not None:
             self.protocol.abort()
+
+    def abort(self) -> None:
+        self.abort_connection()
         if self._task is not None:
             self._task.cancel()
 

@@ -265,6 +265,8 @@ class Validator:
         self.settings = settings or ValidationSettings()
         self._fields: dict[int, FieldDef] = dict(self.application.fields)
         self._fields.update(transport.fields)
+        # session messages of FIXT.1.1 know only the transport vocabulary
+        self._admin_fields: dict[int, FieldDef] = dict(transport.fields)
         self._header_tags = frozenset(transport.header.tags)
         self._trailer_tags = frozenset(transport.trailer.tags)
 
@@ -362,7 +364,7 @@ class Validator:
             return ValidationError(
                 T.SRR_TAG_SPECIFIED_WITHOUT_VALUE, tag, f"{self.label(tag)} has no value"
             )
-        fd = self._fields.get(tag)
+        fd = (self._admin_fields if md.admin else self._fields).get(tag)
         if fd is None:
             if tag >= 5000 and not s.check_user_defined_fields:
                 return None
@@ -407,7 +409,18 @@ class Validator:
         declared: int,
         md: MessageDef,
     ) -> tuple[int, ValidationError | None]:
-        """Walk the instances of ``group`` from ``fields[i]``; check count and members."""
+        """Walk the instances of ``group`` from ``fields[i]``; check count and members.
+
+        The count is checked before any member, as the NumInGroup field comes
+        first on the wire (14i).
+        """
+        _, instances = self._group_span(fields, i, group)
+        if instances != declared:
+            return i, ValidationError(
+                T.SRR_INCORRECT_NUMINGROUP_COUNT,
+                group.count_tag,
+                f"{self.label(group.count_tag)} declares {declared} instances but {instances} follow",
+            )
         n = len(fields)
         count = 0
         seen: set[int] = set()
@@ -450,6 +463,23 @@ class Validator:
                 f"{self.label(group.count_tag)} declares {declared} instances but {count} follow",
             )
         return i, None
+
+    def _group_span(self, fields: tuple[Field, ...], i: int, group: GroupDef) -> tuple[int, int]:
+        """Index after the group's last field and the number of instances."""
+        n = len(fields)
+        count = 0
+        while i < n:
+            tag, value = fields[i]
+            if tag == group.delimiter:
+                count += 1
+            elif tag not in group.members or not count:
+                break
+            sub = group.groups.get(tag)
+            if sub is not None and value.isdigit():
+                i, _ = self._group_span(fields, i + 1, sub)
+                continue
+            i += 1
+        return i, count
 
     def _group_required(self, group: GroupDef, seen: set[int]) -> ValidationError | None:
         for tag in group.required:
