@@ -179,14 +179,36 @@ class Gateway:
         for route in self.routes.values():
             route.upstream.start()
         self.server = await loop.create_server(
-            lambda: ClientProtocol(self),
+            lambda: _TLSAcceptor(self),
             self.cfg.listen.host,
             self.cfg.listen.port,
-            ssl=self.server_ctx,
             reuse_address=True,
-            ssl_handshake_timeout=10.0,
         )
         log.info("listening", host=self.cfg.listen.host, port=self.cfg.listen.port, routes=len(self.routes))
+
+    async def upgrade(self, transport: asyncio.BaseTransport) -> None:
+        """TLS handshake on an accepted socket; a refusal is audited with its reason."""
+        peer = _peer(transport.get_extra_info("peername"))
+        client = ClientProtocol(self)
+        loop = asyncio.get_running_loop()
+        try:
+            tls_transport = await loop.start_tls(
+                transport,  # type: ignore[arg-type]
+                client,
+                self.server_ctx,
+                server_side=True,
+                ssl_handshake_timeout=10.0,
+            )
+        except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
+            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__
+            self._audit_safe("tls_refused", peer=peer, reason=str(reason))
+            log.info("tls_refused", peer=peer, reason=str(reason))
+            transport.close()
+            return
+        if tls_transport is None:
+            transport.close()
+            return
+        client.connection_made(tls_transport)
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
@@ -341,6 +363,27 @@ def _peer(peer: Any) -> str | None:
     return None
 
 
+class _TLSAcceptor(asyncio.Protocol):
+    """Accepted TCP socket before TLS: nothing is read until TLS owns it.
+
+    There is no plaintext client listener: the socket is handed to
+    ``Gateway.upgrade`` which performs the mTLS handshake.
+    """
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.pause_reading()  # type: ignore[attr-defined]
+        if self.gw.stopping:
+            transport.close()
+            return
+        asyncio.get_running_loop().create_task(self.gw.upgrade(transport))
+
+    def data_received(self, data: bytes) -> None:  # pragma: no cover - reading is paused
+        pass
+
+
 class ClientProtocol(SessionProtocol):
     """Client leg: mTLS identity, Logon routing, then the session."""
 
@@ -353,6 +396,7 @@ class ClientProtocol(SessionProtocol):
         self.header_tags: frozenset[int] = T.STANDARD_HEADER_TAGS
         self._logon_timer: asyncio.TimerHandle | None = None
         self._pending_logon: Message | None = None  # mirror mode: waiting for the venue
+        self._early: list[bytes] | None = []  # bytes decrypted before connection_made
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -374,6 +418,9 @@ class ClientProtocol(SessionProtocol):
                             tls=ssl_obj.version() if ssl_obj else None)
         loop = asyncio.get_running_loop()
         self._logon_timer = loop.call_later(self.gw.cfg.gateway.logon_timeout, self._logon_timeout)
+        early, self._early = self._early or [], None
+        for chunk in early:
+            self.data_received(chunk)
 
     def _logon_timeout(self) -> None:
         if self.session is None:
@@ -386,6 +433,9 @@ class ClientProtocol(SessionProtocol):
         if self.session is not None:
             self.session.receive_data(data, time.time())
             self.pump()
+            return
+        if self._early is not None:
+            self._early.append(data)
             return
         if self.identity is None:
             return

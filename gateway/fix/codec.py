@@ -268,6 +268,12 @@ class Framer:
             if blen - start > self.max_frame:
                 return self._skip_to_next_start(start, "no CheckSum(10) within the maximum frame size")
             return None
+        if ck > body_end - 1:
+            # the declared length was wrong; if a new frame starts after the
+            # declared end, the garbled one ends there rather than swallowing it
+            nxt = buf.find(_FRAME_START, body_end, ck)
+            if nxt >= 0:
+                return self._garble(start, nxt, f"BodyLength(9) {length} does not match the body")
         ck_end = buf.find(SOH, ck + 4)
         if ck_end < 0:
             if blen - ck > 16:

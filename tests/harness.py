@@ -1,0 +1,232 @@
+"""Real processes for tests: dev PKI, configs, the gateway and the exchange simulator.
+
+Everything runs on loopback with ports picked free at start; every process is
+started by the test and stopped by it (SIGTERM, then SIGKILL after a bound).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import simplefix
+
+from gateway import pki
+from gateway.fix import codec
+from gateway.fix.utctime import format_utc_timestamp
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            out = proc.stderr.read().decode() if proc.stderr else ""
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}:\n{out}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
+
+
+def make_pki(folder: Path) -> Path:
+    pki.init(folder)
+    pki.issue(folder, "conformance", key_type="rsa")
+    pki.issue(folder, "algo1")
+    pki.issue(folder, "algo2")
+    return folder
+
+
+@dataclass
+class Proc:
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return int(self.proc.returncode)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(5)
+
+
+def start(args: list[str], log: Path, port: int | None = None) -> Proc:
+    fh = open(log, "ab")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    p = subprocess.Popen([sys.executable, "-m", "gateway", *args], stdout=fh, stderr=fh, cwd=ROOT, env=env)
+    proc = Proc(p, log)
+    if port is not None:
+        try:
+            wait_port(port, proc=None)
+        except TimeoutError:
+            proc.kill()
+            raise RuntimeError(f"{args} did not listen on {port}; log:\n{log.read_text()}") from None
+        if p.poll() is not None:
+            raise RuntimeError(f"{args} exited {p.returncode}; log:\n{log.read_text()}")
+    return proc
+
+
+def conformance_config(tmp: Path, certs: Path, gw_port: int, sim_port: int) -> Path:
+    """config/conformance.toml with free ports and temporary folders."""
+    text = (ROOT / "config" / "conformance.toml").read_text()
+    text = text.replace("9878", str(gw_port)).replace("9879", str(sim_port))
+    text = text.replace('"../certs/dev/', f'"{certs}/').replace('"../state/conformance', f'"{tmp}/state')
+    path = tmp / "conformance.toml"
+    path.write_text(text)
+    return path
+
+
+def trading_config(
+    tmp: Path,
+    certs: Path,
+    gw_port: int,
+    sim_port: int,
+    reset_on_logon: bool = False,
+    mode: str = "persistent",
+    heartbeat: int = 30,
+) -> Path:
+    """A gateway in front of the simulator in fill mode; two algo identities."""
+    r = "true" if reset_on_logon else "false"
+    text = f"""
+[gateway]
+state_dir = "{tmp}/state"
+[listen]
+port = {gw_port}
+cert = "{certs}/gateway.crt"
+key = "{certs}/gateway.key"
+ca = "{certs}/ca.crt"
+[audit]
+dir = "{tmp}/state/audit"
+[policy]
+allow_all = true
+[[identities]]
+id = "spiffe://fixgw.dev/client/algo1"
+comp_ids = ["ALGO1"]
+[[identities]]
+id = "spiffe://fixgw.dev/client/algo2"
+comp_ids = ["ALGO2"]
+[exchange_sim]
+port = {sim_port}
+mode = "fill"
+state_dir = "{tmp}/sim-state"
+reset_on_logon = {r}
+"""
+    for name in ("ALGO1", "ALGO2"):
+        text += f"""
+[[sessions]]
+begin_string = "FIX.4.4"
+client_comp_id = "{name}"
+gateway_comp_id = "FIXGW"
+reset_on_logon = {r}
+upstream = {{ host = "127.0.0.1", port = {sim_port}, tls = false, sender_comp_id = "GW-{name}", target_comp_id = "XCHG", reset_on_logon = {r}, mode = "{mode}", heartbeat_interval = {heartbeat} }}
+"""
+    path = tmp / "trading.toml"
+    path.write_text(text)
+    return path
+
+
+def client_ssl(certs: Path, name: str | None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(certs / "ca.crt"))
+    if name is not None:
+        ctx.load_cert_chain(str(certs / f"{name}.crt"), str(certs / f"{name}.key"))
+    return ctx
+
+
+class FixClient:
+    """A minimal blocking FIX client for tests, built on simplefix for encoding."""
+
+    def __init__(self, port: int, ctx: ssl.SSLContext | None, sender: str, target: str = "FIXGW",
+                 begin: str = "FIX.4.4") -> None:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock: socket.socket = ctx.wrap_socket(raw, server_hostname="127.0.0.1") if ctx else raw
+        self.sender, self.target, self.begin = sender, target, begin
+        self.seq = 1
+        self.framer = codec.Framer()
+
+    def send(self, msg_type: str, fields: list[tuple[int, str]], seq: int | None = None,
+             header: list[tuple[int, str]] | None = None) -> None:
+        m = simplefix.FixMessage()
+        m.append_pair(8, self.begin)
+        m.append_pair(35, msg_type)
+        m.append_pair(34, seq if seq is not None else self.seq)
+        m.append_pair(49, self.sender)
+        m.append_pair(52, format_utc_timestamp(time.time()).decode())
+        m.append_pair(56, self.target)
+        for t, v in header or []:
+            m.append_pair(t, v)
+        for t, v in fields:
+            m.append_pair(t, v)
+        self.sock.sendall(m.encode())
+        if seq is None:
+            self.seq += 1
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def recv(self, timeout: float = 10.0) -> codec.Message | None:
+        """Next message, or None when the gateway closed the connection."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ev = self.framer.next_event()
+            if isinstance(ev, codec.FrameReceived):
+                return ev.message
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no message from the gateway")
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(65536)
+            except (ConnectionResetError, ssl.SSLError):
+                data = b""
+            if not data:
+                return None
+            self.framer.feed(data)
+
+    def recv_type(self, msg_type: bytes, timeout: float = 10.0) -> codec.Message:
+        """Next message of ``msg_type``, skipping heartbeats."""
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self.recv(max(0.1, deadline - time.monotonic()))
+            if m is None:
+                raise ConnectionError(f"closed while waiting for MsgType {msg_type!r}")
+            if m.msg_type == msg_type:
+                return m
+            if m.msg_type not in (b"0",):
+                raise AssertionError(f"expected MsgType {msg_type!r}, got {m!r}")
+
+    def logon(self, heartbeat: int = 30, reset: bool = False) -> codec.Message:
+        fields = [(98, "0"), (108, str(heartbeat))]
+        if reset:
+            fields.append((141, "Y"))
+        self.send("A", fields)
+        return self.recv_type(b"A")
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
