@@ -20,12 +20,14 @@ The framer is sans-IO: ``feed(data)`` then ``next_event()`` until ``None``.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from . import tags as T
 
 SOH = b"\x01"
+_adler32 = zlib.adler32
 _FRAME_START = b"8=FIX"
 _CHECKSUM_MARK = b"\x0110="
 
@@ -54,7 +56,7 @@ class Message:
         self,
         begin_string: bytes,
         msg_type: bytes,
-        fields: tuple[Field, ...],
+        fields: Sequence[Field],
         raw: bytes = b"",
     ) -> None:
         self.begin_string = begin_string
@@ -100,11 +102,21 @@ class Message:
         return f"Message({self.begin_string.decode('latin-1')} {text}{more})"
 
 
-@dataclass(frozen=True, slots=True)
 class FrameReceived:
-    """A well-formed frame: BeginString, BodyLength, MsgType order, CheckSum ok."""
+    """A well-formed frame: BeginString, BodyLength, MsgType order, CheckSum ok.
 
-    message: Message
+    A plain slotted class rather than a frozen dataclass: one is built per
+    message on the hot path and frozen dataclasses construct several times
+    slower.  Treat it as immutable.
+    """
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"FrameReceived({self.message!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,13 +134,37 @@ def _valid_tag(tag: bytes) -> bool:
     return tag.isdigit() or (tag[:1] == b"-" and tag[1:].isdigit())
 
 
+#: ``b"35"`` -> 35 for every tag a message may carry; a dict lookup in C is
+#: several times cheaper than ``int()`` on the hot path.
+#: Length tags of data fields are left out on purpose: a body carrying one
+#: misses the table and takes the strict path that reads data by length.
+_TAG_TABLE: dict[bytes, int] = {
+    b"%d" % i: i for i in range(1, 10000) if i not in T.DATA_LENGTH_TAGS
+}
+
+
 def parse_fields(body: bytes) -> list[Field]:
     """Split ``body`` (fields, each ending in SOH) into ``(tag, value)`` pairs.
 
+    Fast path, all in C: when no value contains ``=`` (as many ``=`` as SOH),
+    replacing SOH by ``=`` and splitting alternates tags and values.  Bodies
+    with data fields, ``=`` inside values or unusual tags take the strict path.
     Length-prefixed data fields (RawData(96), Signature(89) ...) are read by
     the length their length field gave, since they may contain SOH.
     Raises ``ParseError`` when a field has no ``=`` or a non-numeric tag.
     """
+    items = body.replace(SOH, b"=").split(b"=")
+    # as many '=' as SOH (no '=' inside a value) and a final SOH
+    if len(items) == 2 * body.count(SOH) + 1 and body[-1:] == SOH:
+        items.pop()
+        try:
+            return list(zip(map(_TAG_TABLE.__getitem__, items[0::2]), items[1::2]))
+        except KeyError:
+            pass
+    return _parse_fields_strict(body)
+
+
+def _parse_fields_strict(body: bytes) -> list[Field]:
     parts = body.split(SOH)
     if parts[-1] != b"":
         raise ParseError("last field is not terminated by SOH")
@@ -192,27 +228,69 @@ class Framer:
     ``feed()`` any split of the stream, then drain ``next_event()``.  Each
     event is either a parsed ``FrameReceived`` or a ``FrameGarbled`` carrying
     the dropped bytes and why.  Memory is bounded by ``max_frame``.
+
+    The buffer is immutable ``bytes``: the common case (a read holding whole
+    frames) then slices without copying the stream into a bytearray first.
     """
 
     __slots__ = ("_buf", "_pos", "max_frame")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
-        self._buf = bytearray()
+        self._buf = b""
         self._pos = 0
         self.max_frame = max_frame
 
     def feed(self, data: bytes) -> None:
-        if self._pos and self._pos >= len(self._buf) // 2:
-            del self._buf[: self._pos]
-            self._pos = 0
-        self._buf += data
+        if self._pos >= len(self._buf):
+            self._buf = bytes(data)
+        else:
+            self._buf = self._buf[self._pos :] + data
+        self._pos = 0
 
     @property
     def buffered(self) -> int:
         return len(self._buf) - self._pos
 
+    def next_event(self) -> FrameEvent | None:
+        buf = self._buf
+        pos = self._pos
+        # Fast path: a complete frame with consistent 8/9/10 at the cursor.
+        if buf.startswith(b"8=FIX", pos):
+            e8 = buf.find(SOH, pos, pos + 32)
+            if e8 > 0 and buf.startswith(b"9=", e8 + 1):
+                e9 = buf.find(SOH, e8 + 3, e8 + 15)
+                if e9 > 0:
+                    length_b = buf[e8 + 3 : e9]
+                    if length_b.isdigit():
+                        body_start = e9 + 1
+                        body_end = body_start + int(length_b)
+                        stop = body_end + 7
+                        if (
+                            body_end - pos + 7 <= self.max_frame
+                            and buf.startswith(b"10=", body_end)
+                            and buf[stop - 1 : stop] == SOH
+                            and buf[body_end - 1 : body_end] == SOH
+                            and buf.startswith(b"35=", body_start)
+                        ):
+                            ck_b = buf[body_end + 3 : stop - 1]
+                            span = memoryview(buf)[pos:body_end]
+                            ck = (
+                                ((_adler32(span) & 0xFFFF) - 1) & 0xFF if body_end - pos <= 256 else checksum(span)
+                            )
+                            if ck_b.isdigit() and int(ck_b) == ck:
+                                try:
+                                    fields = parse_fields(buf[body_start:body_end])
+                                except ParseError:
+                                    pass
+                                else:
+                                    self._pos = stop
+                                    return FrameReceived(
+                                        Message(buf[pos + 2 : e8], fields[0][1], fields, buf[pos:stop])
+                                    )
+        return self._next_event_slow()
+
     def _garble(self, start: int, stop: int, reason: str) -> FrameGarbled:
-        data = bytes(self._buf[start:stop])
+        data = self._buf[start:stop]
         self._pos = stop
         return FrameGarbled(data, reason)
 
@@ -223,7 +301,7 @@ class Framer:
             nxt = max(start + 1, len(self._buf) - (len(_FRAME_START) - 1))
         return self._garble(start, nxt, reason)
 
-    def next_event(self) -> FrameEvent | None:
+    def _next_event_slow(self) -> FrameEvent | None:
         buf = self._buf
         pos = self._pos
         blen = len(buf)
@@ -251,7 +329,7 @@ class Framer:
             if blen - e8 >= 15:
                 return self._skip_to_next_start(start, "BodyLength(9) is not a number")
             return None
-        length_b = bytes(buf[e8 + 3 : e9])
+        length_b = buf[e8 + 3 : e9]
         if not length_b.isdigit():
             return self._skip_to_next_start(start, f"BodyLength(9) {length_b!r} is not a number")
         length = int(length_b)
@@ -280,7 +358,7 @@ class Framer:
                 return self._skip_to_next_start(start, "CheckSum(10) not terminated")
             return None
         stop = ck_end + 1
-        frame = bytes(buf[start:stop])
+        frame = buf[start:stop]
         self._pos = stop
         return _check_frame(frame, e8 - start, body_start - start, length, ck - start)
 
@@ -293,7 +371,7 @@ def _check_frame(frame: bytes, e8: int, body_start: int, length: int, ck: int) -
     ck_value = frame[ck + 4 : -1]
     if len(ck_value) != 3 or not ck_value.isdigit():
         return FrameGarbled(frame, f"CheckSum(10) {ck_value!r} is not three digits")
-    expected = sum(memoryview(frame)[: ck + 1]) % 256
+    expected = checksum(memoryview(frame)[: ck + 1])
     if int(ck_value) != expected:
         return FrameGarbled(
             frame, f"CheckSum(10) expected {expected:03d} but received {ck_value.decode('latin-1')}"
@@ -330,7 +408,7 @@ def encode(begin_string: bytes, fields: Sequence[Field] | Iterable[Field]) -> by
     """Frame ``fields`` (starting with MsgType(35)): fills BodyLength(9) and CheckSum(10)."""
     body = encode_fields(fields)
     head = b"8=%s\x019=%d\x01%s" % (begin_string, len(body), body)
-    return b"%s10=%03d\x01" % (head, sum(head) % 256)
+    return b"%s10=%03d\x01" % (head, checksum(head))
 
 
 def encode_message(begin_string: bytes, fields: Sequence[Field]) -> Message:
@@ -339,5 +417,17 @@ def encode_message(begin_string: bytes, fields: Sequence[Field]) -> Message:
     return Message(begin_string, fields[0][1], tuple(fields), raw)
 
 
-def checksum(data: bytes) -> int:
-    return sum(data) % 256
+def checksum(data: bytes | memoryview) -> int:
+    """FIX CheckSum(10): the byte sum modulo 256.
+
+    Computed with Adler-32, whose low 16 bits are ``1 + sum(bytes)`` while that
+    stays below 65521 (256 bytes of 0xFF at most), so every 256-byte chunk
+    gives its exact byte sum in C instead of a Python-level loop.
+    """
+    n = len(data)
+    if n <= 256:
+        return ((zlib.adler32(data) & 0xFFFF) - 1) & 0xFF
+    total = 0
+    for i in range(0, n, 256):
+        total += (zlib.adler32(data[i : i + 256]) & 0xFFFF) - 1
+    return total & 0xFF

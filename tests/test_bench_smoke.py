@@ -1,0 +1,20 @@
+"""bench/ runs (speed is reported by bench, never asserted in tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.harness import ROOT
+
+
+def test_codec_bench_runs_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "codec.json"
+    r = subprocess.run([sys.executable, "-m", "bench.codec", "--rounds", "1", "--n", "20", "--json", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(out.read_text())
+    assert {row["case"] for row in data["rows"]} >= {"parse NewOrderSingle", "encode NewOrderSingle"}
+    assert all(row["speedup"] > 0 for row in data["rows"])
