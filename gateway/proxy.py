@@ -94,6 +94,28 @@ class Route:
     def name(self) -> str:
         return "/".join(k.decode() for k in self.key)
 
+    def client_write_paused(self, paused: bool) -> None:
+        """The client reads slowly: stop reading from the exchange leg until it drains."""
+        p = self.upstream.protocol
+        _set_reading(p.transport if p else None, not paused)
+
+    def upstream_write_paused(self, paused: bool) -> None:
+        """The exchange reads slowly: stop reading from the client until it drains."""
+        c = self.client
+        _set_reading(c.transport if c else None, not paused)
+
+
+def _set_reading(transport: asyncio.BaseTransport | None, reading: bool) -> None:
+    if transport is None or transport.is_closing():
+        return
+    try:
+        if reading:
+            transport.resume_reading()  # type: ignore[attr-defined]
+        else:
+            transport.pause_reading()  # type: ignore[attr-defined]
+    except (RuntimeError, AttributeError):  # already in that state / closed
+        pass
+
 
 class Gateway:
     def __init__(self, cfg: Config) -> None:
@@ -402,12 +424,17 @@ class ClientProtocol(SessionProtocol):
         super().connection_made(transport)
         self.gw.connections.add(self)
         ssl_obj = transport.get_extra_info("ssl_object")
-        sans = tls.peer_uri_sans(ssl_obj)
-        ident, why = self.gw.guard.identify(sans)
         peer = _peer(self.peer)
         if self.gw.stopping:
             self.close_transport()
             return
+        if ssl_obj is None or not ssl_obj.getpeercert(binary_form=True):
+            # the peer went away before the handshake finished (port probes)
+            self.gw._audit_safe("tls_refused", peer=peer, reason="handshake did not complete")
+            self.close_transport()
+            return
+        sans = tls.peer_uri_sans(ssl_obj)
+        ident, why = self.gw.guard.identify(sans)
         if ident is None:
             self.gw._audit_safe("connection_refused", peer=peer, reason=why, uri_sans=sans)
             log.info("connection_refused", peer=peer, reason=why)
@@ -504,6 +531,7 @@ class ClientProtocol(SessionProtocol):
         self._start_session(route, msg)
 
     def _start_session(self, route: Route, msg: Message) -> None:
+        self.on_pause = route.client_write_paused
         cfg = route.client_config
         if cfg.validator is not None:
             self.header_tags = frozenset(cfg.validator.transport.header.tags)
@@ -688,6 +716,8 @@ class UpstreamLeg:
 
     def _new_protocol(self) -> UpstreamProtocol:
         p = UpstreamProtocol(self)
+        if self.route is not None:
+            p.on_pause = self.route.upstream_write_paused
         self.protocol = p
         return p
 

@@ -7,7 +7,6 @@ nothing here reads a clock.
 from __future__ import annotations
 
 import calendar
-import time
 
 _DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
@@ -41,23 +40,39 @@ def parse_utc_timestamp(value: bytes) -> float | None:
     return calendar.timegm((year, month, day, hour, minute, sec, 0, 0, 0)) + frac
 
 
+def _civil_from_days(days: int) -> tuple[int, int, int]:
+    """Days since 1970-01-01 -> (year, month, day), proleptic Gregorian."""
+    z = days + 719468
+    era = (z if z >= 0 else z - 146096) // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    return yoe + era * 400 + (month <= 2), month, day
+
+
+_last_second: list[object] = [None, b""]  # one-entry cache: whole second -> its text
+
+
 def format_utc_timestamp(now: float, precision: int = 3) -> bytes:
     """Epoch seconds -> UTCTimestamp with ``precision`` fractional digits (0, 3, 6)."""
-    whole = int(now)
-    tm = time.gmtime(whole)
-    base = b"%04d%02d%02d-%02d:%02d:%02d" % (
-        tm.tm_year,
-        tm.tm_mon,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec,
-    )
+    whole = int(now // 1)
+    if _last_second[0] == whole:
+        base = _last_second[1]
+        assert isinstance(base, bytes)
+    else:
+        days, rem = divmod(whole, 86400)
+        year, month, day = _civil_from_days(days)
+        base = b"%04d%02d%02d-%02d:%02d:%02d" % (year, month, day, rem // 3600, rem // 60 % 60, rem % 60)
+        _last_second[0], _last_second[1] = whole, base
     if precision == 0:
         return base
-    frac = int((now - whole) * (10**precision))
-    if frac >= 10**precision:
-        frac = 10**precision - 1
+    scale = 10**precision
+    frac = int((now - whole) * scale)
+    if frac >= scale:
+        frac = scale - 1
     return b"%s.%0*d" % (base, precision, frac)
 
 

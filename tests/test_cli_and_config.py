@@ -1,0 +1,134 @@
+"""CLI and config: user mistakes get one precise line and exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from gateway import pki
+from gateway.config import ConfigError, load
+from tests.harness import ROOT
+
+
+def fixgw(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_certs_init_is_idempotent_and_issue_makes_one_uri_san(tmp_path: Path) -> None:
+    d = tmp_path / "pki"
+    r1 = fixgw("certs", "init", "--dir", str(d))
+    assert r1.returncode == 0 and "created" in r1.stdout
+    ca_before = (d / "ca.crt").read_bytes()
+    r2 = fixgw("certs", "init", "--dir", str(d))
+    assert r2.returncode == 0 and "nothing to do" in r2.stdout
+    assert (d / "ca.crt").read_bytes() == ca_before
+    r3 = fixgw("certs", "issue", "--dir", str(d), "--name", "algo", "--comp-id", "A1", "--role", "trader")
+    assert r3.returncode == 0
+    assert 'comp_ids = ["A1"]' in r3.stdout and "spiffe://fixgw.dev/client/algo" in r3.stdout
+    assert "PRIVATE KEY" not in r3.stdout
+    cert = x509.load_pem_x509_certificate((d / "algo.crt").read_bytes())
+    uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.UniformResourceIdentifier)
+    assert uris == ["spiffe://fixgw.dev/client/algo"]
+    assert (d / "algo.key").stat().st_mode & 0o077 == 0
+    gw = x509.load_pem_x509_certificate((d / "gateway.crt").read_bytes())
+    san = gw.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+
+
+def test_rsa_key_type_and_reissue_replaces(tmp_path: Path) -> None:
+    pki.init(tmp_path)
+    pki.issue(tmp_path, "q", key_type="rsa")
+    first = (tmp_path / "q.crt").read_bytes()
+    assert b"BEGIN CERTIFICATE" in first
+    pki.issue(tmp_path, "q", key_type="rsa")
+    assert (tmp_path / "q.crt").read_bytes() != first
+    assert b"PRIVATE KEY" in (tmp_path / "q.key").read_bytes()
+
+
+def test_issue_without_ca_says_how_to_create_one(tmp_path: Path) -> None:
+    r = fixgw("certs", "issue", "--dir", str(tmp_path / "none"), "--name", "x")
+    assert r.returncode == 2
+    assert "fixgw certs init --dir" in r.stderr and "Traceback" not in r.stderr
+
+
+def _write(tmp: Path, text: str) -> Path:
+    p = tmp / "gw.toml"
+    p.write_text(text)
+    return p
+
+
+BASE = """
+[listen]
+port = 9000
+cert = "c"
+key = "k"
+ca = "a"
+[audit]
+dir = "audit"
+[[sessions]]
+begin_string = "FIX.4.4"
+client_comp_id = "C"
+gateway_comp_id = "G"
+upstream = { host = "127.0.0.1", port = 9001, tls = false, sender_comp_id = "G", target_comp_id = "X" }
+"""
+
+
+@pytest.mark.parametrize(
+    "mutate,key,words",
+    [
+        (lambda t: t.replace("port = 9000", 'port = "x"'), "listen.port", "Expected `int`"),
+        (lambda t: t.replace("port = 9000", "port = 70000"), "listen.port", "1-65535"),
+        (lambda t: t.replace('"FIX.4.4"', '"FIX.9.9"'), "sessions[0].begin_string", "valid: FIX.4.2"),
+        (lambda t: t.replace("[audit]\ndir = \"audit\"", ""), "audit.dir", "names its audit folder"),
+        (lambda t: t.replace("tls = false, ", ""), "sessions[0].upstream.ca", "CA bundle"),
+        (lambda t: t + "\n[gateway]\nbogus = 1\n", "gateway", "unknown field"),
+        (lambda t: t + "\n[[identities]]\nid = \"spiffe://other/client/x\"\ncomp_ids = []\n",
+         "identities[0].id", "trust domain"),
+    ],
+    ids=["type", "port-range", "begin-string", "audit-missing", "upstream-ca", "unknown-key", "trust-domain"],
+)
+def test_config_errors_name_file_key_and_what_is_valid(tmp_path: Path, mutate, key, words) -> None:  # type: ignore[no-untyped-def]
+    p = _write(tmp_path, mutate(BASE))
+    with pytest.raises(ConfigError) as exc:
+        load(p)
+    text = str(exc.value)
+    assert str(p) in text and key in text and words.lower() in text.lower(), text
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
+    cfg = load(_write(tmp_path, BASE))
+    assert cfg.resolve("audit") == (tmp_path / "audit").resolve()
+
+
+def test_cli_reports_config_error_without_traceback(tmp_path: Path) -> None:
+    p = _write(tmp_path, BASE.replace("port = 9000", "port = -1"))
+    r = fixgw("run", "--config", str(p))
+    assert r.returncode == 2
+    assert "listen.port" in r.stderr and "Traceback" not in r.stderr
+    r = fixgw("run", "--config", str(tmp_path / "missing.toml"))
+    assert r.returncode == 2 and "cannot read" in r.stderr
+
+
+def test_missing_certificate_files_are_a_clear_error(tmp_path: Path) -> None:
+    r = fixgw("run", "--config", str(_write(tmp_path, BASE)))
+    assert r.returncode == 2 and "cannot read" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_audit_verify_detects_an_edited_record(tmp_path: Path) -> None:
+    from gateway.audit import AuditLog
+
+    log = AuditLog(tmp_path / "a")
+    for i in range(5):
+        log.record("decision", n=i)
+    log.close()
+    assert fixgw("audit", "verify", str(tmp_path / "a")).returncode == 0
+    path = tmp_path / "a" / "audit-000001.jsonl"
+    path.write_text(path.read_text().replace('"n":2', '"n":3'))
+    r = fixgw("audit", "verify", str(tmp_path / "a"))
+    assert r.returncode == 1 and ":4:" in r.stdout
