@@ -76,8 +76,10 @@ class AuditLog:
 
 def _utc_us(now: float) -> str:
     t = time.gmtime(int(now))
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (
-        t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, int((now % 1) * 1_000_000)
+    micros = int((now % 1) * 1_000_000)
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}."
+        f"{micros:06d}Z"
     )
 
 

@@ -176,7 +176,8 @@ def _check(cfg: Config, p: Path, need_gateway: bool) -> None:
         if cfg.listen is None:
             raise ConfigError(p, "listen", "missing", "add a [listen] table with port, cert, key and ca")
         if cfg.audit is None:
-            raise ConfigError(p, "audit.dir", "missing", 'every gateway config names its audit folder: [audit] dir = "..."')
+            raise ConfigError(p, "audit.dir", "missing",
+                              'every gateway config names its audit folder: [audit] dir = "..."')
         if not cfg.sessions:
             raise ConfigError(p, "sessions", "no [[sessions]] defined", "add one [[sessions]] table per client session")
         _port(p, "listen.port", cfg.listen.port)

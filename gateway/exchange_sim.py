@@ -171,20 +171,20 @@ class FillApp:
             return [new, fill]
         if mt == T.MT_ORDER_CANCEL_REQUEST:
             orig = msg.get(T.OrigClOrdID) or b""
-            o = self.orders.get(orig)
-            if o is None or not o.open:
+            target = self.orders.get(orig)
+            if target is None or not target.open:
                 body: list[Field] = [
                     (T.ClOrdID, msg.get(T.ClOrdID) or b""),
-                    (T.OrderID, o.order_id if o else b"NONE"),
-                    (T.OrdStatus, b"2" if o else b"8"),
+                    (T.OrderID, target.order_id if target else b"NONE"),
+                    (T.OrdStatus, b"2" if target else b"8"),
                     (T.OrigClOrdID, orig),
-                    (T.Text, b"unknown order" if o is None else b"order is not open"),
-                    (T.CxlRejReason, b"1" if o is None else b"0"),
+                    (T.Text, b"unknown order" if target is None else b"order is not open"),
+                    (T.CxlRejReason, b"1" if target is None else b"0"),
                     (T.CxlRejResponseTo, b"1"),
                 ]
                 return [(T.MT_ORDER_CANCEL_REJECT, [], body)]
-            o.open = False
-            return [self._exec(o, b"4", b"4", b"0", b"0", None, now_ts)]
+            target.open = False
+            return [self._exec(target, b"4", b"4", b"0", b"0", None, now_ts)]
         if mt == T.MT_QUOTE_REQUEST:
             req = msg.get(T.QuoteReqID) or b""
             sym = msg.get(T.Symbol) or b""

@@ -63,7 +63,7 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)

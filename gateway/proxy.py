@@ -197,40 +197,17 @@ class Gateway:
         assert self.cfg.listen is not None
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(self._loop_exception)
-        self.audit.record("gateway_started", sessions=len(self.routes), listen=f"{self.cfg.listen.host}:{self.cfg.listen.port}")
+        listen = f"{self.cfg.listen.host}:{self.cfg.listen.port}"
+        self.audit.record("gateway_started", sessions=len(self.routes), listen=listen)
         for route in self.routes.values():
             route.upstream.start()
         self.server = await loop.create_server(
-            lambda: _TLSAcceptor(self),
+            lambda: TLSConnection(self),
             self.cfg.listen.host,
             self.cfg.listen.port,
             reuse_address=True,
         )
         log.info("listening", host=self.cfg.listen.host, port=self.cfg.listen.port, routes=len(self.routes))
-
-    async def upgrade(self, transport: asyncio.BaseTransport) -> None:
-        """TLS handshake on an accepted socket; a refusal is audited with its reason."""
-        peer = _peer(transport.get_extra_info("peername"))
-        client = ClientProtocol(self)
-        loop = asyncio.get_running_loop()
-        try:
-            tls_transport = await loop.start_tls(
-                transport,  # type: ignore[arg-type]
-                client,
-                self.server_ctx,
-                server_side=True,
-                ssl_handshake_timeout=10.0,
-            )
-        except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
-            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__
-            self._audit_safe("tls_refused", peer=peer, reason=str(reason))
-            log.info("tls_refused", peer=peer, reason=str(reason))
-            transport.close()
-            return
-        if tls_transport is None:
-            transport.close()
-            return
-        client.connection_made(tls_transport)
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
@@ -385,25 +362,135 @@ def _peer(peer: Any) -> str | None:
     return None
 
 
-class _TLSAcceptor(asyncio.Protocol):
-    """Accepted TCP socket before TLS: nothing is read until TLS owns it.
+class TLSConnection(asyncio.Protocol):
+    """Accepted TCP socket with our own TLS layer; the FIX client leg sits on top.
 
-    There is no plaintext client listener: the socket is handed to
-    ``Gateway.upgrade`` which performs the mTLS handshake.
+    There is no plaintext path: application bytes reach ``ClientProtocol``
+    only after the mutual-TLS handshake verified the client certificate.
+    Every refused handshake is audited with OpenSSL's reason.
     """
 
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
+        self.tls = tls.ServerTLS(gw.server_ctx)
+        self.raw: asyncio.Transport | None = None
+        self.app: ClientProtocol | None = None
+        self.peer: str | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._closing = False
 
+    # -- transport interface for the application protocol ----------------------
+    def write(self, data: bytes) -> None:
+        if self.raw is not None and not self._closing:
+            self.raw.write(self.tls.send(data))
+
+    def writelines(self, frames: list[bytes]) -> None:
+        self.write(b"".join(frames))
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self.raw is not None and not self.raw.is_closing():
+            out = self.tls.close_notify()
+            if out:
+                self.raw.write(out)
+            self.raw.close()
+
+    def abort(self) -> None:
+        self._closing = True
+        if self.raw is not None:
+            self.raw.abort()
+
+    def is_closing(self) -> bool:
+        return self._closing or self.raw is None or self.raw.is_closing()
+
+    def pause_reading(self) -> None:
+        if self.raw is not None and not self.raw.is_closing():
+            self.raw.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.raw is not None and not self.raw.is_closing():
+            self.raw.resume_reading()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "ssl_object":
+            return self.tls.obj
+        if self.raw is None:
+            return default
+        return self.raw.get_extra_info(name, default)
+
+    # -- asyncio.Protocol for the raw socket -------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.pause_reading()  # type: ignore[attr-defined]
+        self.raw = transport  # type: ignore[assignment]
+        self.peer = _peer(transport.get_extra_info("peername"))
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                import socket as _socket
+
+                sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
         if self.gw.stopping:
             transport.close()
             return
-        asyncio.get_running_loop().create_task(self.gw.upgrade(transport))
+        self._deadline = asyncio.get_running_loop().call_later(10.0, self._handshake_timeout)
 
-    def data_received(self, data: bytes) -> None:  # pragma: no cover - reading is paused
-        pass
+    def _handshake_timeout(self) -> None:
+        if not self.tls.handshake_done:
+            self._refuse("no TLS handshake within 10 s")
+
+    def _refuse(self, reason: str) -> None:
+        self.gw._audit_safe("tls_refused", peer=self.peer, reason=reason)
+        log.info("tls_refused", peer=self.peer, reason=reason)
+        if self.raw is not None:
+            out = self.tls.pending_output()  # the alert tells the client why
+            if out:
+                self.raw.write(out)
+            self.raw.close()
+        self._closing = True
+
+    def data_received(self, data: bytes) -> None:
+        was_done = self.tls.handshake_done
+        try:
+            plain = self.tls.receive(data)
+        except tls.TLSRefused as exc:
+            if was_done:
+                self.gw._audit_safe("tls_error", peer=self.peer, reason=exc.reason)
+                self.abort()
+            else:
+                self._refuse(exc.reason)
+            return
+        out = self.tls.pending_output()
+        if out and self.raw is not None:
+            self.raw.write(out)
+        if self.tls.handshake_done and not was_done:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self.app = ClientProtocol(self.gw)
+            self.app.connection_made(self)  # type: ignore[arg-type]
+        if plain and self.app is not None:
+            self.app.data_received(plain)
+        if self.tls.peer_closed:
+            self.close()
+
+    def pause_writing(self) -> None:
+        if self.app is not None:
+            self.app.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.app is not None:
+            self.app.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if self.app is not None:
+            self.app.connection_lost(exc)
+        elif not self.tls.handshake_done:
+            self.gw._audit_safe("tls_refused", peer=self.peer, reason="closed before the handshake completed")
 
 
 class ClientProtocol(SessionProtocol):
@@ -418,7 +505,6 @@ class ClientProtocol(SessionProtocol):
         self.header_tags: frozenset[int] = T.STANDARD_HEADER_TAGS
         self._logon_timer: asyncio.TimerHandle | None = None
         self._pending_logon: Message | None = None  # mirror mode: waiting for the venue
-        self._early: list[bytes] | None = []  # bytes decrypted before connection_made
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -426,11 +512,6 @@ class ClientProtocol(SessionProtocol):
         ssl_obj = transport.get_extra_info("ssl_object")
         peer = _peer(self.peer)
         if self.gw.stopping:
-            self.close_transport()
-            return
-        if ssl_obj is None or not ssl_obj.getpeercert(binary_form=True):
-            # the peer went away before the handshake finished (port probes)
-            self.gw._audit_safe("tls_refused", peer=peer, reason="handshake did not complete")
             self.close_transport()
             return
         sans = tls.peer_uri_sans(ssl_obj)
@@ -445,9 +526,6 @@ class ClientProtocol(SessionProtocol):
                             tls=ssl_obj.version() if ssl_obj else None)
         loop = asyncio.get_running_loop()
         self._logon_timer = loop.call_later(self.gw.cfg.gateway.logon_timeout, self._logon_timeout)
-        early, self._early = self._early or [], None
-        for chunk in early:
-            self.data_received(chunk)
 
     def _logon_timeout(self) -> None:
         if self.session is None:
@@ -460,9 +538,6 @@ class ClientProtocol(SessionProtocol):
         if self.session is not None:
             self.session.receive_data(data, time.time())
             self.pump()
-            return
-        if self._early is not None:
-            self._early.append(data)
             return
         if self.identity is None:
             return
@@ -641,7 +716,8 @@ class UpstreamLeg:
 
     @property
     def name(self) -> str:
-        return f"{self.config.sender_comp_id.decode()}->{self.config.target_comp_id.decode()}@{self.cfg.host}:{self.cfg.port}"
+        c = self.config
+        return f"{c.sender_comp_id.decode()}->{c.target_comp_id.decode()}@{self.cfg.host}:{self.cfg.port}"
 
     def start(self) -> None:
         if not self.mirror:
@@ -708,6 +784,10 @@ class UpstreamLeg:
         p = self.protocol
         if p is None:
             return
+        # From here on the leg carries nothing new; open() waits for the close.
+        if self.logged_on:
+            self.gw._audit_safe("upstream_logout", leg=self.name, reason=text)
+        self.logged_on = False
         if p.session is not None and p.session.is_logged_on:
             p.session.logout(now, text)
             p.pump()

@@ -38,7 +38,9 @@ def _load_chain(ctx: ssl.SSLContext, cert: Path, key: Path, what: str) -> None:
     except FileNotFoundError as exc:
         raise TLSConfigError(f"{what}: cannot read {exc.filename}") from None
     except ssl.SSLError as exc:
-        raise TLSConfigError(f"{what}: {cert} / {key} do not form a usable certificate and key ({exc.reason})") from None
+        raise TLSConfigError(
+            f"{what}: {cert} / {key} do not form a usable certificate and key ({exc.reason})"
+        ) from None
 
 
 def _load_ca(ctx: ssl.SSLContext, ca: Path, what: str) -> None:
@@ -91,3 +93,78 @@ def peer_uri_sans(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> list[str]
     except x509.ExtensionNotFound:
         return []
     return list(san.get_values_for_type(x509.UniformResourceIdentifier))
+
+
+class TLSRefused(Exception):
+    """The handshake failed; ``reason`` is OpenSSL's, e.g. CERTIFICATE_VERIFY_FAILED."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ServerTLS:
+    """Server side of one TLS connection over memory BIOs (sans-IO).
+
+    ``receive(data)`` takes ciphertext from the socket and returns plaintext
+    for the application; ``pending_output()`` returns ciphertext to write.
+    Owning this layer (instead of the event loop's) makes every handshake
+    failure visible with OpenSSL's reason so it can be audited.
+    """
+
+    def __init__(self, ctx: ssl.SSLContext) -> None:
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self._in, self._out, server_side=True)
+        self.handshake_done = False
+        self.peer_closed = False
+
+    def receive(self, data: bytes) -> bytes:
+        """Feed ciphertext; returns decrypted application bytes (maybe empty).
+
+        Raises ``TLSRefused`` when the handshake fails.
+        """
+        self._in.write(data)
+        if not self.handshake_done:
+            try:
+                self.obj.do_handshake()
+            except ssl.SSLWantReadError:
+                return b""
+            except ssl.SSLError as exc:
+                raise TLSRefused(str(exc.reason or exc.__class__.__name__)) from None
+            self.handshake_done = True
+        chunks: list[bytes] = []
+        while True:
+            try:
+                chunk = self.obj.read(65536)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                self.peer_closed = True
+                break
+            except ssl.SSLError as exc:
+                raise TLSRefused(str(exc.reason or exc.__class__.__name__)) from None
+            if not chunk:
+                self.peer_closed = True
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def send(self, data: bytes) -> bytes:
+        """Encrypt application bytes; returns ciphertext to write."""
+        self.obj.write(data)
+        return self._out.read()
+
+    def pending_output(self) -> bytes:
+        return self._out.read()
+
+    def close_notify(self) -> bytes:
+        try:
+            self.obj.unwrap()
+        except (ssl.SSLError, ValueError):
+            pass
+        return self._out.read()
+
+    @property
+    def version(self) -> str | None:
+        return self.obj.version()

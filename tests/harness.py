@@ -142,7 +142,8 @@ begin_string = "FIX.4.4"
 client_comp_id = "{name}"
 gateway_comp_id = "FIXGW"
 reset_on_logon = {r}
-upstream = {{ host = "127.0.0.1", port = {sim_port}, tls = false, sender_comp_id = "GW-{name}", target_comp_id = "XCHG", reset_on_logon = {r}, mode = "{mode}", heartbeat_interval = {heartbeat} }}
+upstream = {{ host = "127.0.0.1", port = {sim_port}, tls = false, sender_comp_id = "GW-{name}",
+             target_comp_id = "XCHG", reset_on_logon = {r}, mode = "{mode}", heartbeat_interval = {heartbeat} }}
 """
     path = tmp / "trading.toml"
     path.write_text(text)

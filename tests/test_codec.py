@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.fix import codec
-from gateway.fix.codec import FrameGarbled, FrameReceived, Framer
+from gateway.fix.codec import FrameGarbled, Framer, FrameReceived
 
 NOS = codec.encode(
     b"FIX.4.4",

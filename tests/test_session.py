@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 
 from gateway.fix import codec
 from gateway.fix import session as S
-from gateway.fix import tags as T
 from gateway.fix.dictionary import standard_validator
 from gateway.fix.store import MemoryStore
 from gateway.fix.utctime import format_utc_timestamp

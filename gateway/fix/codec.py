@@ -158,7 +158,7 @@ def parse_fields(body: bytes) -> list[Field]:
     if len(items) == 2 * body.count(SOH) + 1 and body[-1:] == SOH:
         items.pop()
         try:
-            return list(zip(map(_TAG_TABLE.__getitem__, items[0::2]), items[1::2]))
+            return list(zip(map(_TAG_TABLE.__getitem__, items[0::2]), items[1::2], strict=False))
         except KeyError:
             pass
     return _parse_fields_strict(body)

@@ -14,7 +14,7 @@ logs (the Reject(3) itself uses the spec's short wording).
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -335,7 +335,7 @@ class Validator:
                     )
         return None
 
-    def _check_order(self, fields: tuple[Field, ...]) -> ValidationError | None:
+    def _check_order(self, fields: Sequence[Field]) -> ValidationError | None:
         header_tags, trailer_tags = self._header_tags, self._trailer_tags
         phase = 0  # 0 header, 1 body, 2 trailer
         for tag, _ in fields:
@@ -403,7 +403,7 @@ class Validator:
 
     def _walk_group(
         self,
-        fields: tuple[Field, ...],
+        fields: Sequence[Field],
         i: int,
         group: GroupDef,
         declared: int,
@@ -464,7 +464,7 @@ class Validator:
             )
         return i, None
 
-    def _group_span(self, fields: tuple[Field, ...], i: int, group: GroupDef) -> tuple[int, int]:
+    def _group_span(self, fields: Sequence[Field], i: int, group: GroupDef) -> tuple[int, int]:
         """Index after the group's last field and the number of instances."""
         n = len(fields)
         count = 0

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from . import tags as T
-from .codec import Field, FrameGarbled, Framer, FrameReceived, Message, encode, parse_fields
+from .codec import Field, FrameGarbled, Framer, Message, encode, parse_fields
 from .dictionary import ValidationError, Validator
 from .store import SessionStore
 from .utctime import format_utc_timestamp, parse_utc_timestamp
@@ -251,7 +251,7 @@ class Session:
             return
         if data:
             self.framer.feed(data)
-        while self.state is not State.CLOSED:
+        while not self.closed:  # a frame may close the session
             ev = self.framer.next_event()
             if ev is None:
                 break

@@ -45,7 +45,7 @@ def load_formats(path: Path = FIELDS_FMT) -> dict[int, re.Pattern[bytes]]:
 
 
 def _utc(offset: int = 0) -> bytes:
-    t = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=offset)
+    t = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=offset)
     # seconds only: the scripts' expected BodyLength(9) values assume it
     return t.strftime("%Y%m%d-%H:%M:%S").encode()
 
