@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all demo test test-fast lint typecheck bench bench-codec certs clean
+.PHONY: all demo test test-fast lint typecheck bench bench-codec certs clean system-deps
 
 all: test
 
@@ -29,11 +29,11 @@ certs: certs/dev/ca.crt
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) system-deps lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m 'not conformance'
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m 'not conformance and not interop'
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway tests bench examples
@@ -45,6 +45,18 @@ bench: bench-codec
 
 bench-codec: $(STAMP)
 	$(BIN)/python -m bench.codec
+
+# Debian packages the tests need: QuickFIX (the interop peer) and a C++ compiler.
+system-deps:
+	@if ! dpkg -s libquickfix-dev >/dev/null 2>&1 || ! command -v g++ >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q libquickfix-dev g++ >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && apt-get install -y -q libquickfix-dev g++ >/dev/null; }; \
+	  else \
+	    echo "make test needs libquickfix-dev and g++: sudo apt-get install -y libquickfix-dev g++"; exit 1; \
+	  fi; \
+	fi
 
 clean:
 	rm -rf $(VENV) state certs/dev
