@@ -108,6 +108,7 @@ def trading_config(
     reset_on_logon: bool = False,
     mode: str = "persistent",
     heartbeat: int = 30,
+    upstream_tls: bool = False,
 ) -> Path:
     """A gateway in front of the simulator in fill mode; two algo identities."""
     r = "true" if reset_on_logon else "false"
@@ -132,6 +133,9 @@ comp_ids = ["ALGO2"]
 [exchange_sim]
 port = {sim_port}
 mode = "fill"
+tls = {"true" if upstream_tls else "false"}
+cert = "{certs}/gateway.crt"
+key = "{certs}/gateway.key"
 state_dir = "{tmp}/sim-state"
 reset_on_logon = {r}
 """
@@ -142,8 +146,16 @@ begin_string = "FIX.4.4"
 client_comp_id = "{name}"
 gateway_comp_id = "FIXGW"
 reset_on_logon = {r}
-upstream = {{ host = "127.0.0.1", port = {sim_port}, tls = false, sender_comp_id = "GW-{name}",
-             target_comp_id = "XCHG", reset_on_logon = {r}, mode = "{mode}", heartbeat_interval = {heartbeat} }}
+[sessions.upstream]
+host = "127.0.0.1"
+port = {sim_port}
+tls = {"true" if upstream_tls else "false"}
+ca = "{certs}/ca.crt"
+sender_comp_id = "GW-{name}"
+target_comp_id = "XCHG"
+reset_on_logon = {r}
+mode = "{mode}"
+heartbeat_interval = {heartbeat}
 """
     path = tmp / "trading.toml"
     path.write_text(text)

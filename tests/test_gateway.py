@@ -211,3 +211,39 @@ def test_sigkill_and_restart_resume_sequence_numbers_on_both_legs(env: Env) -> N
     assert order_roundtrip(c2, "AFTER") == [b"0", b"F"]
     resets = [r for r in env.audit() if r["kind"] == "upstream_logon_refused"]
     assert resets == []
+
+
+def test_exchange_leg_over_tls_verifies_the_venue_and_carries_orders(tmp_path: Path) -> None:
+    e = make_env(tmp_path, upstream_tls=True)
+    e.start_sim()
+    e.start_gw()
+    try:
+        wait_upstream(e)
+        c = e.client()
+        c.logon()
+        assert order_roundtrip(c, "TLS1") == [b"0", b"F"]
+    finally:
+        for p in (e.gw, e.sim):
+            if p is not None:
+                p.stop()
+
+
+def test_exchange_leg_refuses_a_venue_certificate_from_another_ca(tmp_path: Path) -> None:
+    e = make_env(tmp_path, upstream_tls=True)
+    other = tmp_path / "venue-ca"
+    pki.init(other)  # the simulator presents a certificate the gateway's CA did not sign
+    head, sim = e.cfg.read_text().split("[exchange_sim]", 1)
+    sim = sim.replace(f'"{e.certs}/gateway.', f'"{other}/gateway.')
+    e.cfg.write_text(head + "[exchange_sim]" + sim)
+    e.start_sim()
+    e.start_gw()
+    try:
+        c = e.client()
+        c.logon()
+        c.send("D", NOS)
+        assert c.recv_type(b"j").get(380) == b"4"  # exchange leg never came up
+        assert "upstream_connect_failed" in (tmp_path / "gw.log").read_text()
+    finally:
+        for p in (e.gw, e.sim):
+            if p is not None:
+                p.stop()
