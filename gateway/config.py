@@ -74,8 +74,10 @@ class SessionConfigToml(_S, kw_only=True, forbid_unknown_fields=True):
     upstream: UpstreamConfig
     reset_on_logon: bool = False
     validate: bool = True
-    validate_fields_have_values: bool = True
-    allow_unknown_message_fields: bool = False
+    validate_fields_have_values: bool = True  # QuickFIX ValidateFieldsHaveValues
+    validate_fields_out_of_order: bool = True  # ValidateFieldsOutOfOrder
+    validate_user_defined_fields: bool = True  # ValidateUserDefinedFields (tags >= 5000)
+    allow_unknown_message_fields: bool = False  # AllowUnknownMsgFields
     max_latency: float = 120.0
     default_appl_ver_id: str | None = None
     dictionary: str | None = None

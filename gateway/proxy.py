@@ -21,8 +21,7 @@ import ssl
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -30,24 +29,19 @@ from . import tls
 from .audit import AuditError, AuditLog
 from .config import Config, SessionConfigToml
 from .fix import tags as T
-from .fix.codec import Field, FrameGarbled, Framer, FrameReceived, Message
+from .fix.codec import Field, Message
 from .fix.dictionary import ValidationSettings, standard_validator
 from .fix.session import (
-    AppMessageReceived,
-    Disconnected,
-    Event,
-    FrameDropped,
-    LoggedOn,
-    LoggedOut,
-    LogonRefused,
-    MessageRejected,
     Role,
     Session,
     SessionConfig,
 )
-from .guard import Guard, Identity
-from .legs import SessionProtocol
+from .guard import Guard
 from .store import FileStore, session_dir_name
+
+if TYPE_CHECKING:
+    from .client_leg import ClientProtocol
+    from .exchange_leg import UpstreamLeg
 
 log = structlog.get_logger("fixgw.proxy")
 
@@ -144,6 +138,8 @@ class Gateway:
                 begin,
                 ValidationSettings(
                     check_fields_have_values=s.validate_fields_have_values,
+                    check_fields_out_of_order=s.validate_fields_out_of_order,
+                    check_user_defined_fields=s.validate_user_defined_fields,
                     allow_unknown_message_fields=s.allow_unknown_message_fields,
                 ),
                 self.cfg.resolve(s.dictionary) if s.dictionary else None,
@@ -186,6 +182,8 @@ class Gateway:
         up_store = FileStore(
             self.state_dir / "upstream" / session_dir_name(begin, up_config.sender_comp_id, up_config.target_comp_id)
         )
+        from .exchange_leg import UpstreamLeg
+
         upstream = UpstreamLeg(self, up_config, up_store, s)
         route = Route(s, key, client_config, client_store, upstream)
         route.offline = Session(client_config, client_store)
@@ -201,6 +199,8 @@ class Gateway:
         self.audit.record("gateway_started", sessions=len(self.routes), listen=listen)
         for route in self.routes.values():
             route.upstream.start()
+        from .client_leg import TLSConnection
+
         self.server = await loop.create_server(
             lambda: TLSConnection(self),
             self.cfg.listen.host,
@@ -360,512 +360,3 @@ def _peer(peer: Any) -> str | None:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"{peer[0]}:{peer[1]}"
     return None
-
-
-class TLSConnection(asyncio.Protocol):
-    """Accepted TCP socket with our own TLS layer; the FIX client leg sits on top.
-
-    There is no plaintext path: application bytes reach ``ClientProtocol``
-    only after the mutual-TLS handshake verified the client certificate.
-    Every refused handshake is audited with OpenSSL's reason.
-    """
-
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
-        self.tls = tls.ServerTLS(gw.server_ctx)
-        self.raw: asyncio.Transport | None = None
-        self.app: ClientProtocol | None = None
-        self.peer: str | None = None
-        self._deadline: asyncio.TimerHandle | None = None
-        self._closing = False
-
-    # -- transport interface for the application protocol ----------------------
-    def write(self, data: bytes) -> None:
-        if self.raw is not None and not self._closing:
-            self.raw.write(self.tls.send(data))
-
-    def writelines(self, frames: list[bytes]) -> None:
-        self.write(b"".join(frames))
-
-    def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        if self.raw is not None and not self.raw.is_closing():
-            out = self.tls.close_notify()
-            if out:
-                self.raw.write(out)
-            self.raw.close()
-
-    def abort(self) -> None:
-        self._closing = True
-        if self.raw is not None:
-            self.raw.abort()
-
-    def is_closing(self) -> bool:
-        return self._closing or self.raw is None or self.raw.is_closing()
-
-    def pause_reading(self) -> None:
-        if self.raw is not None and not self.raw.is_closing():
-            self.raw.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.raw is not None and not self.raw.is_closing():
-            self.raw.resume_reading()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        if name == "ssl_object":
-            return self.tls.obj
-        if self.raw is None:
-            return default
-        return self.raw.get_extra_info(name, default)
-
-    # -- asyncio.Protocol for the raw socket -------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.raw = transport  # type: ignore[assignment]
-        self.peer = _peer(transport.get_extra_info("peername"))
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                import socket as _socket
-
-                sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-        if self.gw.stopping:
-            transport.close()
-            return
-        self._deadline = asyncio.get_running_loop().call_later(10.0, self._handshake_timeout)
-
-    def _handshake_timeout(self) -> None:
-        if not self.tls.handshake_done:
-            self._refuse("no TLS handshake within 10 s")
-
-    def _refuse(self, reason: str) -> None:
-        self.gw._audit_safe("tls_refused", peer=self.peer, reason=reason)
-        log.info("tls_refused", peer=self.peer, reason=reason)
-        if self.raw is not None:
-            out = self.tls.pending_output()  # the alert tells the client why
-            if out:
-                self.raw.write(out)
-            self.raw.close()
-        self._closing = True
-
-    def data_received(self, data: bytes) -> None:
-        was_done = self.tls.handshake_done
-        try:
-            plain = self.tls.receive(data)
-        except tls.TLSRefused as exc:
-            if was_done:
-                self.gw._audit_safe("tls_error", peer=self.peer, reason=exc.reason)
-                self.abort()
-            else:
-                self._refuse(exc.reason)
-            return
-        out = self.tls.pending_output()
-        if out and self.raw is not None:
-            self.raw.write(out)
-        if self.tls.handshake_done and not was_done:
-            if self._deadline is not None:
-                self._deadline.cancel()
-            self.app = ClientProtocol(self.gw)
-            self.app.connection_made(self)  # type: ignore[arg-type]
-        if plain and self.app is not None:
-            self.app.data_received(plain)
-        if self.tls.peer_closed:
-            self.close()
-
-    def pause_writing(self) -> None:
-        if self.app is not None:
-            self.app.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self.app is not None:
-            self.app.resume_writing()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closing = True
-        if self._deadline is not None:
-            self._deadline.cancel()
-        if self.app is not None:
-            self.app.connection_lost(exc)
-        elif not self.tls.handshake_done:
-            self.gw._audit_safe("tls_refused", peer=self.peer, reason="closed before the handshake completed")
-
-
-class ClientProtocol(SessionProtocol):
-    """Client leg: mTLS identity, Logon routing, then the session."""
-
-    def __init__(self, gw: Gateway) -> None:
-        super().__init__()
-        self.gw = gw
-        self.identity: Identity | None = None
-        self.route: Route | None = None
-        self.framer = Framer(gw.cfg.gateway.max_frame)
-        self.header_tags: frozenset[int] = T.STANDARD_HEADER_TAGS
-        self._logon_timer: asyncio.TimerHandle | None = None
-        self._pending_logon: Message | None = None  # mirror mode: waiting for the venue
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.gw.connections.add(self)
-        ssl_obj = transport.get_extra_info("ssl_object")
-        peer = _peer(self.peer)
-        if self.gw.stopping:
-            self.close_transport()
-            return
-        sans = tls.peer_uri_sans(ssl_obj)
-        ident, why = self.gw.guard.identify(sans)
-        if ident is None:
-            self.gw._audit_safe("connection_refused", peer=peer, reason=why, uri_sans=sans)
-            log.info("connection_refused", peer=peer, reason=why)
-            self.close_transport()
-            return
-        self.identity = ident
-        self.gw._audit_safe("connection_accepted", peer=peer, identity=ident.id,
-                            tls=ssl_obj.version() if ssl_obj else None)
-        loop = asyncio.get_running_loop()
-        self._logon_timer = loop.call_later(self.gw.cfg.gateway.logon_timeout, self._logon_timeout)
-
-    def _logon_timeout(self) -> None:
-        if self.session is None:
-            self.gw._audit_safe("logon_refused", peer=_peer(self.peer),
-                                identity=self.identity.id if self.identity else None,
-                                reason="no Logon within the logon timeout")
-            self.close_transport()
-
-    def data_received(self, data: bytes) -> None:
-        if self.session is not None:
-            self.session.receive_data(data, time.time())
-            self.pump()
-            return
-        if self.identity is None:
-            return
-        self.framer.feed(data)
-        if self._pending_logon is not None:
-            return  # held in the framer until the exchange leg is up
-        ev = self.framer.next_event()
-        if ev is None:
-            return
-        if isinstance(ev, FrameGarbled):
-            self._refuse_logon(f"garbled first message: {ev.reason}", None)
-            return
-        assert isinstance(ev, FrameReceived)
-        self._first_message(ev.message)
-
-    def _refuse_logon(self, reason: str, route: Route | None) -> None:
-        self.gw._audit_safe("logon_refused", peer=_peer(self.peer),
-                            identity=self.identity.id if self.identity else None,
-                            session=route.name if route else None, reason=reason)
-        log.info("logon_refused", peer=_peer(self.peer), reason=reason)
-        self.close_transport()
-
-    def _first_message(self, msg: Message) -> None:
-        assert self.identity is not None
-        sender = msg.get(T.SenderCompID) or b""
-        target = msg.get(T.TargetCompID) or b""
-        key = (msg.begin_string, sender, target)
-        route = self.gw.routes.get(key)
-        if route is None:
-            self._refuse_logon(
-                f"no session for BeginString(8)={_s(msg.begin_string)} SenderCompID(49)={_s(sender)} "
-                f"TargetCompID(56)={_s(target)}", None)
-            return
-        if msg.msg_type != T.MT_LOGON:
-            self._refuse_logon(f"first message is MsgType(35)={_s(msg.msg_type)}, not Logon(A)", route)
-            return
-        verdict = self.gw.guard.check_logon(self.identity, sender.decode("latin-1"))
-        if not verdict.allowed:
-            self._refuse_logon(verdict.reason, route)
-            return
-        if route.client is not None:
-            self._refuse_logon(f"session {route.name} is already logged on (duplicate identity)", route)
-            return
-        if self._logon_timer is not None:
-            self._logon_timer.cancel()
-        route.client = self
-        self.route = route
-        if route.upstream.mirror and not route.upstream.logged_on:
-            self._pending_logon = msg
-            asyncio.get_running_loop().create_task(self._logon_after_upstream(route, msg))
-            return
-        self._start_session(route, msg)
-
-    async def _logon_after_upstream(self, route: Route, msg: Message) -> None:
-        ok = await route.upstream.open()
-        self._pending_logon = None
-        if self._closed or route.client is not self:
-            if route.client is self:
-                route.client = None
-            route.upstream.close_mirror(time.time(), "client left before logon completed")
-            return
-        if not ok:
-            route.client = None
-            self._refuse_logon(f"exchange session {route.upstream.name} could not be logged on", route)
-            return
-        self._start_session(route, msg)
-
-    def _start_session(self, route: Route, msg: Message) -> None:
-        self.on_pause = route.client_write_paused
-        cfg = route.client_config
-        if cfg.validator is not None:
-            self.header_tags = frozenset(cfg.validator.transport.header.tags)
-        self.session = Session(cfg, route.client_store, self.framer)
-        now = time.time()
-        self.session.connection_made(now)
-        self.session.receive_message(msg, now)
-        self.session.receive_data(b"", now)
-        self.pump()
-
-    def on_event(self, event: Event, now: float) -> None:
-        route = self.route
-        if route is None:
-            return
-        if isinstance(event, AppMessageReceived):
-            self.gw.client_to_exchange(route, self, event.message, now)
-        elif isinstance(event, LoggedOn):
-            self.gw._audit_safe("logon", session=route.name, identity=self.identity.id if self.identity else None,
-                                peer=_peer(self.peer), heartbeat=event.heartbeat_interval,
-                                reset=event.reset_seq_nums)
-            log.info("logon", session=route.name, peer=_peer(self.peer))
-        elif isinstance(event, LogonRefused):
-            self.gw._audit_safe("logon_refused", session=route.name, peer=_peer(self.peer),
-                                identity=self.identity.id if self.identity else None, reason=event.reason)
-            log.info("logon_refused", session=route.name, reason=event.reason)
-        elif isinstance(event, MessageRejected):
-            self.gw._audit_safe("session_reject", session=route.name, ref_seq=event.ref_seq_num,
-                                msg_type=_s(event.msg_type), reason=event.reason, tag=event.tag,
-                                detail=event.detail)
-        elif isinstance(event, FrameDropped):
-            self.gw._audit_safe("frame_dropped", session=route.name, reason=event.reason, bytes=len(event.data))
-        elif isinstance(event, LoggedOut):
-            self.gw._audit_safe("logout", session=route.name, reason=event.reason, by_peer=event.by_peer)
-        elif isinstance(event, Disconnected):
-            self._release()
-
-    def _release(self) -> None:
-        route = self.route
-        if route is not None and route.client is self:
-            route.client = None
-            if route.upstream.mirror and self._pending_logon is None:
-                route.upstream.close_mirror(time.time(), "client session ended")
-
-    def on_closed(self, exc: Exception | None) -> None:
-        if self._logon_timer is not None:
-            self._logon_timer.cancel()
-        self._release()
-        self.gw.connections.discard(self)
-
-
-class UpstreamProtocol(SessionProtocol):
-    def __init__(self, leg: UpstreamLeg) -> None:
-        super().__init__()
-        self.leg = leg
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.session = Session(self.leg.config, self.leg.store)
-        self.session.connection_made(time.time())
-        self.pump()
-
-    def data_received(self, data: bytes) -> None:
-        if self.session is None:
-            return
-        self.session.receive_data(data, time.time())
-        self.pump()
-
-    def on_event(self, event: Event, now: float) -> None:
-        self.leg.on_event(event, now)
-
-    def on_closed(self, exc: Exception | None) -> None:
-        self.leg.on_closed(self)
-
-
-class UpstreamLeg:
-    """The exchange leg of a route: connects, logs on, reconnects with backoff.
-
-    ``persistent`` legs connect at start-up and stay up; ``mirror`` legs are
-    opened by ``open()`` when the client logs on and closed with it.
-    """
-
-    def __init__(self, gw: Gateway, config: SessionConfig, store: FileStore, s: SessionConfigToml) -> None:
-        self.gw = gw
-        self.config = config
-        self.store = store
-        self.cfg = s.upstream
-        self.mirror = s.upstream.mode == "mirror"
-        self.route: Route | None = None
-        self.protocol: UpstreamProtocol | None = None
-        self.logged_on = False
-        self.connected = False
-        self.logged_on_once = False
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-        self._closed_event: asyncio.Event | None = None
-        self._logon_waiter: asyncio.Future[bool] | None = None
-        self.header_tags: frozenset[int] = (
-            frozenset(config.validator.transport.header.tags) if config.validator else T.STANDARD_HEADER_TAGS
-        )
-        self.ssl: ssl.SSLContext | None = None
-        if self.cfg.tls:
-            self.ssl = tls.client_context(
-                gw.cfg.resolve(self.cfg.ca) if self.cfg.ca else None,
-                gw.cfg.resolve(self.cfg.cert) if self.cfg.cert else None,
-                gw.cfg.resolve(self.cfg.key) if self.cfg.key else None,
-            )
-
-    @property
-    def name(self) -> str:
-        c = self.config
-        return f"{c.sender_comp_id.decode()}->{c.target_comp_id.decode()}@{self.cfg.host}:{self.cfg.port}"
-
-    def start(self) -> None:
-        if not self.mirror:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _connect(self) -> bool:
-        loop = asyncio.get_running_loop()
-        self._closed_event = asyncio.Event()
-        self._logon_waiter = loop.create_future()
-        try:
-            await asyncio.wait_for(
-                loop.create_connection(
-                    self._new_protocol,
-                    self.cfg.host,
-                    self.cfg.port,
-                    ssl=self.ssl,
-                    server_hostname=(self.cfg.server_name or self.cfg.host) if self.ssl else None,
-                ),
-                timeout=self.gw.cfg.gateway.logon_timeout,
-            )
-        except (OSError, ssl.SSLError, TimeoutError) as exc:
-            log.info("upstream_connect_failed", leg=self.name, error=str(exc) or type(exc).__name__)
-            self._closed_event.set()
-            return False
-        self.connected = True
-        return True
-
-    async def _run(self) -> None:
-        delay = self.cfg.reconnect_min
-        while not self._stopping:
-            if not await self._connect():
-                await asyncio.sleep(delay)
-                delay = min(self.cfg.reconnect_max, delay * 2)
-                continue
-            assert self._closed_event is not None
-            await self._closed_event.wait()
-            if self.logged_on_once:
-                delay = self.cfg.reconnect_min
-            if not self._stopping:
-                await asyncio.sleep(delay)
-                delay = min(self.cfg.reconnect_max, delay * 2)
-
-    async def open(self) -> bool:
-        """Mirror mode: connect and log on now; True once the venue answered our Logon."""
-        timeout = self.gw.cfg.gateway.logon_timeout
-        if self.protocol is not None and not self.logged_on and self._closed_event is not None:
-            try:  # the previous mirror session is still closing
-                await asyncio.wait_for(self._closed_event.wait(), timeout)
-            except TimeoutError:
-                self.abort_connection()
-        if self.logged_on:
-            return True
-        if not await self._connect():
-            return False
-        assert self._logon_waiter is not None
-        try:
-            return await asyncio.wait_for(asyncio.shield(self._logon_waiter), timeout)
-        except TimeoutError:
-            self.abort_connection()
-            return False
-
-    def close_mirror(self, now: float, text: str) -> None:
-        """Mirror mode: the client left, so our venue session ends too."""
-        p = self.protocol
-        if p is None:
-            return
-        # From here on the leg carries nothing new; open() waits for the close.
-        if self.logged_on:
-            self.gw._audit_safe("upstream_logout", leg=self.name, reason=text)
-        self.logged_on = False
-        if p.session is not None and p.session.is_logged_on:
-            p.session.logout(now, text)
-            p.pump()
-        else:
-            p.close_transport()
-
-    def _new_protocol(self) -> UpstreamProtocol:
-        p = UpstreamProtocol(self)
-        if self.route is not None:
-            p.on_pause = self.route.upstream_write_paused
-        self.protocol = p
-        return p
-
-    def _resolve_logon(self, ok: bool) -> None:
-        w = self._logon_waiter
-        if w is not None and not w.done():
-            w.set_result(ok)
-
-    def on_event(self, event: Event, now: float) -> None:
-        route = self.route
-        assert route is not None
-        if isinstance(event, AppMessageReceived):
-            self.gw.exchange_to_client(route, event.message, self.header_tags, now)
-        elif isinstance(event, LoggedOn):
-            self.logged_on = True
-            self.logged_on_once = True
-            self.gw._audit_safe("upstream_logon", leg=self.name, session=route.name)
-            log.info("upstream_logon", leg=self.name)
-            self._resolve_logon(True)
-        elif isinstance(event, (LoggedOut, Disconnected)):
-            if self.logged_on:
-                self.gw._audit_safe("upstream_logout", leg=self.name, reason=getattr(event, "reason", ""))
-            self.logged_on = False
-            self._resolve_logon(False)
-        elif isinstance(event, MessageRejected):
-            self.gw._audit_safe("upstream_session_reject", leg=self.name, reason=event.reason, detail=event.detail)
-        elif isinstance(event, LogonRefused):
-            self.gw._audit_safe("upstream_logon_refused", leg=self.name, reason=event.reason)
-            self._resolve_logon(False)
-
-    def on_closed(self, proto: UpstreamProtocol) -> None:
-        was_on = self.logged_on
-        if was_on:
-            self.gw._audit_safe("upstream_logout", leg=self.name, reason="connection lost")
-        self.logged_on = False
-        self._resolve_logon(False)
-        if self.protocol is proto:
-            self.protocol = None
-            self.connected = False
-        if self._closed_event is not None:
-            self._closed_event.set()
-        route = self.route
-        if self.mirror and was_on and route is not None and route.client is not None:
-            conn = route.client
-            if conn.session is not None and conn.session.is_logged_on:
-                conn.session.logout(time.time(), f"exchange session {self.name} ended")
-                conn.pump()
-
-    def stop(self, now: float) -> None:
-        self._stopping = True
-        p = self.protocol
-        if p is not None and p.session is not None and p.session.is_logged_on:
-            p.session.logout(now, "gateway shutting down")
-            p.pump()
-        elif p is not None:
-            p.close_transport()
-        if self._task is not None and not self.connected:
-            self._task.cancel()
-
-    def abort_connection(self) -> None:
-        if self.protocol is not None:
-            self.protocol.abort()
-
-    def abort(self) -> None:
-        self.abort_connection()
-        if self._task is not None:
-            self._task.cancel()
-
-
-def state_path(cfg: Config) -> Path:
-    return cfg.resolve(cfg.gateway.state_dir)

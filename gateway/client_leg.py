@@ -1,0 +1,333 @@
+"""Client leg (edge): our own TLS layer, then the FIX acceptor session.
+
+``TLSConnection`` owns the accepted socket and the server-side TLS state
+(mutual TLS, every refusal audited); once the client certificate is
+verified, ``ClientProtocol`` maps the identity to a route at Logon and drives
+the client-leg ``Session``.  Application messages go to
+``Gateway.client_to_exchange``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from . import tls
+from .fix import tags as T
+from .fix.codec import FrameGarbled, Framer, FrameReceived, Message
+from .fix.session import (
+    AppMessageReceived,
+    Disconnected,
+    Event,
+    FrameDropped,
+    LoggedOn,
+    LoggedOut,
+    LogonRefused,
+    MessageRejected,
+    Session,
+)
+from .guard import Identity
+from .legs import SessionProtocol
+from .proxy import _peer, _s
+
+if TYPE_CHECKING:
+    from .proxy import Gateway, Route
+
+log = structlog.get_logger("fixgw.client_leg")
+
+
+class TLSConnection(asyncio.Protocol):
+    """Accepted TCP socket with our own TLS layer; the FIX client leg sits on top.
+
+    There is no plaintext path: application bytes reach ``ClientProtocol``
+    only after the mutual-TLS handshake verified the client certificate.
+    Every refused handshake is audited with OpenSSL's reason.
+    """
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.tls = tls.ServerTLS(gw.server_ctx)
+        self.raw: asyncio.Transport | None = None
+        self.app: ClientProtocol | None = None
+        self.peer: str | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._closing = False
+
+    # -- transport interface for the application protocol ----------------------
+    def write(self, data: bytes) -> None:
+        if self.raw is not None and not self._closing:
+            self.raw.write(self.tls.send(data))
+
+    def writelines(self, frames: list[bytes]) -> None:
+        self.write(b"".join(frames))
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self.raw is not None and not self.raw.is_closing():
+            out = self.tls.close_notify()
+            if out:
+                self.raw.write(out)
+            self.raw.close()
+
+    def abort(self) -> None:
+        self._closing = True
+        if self.raw is not None:
+            self.raw.abort()
+
+    def is_closing(self) -> bool:
+        return self._closing or self.raw is None or self.raw.is_closing()
+
+    def pause_reading(self) -> None:
+        if self.raw is not None and not self.raw.is_closing():
+            self.raw.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.raw is not None and not self.raw.is_closing():
+            self.raw.resume_reading()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "ssl_object":
+            return self.tls.obj
+        if self.raw is None:
+            return default
+        return self.raw.get_extra_info(name, default)
+
+    # -- asyncio.Protocol for the raw socket -------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.raw = transport  # type: ignore[assignment]
+        self.peer = _peer(transport.get_extra_info("peername"))
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        if self.gw.stopping:
+            transport.close()
+            return
+        self._deadline = asyncio.get_running_loop().call_later(10.0, self._handshake_timeout)
+
+    def _handshake_timeout(self) -> None:
+        if not self.tls.handshake_done:
+            self._refuse("no TLS handshake within 10 s")
+
+    def _refuse(self, reason: str) -> None:
+        self.gw._audit_safe("tls_refused", peer=self.peer, reason=reason)
+        log.info("tls_refused", peer=self.peer, reason=reason)
+        if self.raw is not None:
+            out = self.tls.pending_output()  # the alert tells the client why
+            if out:
+                self.raw.write(out)
+            self.raw.close()
+        self._closing = True
+
+    def data_received(self, data: bytes) -> None:
+        was_done = self.tls.handshake_done
+        try:
+            plain = self.tls.receive(data)
+        except tls.TLSRefused as exc:
+            if was_done:
+                self.gw._audit_safe("tls_error", peer=self.peer, reason=exc.reason)
+                self.abort()
+            else:
+                self._refuse(exc.reason)
+            return
+        out = self.tls.pending_output()
+        if out and self.raw is not None:
+            self.raw.write(out)
+        if self.tls.handshake_done and not was_done:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self.app = ClientProtocol(self.gw)
+            self.app.connection_made(self)  # type: ignore[arg-type]
+        if plain and self.app is not None:
+            self.app.data_received(plain)
+        if self.tls.peer_closed:
+            self.close()
+
+    def pause_writing(self) -> None:
+        if self.app is not None:
+            self.app.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.app is not None:
+            self.app.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if self.app is not None:
+            self.app.connection_lost(exc)
+        elif not self.tls.handshake_done:
+            self.gw._audit_safe("tls_refused", peer=self.peer, reason="closed before the handshake completed")
+
+
+class ClientProtocol(SessionProtocol):
+    """Client leg: mTLS identity, Logon routing, then the session."""
+
+    def __init__(self, gw: Gateway) -> None:
+        super().__init__()
+        self.gw = gw
+        self.identity: Identity | None = None
+        self.route: Route | None = None
+        self.framer = Framer(gw.cfg.gateway.max_frame)
+        self.header_tags: frozenset[int] = T.STANDARD_HEADER_TAGS
+        self._logon_timer: asyncio.TimerHandle | None = None
+        self._pending_logon: Message | None = None  # mirror mode: waiting for the venue
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.gw.connections.add(self)
+        ssl_obj = transport.get_extra_info("ssl_object")
+        peer = _peer(self.peer)
+        if self.gw.stopping:
+            self.close_transport()
+            return
+        sans = tls.peer_uri_sans(ssl_obj)
+        ident, why = self.gw.guard.identify(sans)
+        if ident is None:
+            self.gw._audit_safe("connection_refused", peer=peer, reason=why, uri_sans=sans)
+            log.info("connection_refused", peer=peer, reason=why)
+            self.close_transport()
+            return
+        self.identity = ident
+        self.gw._audit_safe("connection_accepted", peer=peer, identity=ident.id,
+                            tls=ssl_obj.version() if ssl_obj else None)
+        loop = asyncio.get_running_loop()
+        self._logon_timer = loop.call_later(self.gw.cfg.gateway.logon_timeout, self._logon_timeout)
+
+    def _logon_timeout(self) -> None:
+        if self.session is None:
+            self.gw._audit_safe("logon_refused", peer=_peer(self.peer),
+                                identity=self.identity.id if self.identity else None,
+                                reason="no Logon within the logon timeout")
+            self.close_transport()
+
+    def data_received(self, data: bytes) -> None:
+        if self.session is not None:
+            self.session.receive_data(data, time.time())
+            self.pump()
+            return
+        if self.identity is None:
+            return
+        self.framer.feed(data)
+        if self._pending_logon is not None:
+            return  # held in the framer until the exchange leg is up
+        ev = self.framer.next_event()
+        if ev is None:
+            return
+        if isinstance(ev, FrameGarbled):
+            self._refuse_logon(f"garbled first message: {ev.reason}", None)
+            return
+        assert isinstance(ev, FrameReceived)
+        self._first_message(ev.message)
+
+    def _refuse_logon(self, reason: str, route: Route | None) -> None:
+        self.gw._audit_safe("logon_refused", peer=_peer(self.peer),
+                            identity=self.identity.id if self.identity else None,
+                            session=route.name if route else None, reason=reason)
+        log.info("logon_refused", peer=_peer(self.peer), reason=reason)
+        self.close_transport()
+
+    def _first_message(self, msg: Message) -> None:
+        assert self.identity is not None
+        sender = msg.get(T.SenderCompID) or b""
+        target = msg.get(T.TargetCompID) or b""
+        key = (msg.begin_string, sender, target)
+        route = self.gw.routes.get(key)
+        if route is None:
+            self._refuse_logon(
+                f"no session for BeginString(8)={_s(msg.begin_string)} SenderCompID(49)={_s(sender)} "
+                f"TargetCompID(56)={_s(target)}", None)
+            return
+        if msg.msg_type != T.MT_LOGON:
+            self._refuse_logon(f"first message is MsgType(35)={_s(msg.msg_type)}, not Logon(A)", route)
+            return
+        verdict = self.gw.guard.check_logon(self.identity, sender.decode("latin-1"))
+        if not verdict.allowed:
+            self._refuse_logon(verdict.reason, route)
+            return
+        if route.client is not None:
+            self._refuse_logon(f"session {route.name} is already logged on (duplicate identity)", route)
+            return
+        if self._logon_timer is not None:
+            self._logon_timer.cancel()
+        route.client = self
+        self.route = route
+        if route.upstream.mirror and not route.upstream.logged_on:
+            self._pending_logon = msg
+            asyncio.get_running_loop().create_task(self._logon_after_upstream(route, msg))
+            return
+        self._start_session(route, msg)
+
+    async def _logon_after_upstream(self, route: Route, msg: Message) -> None:
+        ok = await route.upstream.open()
+        self._pending_logon = None
+        if self._closed or route.client is not self:
+            if route.client is self:
+                route.client = None
+            route.upstream.close_mirror(time.time(), "client left before logon completed")
+            return
+        if not ok:
+            route.client = None
+            self._refuse_logon(f"exchange session {route.upstream.name} could not be logged on", route)
+            return
+        self._start_session(route, msg)
+
+    def _start_session(self, route: Route, msg: Message) -> None:
+        self.on_pause = route.client_write_paused
+        cfg = route.client_config
+        if cfg.validator is not None:
+            self.header_tags = frozenset(cfg.validator.transport.header.tags)
+        self.session = Session(cfg, route.client_store, self.framer)
+        now = time.time()
+        self.session.connection_made(now)
+        self.session.receive_message(msg, now)
+        self.session.receive_data(b"", now)
+        self.pump()
+
+    def on_event(self, event: Event, now: float) -> None:
+        route = self.route
+        if route is None:
+            return
+        if isinstance(event, AppMessageReceived):
+            self.gw.client_to_exchange(route, self, event.message, now)
+        elif isinstance(event, LoggedOn):
+            self.gw._audit_safe("logon", session=route.name, identity=self.identity.id if self.identity else None,
+                                peer=_peer(self.peer), heartbeat=event.heartbeat_interval,
+                                reset=event.reset_seq_nums)
+            log.info("logon", session=route.name, peer=_peer(self.peer))
+        elif isinstance(event, LogonRefused):
+            self.gw._audit_safe("logon_refused", session=route.name, peer=_peer(self.peer),
+                                identity=self.identity.id if self.identity else None, reason=event.reason)
+            log.info("logon_refused", session=route.name, reason=event.reason)
+        elif isinstance(event, MessageRejected):
+            self.gw._audit_safe("session_reject", session=route.name, ref_seq=event.ref_seq_num,
+                                msg_type=_s(event.msg_type), reason=event.reason, tag=event.tag,
+                                detail=event.detail)
+        elif isinstance(event, FrameDropped):
+            self.gw._audit_safe("frame_dropped", session=route.name, reason=event.reason, bytes=len(event.data))
+        elif isinstance(event, LoggedOut):
+            self.gw._audit_safe("logout", session=route.name, reason=event.reason, by_peer=event.by_peer)
+        elif isinstance(event, Disconnected):
+            self._release()
+
+    def _release(self) -> None:
+        route = self.route
+        if route is not None and route.client is self:
+            route.client = None
+            if route.upstream.mirror and self._pending_logon is None:
+                route.upstream.close_mirror(time.time(), "client session ended")
+
+    def on_closed(self, exc: Exception | None) -> None:
+        if self._logon_timer is not None:
+            self._logon_timer.cancel()
+        self._release()
+        self.gw.connections.discard(self)
