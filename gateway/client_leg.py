@@ -10,7 +10,6 @@ the client-leg ``Session``.  Application messages go to
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +30,7 @@ from .fix.session import (
     Session,
 )
 from .guard import Identity
-from .legs import SessionProtocol
+from .legs import SessionProtocol, set_nodelay
 from .proxy import _peer, _s
 
 if TYPE_CHECKING:
@@ -102,12 +101,7 @@ class TLSConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.raw = transport  # type: ignore[assignment]
         self.peer = _peer(transport.get_extra_info("peername"))
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        set_nodelay(transport)
         if self.gw.stopping:
             transport.close()
             return

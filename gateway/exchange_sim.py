@@ -30,6 +30,7 @@ import structlog
 from . import tls
 from .config import Config, ExchangeSimConfig
 from .fix import tags as T
+from .fix.carry import split_for_carry
 from .fix.codec import Field, FrameGarbled, Framer, FrameReceived, Message
 from .fix.dictionary import MessageDef, ValidationSettings, Validator, standard_validator
 from .fix.session import AppMessageReceived, Disconnected, Event, LoggedOn, Role, Session, SessionConfig
@@ -40,22 +41,6 @@ from .store import FileStore, session_dir_name
 log = structlog.get_logger("fixgw.exchange_sim")
 
 Reply = tuple[bytes, list[Field], list[Field]]  # (MsgType, header fields, body fields)
-
-
-def _split(msg: Message, header_tags: frozenset[int]) -> tuple[list[Field], list[Field]]:
-    header: list[Field] = []
-    body: list[Field] = []
-    in_header = True
-    for tag, value in msg.fields[1:]:
-        if in_header and tag in header_tags:
-            if tag not in T.SESSION_HEADER_TAGS:
-                header.append((tag, value))
-            continue
-        in_header = False
-        if tag in (T.SignatureLength, T.Signature):
-            continue
-        body.append((tag, value))
-    return header, body
 
 
 def sort_body(body: Sequence[Field], md: MessageDef | None) -> list[Field]:
@@ -87,7 +72,7 @@ class EchoApp:
     seen_cl_ord_ids: set[bytes] = field(default_factory=set)
 
     def on_message(self, msg: Message) -> list[Reply]:
-        header, body = _split(msg, self.header_tags)
+        header, body = split_for_carry(msg, self.header_tags)
         mt = msg.msg_type
         if mt == T.MT_NEW_ORDER_SINGLE:
             cl = msg.get(T.ClOrdID) or b""

@@ -17,6 +17,16 @@ from collections.abc import Callable
 from .fix.session import Disconnected, Event, Session
 
 
+def set_nodelay(transport: asyncio.BaseTransport) -> None:
+    """TCP_NODELAY: FIX messages are small and latency matters more than packets."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
 class SessionProtocol(asyncio.Protocol):
     session: Session | None = None
 
@@ -31,12 +41,7 @@ class SessionProtocol(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop transports are not subclasses
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        set_nodelay(transport)
         self.peer = transport.get_extra_info("peername")
 
     def pause_writing(self) -> None:

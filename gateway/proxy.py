@@ -29,8 +29,9 @@ from . import tls
 from .audit import AuditError, AuditLog
 from .config import Config, SessionConfigToml
 from .fix import tags as T
+from .fix.carry import split_for_carry
 from .fix.codec import Field, Message
-from .fix.dictionary import ValidationSettings, standard_validator
+from .fix.dictionary import ValidationSettings, Validator, standard_validator
 from .fix.session import (
     Role,
     Session,
@@ -47,28 +48,6 @@ log = structlog.get_logger("fixgw.proxy")
 
 SEQ_MAP_SIZE = 100_000
 ORDER_TYPES = frozenset({T.MT_NEW_ORDER_SINGLE, T.MT_ORDER_CANCEL_REPLACE_REQUEST})
-
-
-def split_for_carry(msg: Message, header_tags: frozenset[int]) -> tuple[list[Field], list[Field]]:
-    """Header fields to carry to the other leg, and the body (signature stripped).
-
-    Session header fields (sequence numbers, CompIDs, times, PossDup) belong
-    to one leg and are written fresh by the other; routing and PossResend(97)
-    are carried.  SignatureLength(93)/Signature(89) belong to one leg too.
-    """
-    header: list[Field] = []
-    body: list[Field] = []
-    in_header = True
-    for tag, value in msg.fields[1:]:
-        if in_header and tag in header_tags:
-            if tag not in T.SESSION_HEADER_TAGS:
-                header.append((tag, value))
-            continue
-        in_header = False
-        if tag == T.SignatureLength or tag == T.Signature:
-            continue
-        body.append((tag, value))
-    return header, body
 
 
 @dataclass
@@ -128,23 +107,25 @@ class Gateway:
         for s in cfg.sessions:
             self._add_route(s)
 
+    def _validator(self, s: SessionConfigToml, settings: ValidationSettings) -> Validator:
+        """The route's dictionaries (shipped, or the user's own) with ``settings``."""
+        return standard_validator(
+            s.begin_string.encode(),
+            settings,
+            self.cfg.resolve(s.dictionary) if s.dictionary else None,
+            self.cfg.resolve(s.app_dictionary) if s.app_dictionary else None,
+        )
+
     def _add_route(self, s: SessionConfigToml) -> None:
         begin = s.begin_string.encode()
         fixt = begin == b"FIXT.1.1"
         appl = (s.default_appl_ver_id or ("9" if fixt else "")).encode() or None
-        client_validator = None
-        if s.validate:
-            client_validator = standard_validator(
-                begin,
-                ValidationSettings(
-                    check_fields_have_values=s.validate_fields_have_values,
-                    check_fields_out_of_order=s.validate_fields_out_of_order,
-                    check_user_defined_fields=s.validate_user_defined_fields,
-                    allow_unknown_message_fields=s.allow_unknown_message_fields,
-                ),
-                self.cfg.resolve(s.dictionary) if s.dictionary else None,
-                self.cfg.resolve(s.app_dictionary) if s.app_dictionary else None,
-            )
+        client_validator = self._validator(s, ValidationSettings(
+            check_fields_have_values=s.validate_fields_have_values,
+            check_fields_out_of_order=s.validate_fields_out_of_order,
+            check_user_defined_fields=s.validate_user_defined_fields,
+            allow_unknown_message_fields=s.allow_unknown_message_fields,
+        )) if s.validate else None
         client_config = SessionConfig(
             begin_string=begin,
             sender_comp_id=s.gateway_comp_id.encode(),
@@ -158,14 +139,9 @@ class Gateway:
             logon_timeout=self.cfg.gateway.logon_timeout,
         )
         up = s.upstream
-        up_validator = None
-        if up.validate:
-            up_validator = standard_validator(
-                begin,
-                ValidationSettings(allow_unknown_message_fields=up.allow_unknown_message_fields),
-                self.cfg.resolve(s.dictionary) if s.dictionary else None,
-                self.cfg.resolve(s.app_dictionary) if s.app_dictionary else None,
-            )
+        up_validator = self._validator(
+            s, ValidationSettings(allow_unknown_message_fields=up.allow_unknown_message_fields)
+        ) if up.validate else None
         up_config = SessionConfig(
             begin_string=begin,
             sender_comp_id=up.sender_comp_id.encode(),
