@@ -82,6 +82,18 @@ def _certs_issue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_new(args: argparse.Namespace) -> int:
+    from .identity import new_keys
+
+    for p in new_keys(args.scheme, Path(args.out)):
+        print(f"created {p}")
+    if args.scheme == "ed25519":
+        print("give the .pub to the gateway (identities[].keys); the .key stays with the client")
+    else:
+        print("the same secret goes to the gateway (identities[].keys) and the client; both files mode 0600")
+    return 0
+
+
 def _audit_verify(args: argparse.Namespace) -> int:
     from .audit import verify
 
@@ -118,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--key-type", choices=["ec", "rsa"], default="ec")
     cs.add_argument("--days", type=int, default=397)
 
+    keys = sub.add_parser("keys", help="message-signing keys")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    kn = ksub.add_parser("new", help="ed25519 key pair (OUT.key, OUT.pub) or HMAC secret (OUT.hmac)")
+    kn.add_argument("--scheme", choices=["ed25519", "hmac-sha256"], required=True)
+    kn.add_argument("--out", required=True, help="path without suffix, e.g. keys/algo1")
+
     audit = sub.add_parser("audit", help="audit stream tools")
     asub = audit.add_subparsers(dest="audit_command", required=True)
     av = asub.add_parser("verify", help="verify the hash chain of an audit folder")
@@ -142,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             return _certs_init(args) if args.certs_command == "init" else _certs_issue(args)
         if args.command == "audit":
             return _audit_verify(args)
+        if args.command == "keys":
+            return _keys_new(args)
     except (ConfigError, DictionaryError, PKIError, TLSConfigError) as exc:
         print(f"fixgw: {exc}", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ from .fix.session import (
     MessageRejected,
     Session,
 )
-from .guard import Identity
+from .identity import Identity
 from .legs import SessionProtocol, set_nodelay
 from .proxy import _peer, _s
 
@@ -175,6 +175,9 @@ class ClientProtocol(SessionProtocol):
         self.header_tags: frozenset[int] = T.STANDARD_HEADER_TAGS
         self._logon_timer: asyncio.TimerHandle | None = None
         self._pending_logon: Message | None = None  # mirror mode: waiting for the venue
+        self.zone: str | None = None
+        self.leaf_der = b""
+        self.bad_signatures = 0  # consecutive application messages with a bad signature
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -191,8 +194,17 @@ class ClientProtocol(SessionProtocol):
             log.info("connection_refused", peer=peer, reason=why)
             self.close_transport()
             return
+        self.zone = self.gw.guard.zone(self.peer[0] if self.peer else None)
+        self.leaf_der = ssl_obj.getpeercert(binary_form=True) or b""
+        verdict = self.gw.guard.check_connection(ident, self.zone, self.leaf_der)
+        if not verdict.allowed:
+            self.gw._audit_safe("connection_refused", peer=peer, identity=ident.id, zone=self.zone,
+                                rule=verdict.rule, reason=verdict.reason)
+            log.info("connection_refused", peer=peer, reason=verdict.reason)
+            self.close_transport()
+            return
         self.identity = ident
-        self.gw._audit_safe("connection_accepted", peer=peer, identity=ident.id,
+        self.gw._audit_safe("connection_accepted", peer=peer, identity=ident.id, zone=self.zone,
                             tls=ssl_obj.version() if ssl_obj else None)
         loop = asyncio.get_running_loop()
         self._logon_timer = loop.call_later(self.gw.cfg.gateway.logon_timeout, self._logon_timeout)
@@ -244,7 +256,7 @@ class ClientProtocol(SessionProtocol):
         if msg.msg_type != T.MT_LOGON:
             self._refuse_logon(f"first message is MsgType(35)={_s(msg.msg_type)}, not Logon(A)", route)
             return
-        verdict = self.gw.guard.check_logon(self.identity, sender.decode("latin-1"))
+        verdict = self.gw.guard.check_logon(self.identity, msg, time.time())
         if not verdict.allowed:
             self._refuse_logon(verdict.reason, route)
             return

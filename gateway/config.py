@@ -85,10 +85,35 @@ class SessionConfigToml(_S, kw_only=True, forbid_unknown_fields=True):
     on_exchange_down: Literal["reject", "logout"] = "reject"
 
 
+class KeyConfig(_S, kw_only=True, forbid_unknown_fields=True):
+    """A signing key of an identity: Ed25519 public key (PEM) or HMAC secret file (hex)."""
+
+    path: str
+    valid_until: str | None = None  # RFC 3339; the old key's end in a rotation overlap
+    id: str | None = None
+
+
 class IdentityConfig(_S, kw_only=True, forbid_unknown_fields=True):
     id: str
     comp_ids: list[str]
+    sub_ids: list[str] = []  # SenderSubID(50) values it may use; empty: any
+    zones: list[str] = []  # names from [zones] it may connect from; empty: any
     roles: list[str] = []
+    signing: Literal["none", "ed25519", "hmac-sha256"] = "none"
+    keys: list[KeyConfig] = []
+    max_bad_signatures: int = 3  # consecutive bad signatures before Logout
+    mfa: bool = False  # a person: Username(553) + Password(554) = password + TOTP
+    pin_sha256: list[str] = []  # optional leaf-certificate pins (hex SHA-256 of the DER)
+
+
+class UsersConfig(_S, kw_only=True, forbid_unknown_fields=True):
+    """People who log on with Username(553) and password + TOTP in Password(554)."""
+
+    file: str  # users.toml: names and scrypt password hashes
+    secrets: str  # totp.secrets: TOTP secrets; refused if group/other can read it
+    max_failures: int = 5
+    failure_window: float = 300.0  # seconds
+    lockout: float = 900.0  # seconds
 
 
 class AuditConfig(_S, kw_only=True, forbid_unknown_fields=True):
@@ -129,6 +154,8 @@ class Config(_S, kw_only=True, forbid_unknown_fields=True):
     audit: AuditConfig | None = None
     policy: PolicySection = msgspec.field(default_factory=PolicySection)
     identities: list[IdentityConfig] = []
+    zones: dict[str, list[str]] = {}  # network zone name -> source CIDRs
+    users: UsersConfig | None = None
     sessions: list[SessionConfigToml] = []
     exchange_sim: ExchangeSimConfig | None = None
     path: str = ""  # set by load(): the file this came from
@@ -203,6 +230,25 @@ def _check(cfg: Config, p: Path, need_gateway: bool) -> None:
         if not ident_cfg.id.startswith(f"spiffe://{cfg.gateway.trust_domain}/"):
             raise ConfigError(p, f"identities[{i}].id", f"{ident_cfg.id!r} is not in the trust domain",
                               f"identities look like spiffe://{cfg.gateway.trust_domain}/client/NAME")
+    import ipaddress
+
+    for name, cidrs in cfg.zones.items():
+        for j, c in enumerate(cidrs):
+            try:
+                ipaddress.ip_network(c, strict=False)
+            except ValueError:
+                raise ConfigError(p, f"zones.{name}[{j}]", f"{c!r} is not a CIDR", "e.g. \"10.0.0.0/8\"") from None
+    for i, ident_cfg in enumerate(cfg.identities):
+        for z in ident_cfg.zones:
+            if z not in cfg.zones:
+                raise ConfigError(p, f"identities[{i}].zones", f"zone {z!r} is not defined",
+                                  f"defined zones: {', '.join(cfg.zones) or 'none (add a [zones] table)'}")
+        if ident_cfg.signing != "none" and not ident_cfg.keys:
+            raise ConfigError(p, f"identities[{i}].keys", f"signing = {ident_cfg.signing!r} needs at least one key",
+                              'keys = [{ path = "keys/NAME.pub" }]')
+        if ident_cfg.mfa and cfg.users is None:
+            raise ConfigError(p, f"identities[{i}].mfa", "mfa = true needs a [users] table",
+                              '[users] file = "users.toml", secrets = "totp.secrets"')
     if cfg.exchange_sim is not None:
         _port(p, "exchange_sim.port", cfg.exchange_sim.port)
         if cfg.exchange_sim.tls and not (cfg.exchange_sim.cert and cfg.exchange_sim.key):

@@ -1,24 +1,22 @@
-"""The checks every session and every application message passes (pure).
+"""The checks every connection, Logon and application message passes.
 
-One seam per check, called in this order for every message (DESIGN §1):
-identity binding -> signature -> policy + risk.  The audit append is the
-fourth seam and lives with the proxy because it does I/O.  Whatever cannot
-say yes says no.
+One seam per check, called in this order (DESIGN §1): identity (certificate
+-> registry entry, zone, pin, revocation) -> Logon binding (CompID, SubID,
+signed Logon, MFA) -> per-message signature -> policy + risk.  The audit
+append is the last seam and lives with the proxy because it does I/O.
+Every check returns a ``Verdict``; whatever cannot say yes says no.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from .config import Config
+from .fix import signature
+from .fix import tags as T
 from .fix.codec import Message
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    id: str
-    comp_ids: frozenset[str]
-    roles: tuple[str, ...]
+from .identity import Identity, load_registry, zone_of, zone_table
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +32,13 @@ ALLOW_ALL = Verdict(True, "allow_all", "policy.allow_all is set")
 class Guard:
     def __init__(self, cfg: Config) -> None:
         self.trust_domain = cfg.gateway.trust_domain
-        self.identities = {
-            i.id: Identity(i.id, frozenset(i.comp_ids), tuple(i.roles)) for i in cfg.identities
-        }
+        self.identities = load_registry(cfg)
+        self.zones = zone_table(cfg)
         self.allow_all = cfg.policy.allow_all
+        self.denylist: frozenset[str] = frozenset()
+
+    def zone(self, address: str | None) -> str | None:
+        return zone_of(address, self.zones)
 
     def identify(self, uri_sans: list[str]) -> tuple[Identity | None, str]:
         """Identity of a verified client certificate, or why there is none."""
@@ -47,19 +48,57 @@ class Guard:
         prefix = f"spiffe://{self.trust_domain}/"
         if not uri.startswith(prefix):
             return None, f"identity {uri} is not in trust domain {self.trust_domain}"
+        if uri in self.denylist:
+            return None, f"identity {uri} is on the denylist"
         ident = self.identities.get(uri)
         if ident is None:
             return None, f"identity {uri} is not in the identity registry"
         return ident, "ok"
 
-    def check_logon(self, ident: Identity, sender_comp_id: str) -> Verdict:
-        if sender_comp_id not in ident.comp_ids:
-            return Verdict(False, "identity.comp_id",
-                           f"{ident.id} may not log on as SenderCompID(49)={sender_comp_id}")
+    def check_connection(self, ident: Identity, zone: str | None, leaf_der: bytes) -> Verdict:
+        if ident.zones and zone not in ident.zones:
+            where = zone or "an unknown zone"
+            return Verdict(False, "identity.zone",
+                           f"{ident.id} may connect from zones {sorted(ident.zones)}, not from {where}")
+        if ident.pins:
+            fp = hashlib.sha256(leaf_der).hexdigest()
+            if fp not in ident.pins:
+                return Verdict(False, "identity.pin", f"leaf certificate SHA-256 {fp} matches no pin of {ident.id}")
+        return Verdict(True, "identity", "ok")
+
+    def check_logon(self, ident: Identity, msg: Message, now: float) -> Verdict:
+        sender = (msg.get(T.SenderCompID) or b"").decode("latin-1")
+        if sender not in ident.comp_ids:
+            return Verdict(False, "identity.comp_id", f"{ident.id} may not log on as SenderCompID(49)={sender}")
+        if ident.sub_ids:
+            sub = (msg.get(T.SenderSubID) or b"").decode("latin-1")
+            if sub not in ident.sub_ids:
+                return Verdict(False, "identity.sub_id", f"{ident.id} may not use SenderSubID(50)={sub or '(none)'}")
+        if ident.signing != "none":
+            try:
+                signature.verify(msg.raw, ident.keys, now)
+            except signature.SignatureError as exc:
+                return Verdict(False, "signature.logon", f"Logon(A) signature: {exc}")
         return Verdict(True, "identity.comp_id", "CompID bound to identity")
 
+    def check_signature(self, ident: Identity, msg: Message, now: float) -> Verdict:
+        """Per-message signature (before anything else looks at the message)."""
+        if ident.signing == "none":
+            return Verdict(True, "signature", "identity does not sign")
+        try:
+            key_id = signature.verify(msg.raw, ident.keys, now)
+        except signature.SignatureError as exc:
+            return Verdict(False, "signature", str(exc))
+        return Verdict(True, "signature", f"{ident.signing} key {key_id}")
+
+    def check_sub_id(self, ident: Identity, msg: Message) -> Verdict:
+        if ident.sub_ids:
+            sub = (msg.get(T.SenderSubID) or b"").decode("latin-1")
+            if sub not in ident.sub_ids:
+                return Verdict(False, "identity.sub_id", f"{ident.id} may not use SenderSubID(50)={sub or '(none)'}")
+        return Verdict(True, "identity.sub_id", "ok")
+
     def check_app(self, ident: Identity, msg: Message) -> Verdict:
-        # signature seam: no identity signs yet (per-message signatures come with identity work)
         # policy + risk seam: default deny unless the config explicitly allows all
         if self.allow_all:
             return ALLOW_ALL

@@ -189,6 +189,8 @@ def issue(
     kind: str = "client",
     server: bool = False,
     extra_sans: list[x509.GeneralName] | None = None,
+    uri: str | None = None,
+    not_before: dt.datetime | None = None,
 ) -> tuple[Path, Path, str]:
     """Issue ``DIR/NAME.crt`` and ``DIR/NAME.key``; returns the paths and the identity URI."""
     if not _NAME_RE.match(name):
@@ -200,11 +202,11 @@ def issue(
         raise PKIError(f"--name {name!r} is reserved for the CA and the gateway certificate")
     ca = load_ca(folder)
     key = _new_key(key_type)
-    identity = f"spiffe://{ca.trust_domain}/{kind}/{name}"
+    identity = uri or f"spiffe://{ca.trust_domain}/{kind}/{name}"
     sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity)]
     if extra_sans:
         sans += extra_sans
-    cert = _sign(ca, key, name, sans, server=server, days=days)
+    cert = _sign(ca, key, name, sans, server=server, days=days, not_before=not_before)
     _write_key(folder / f"{name}.key", key)
     _write_cert(folder / f"{name}.crt", cert)
     return folder / f"{name}.crt", folder / f"{name}.key", identity

@@ -246,7 +246,27 @@ class Gateway:
     # -- crossing legs -----------------------------------------------------------
     def client_to_exchange(self, route: Route, conn: ClientProtocol, msg: Message, now: float) -> None:
         assert conn.session is not None and conn.identity is not None
-        verdict = self.guard.check_app(conn.identity, msg)
+        ident = conn.identity
+        # 1. signature, before anything else looks at the message (DESIGN §4)
+        sig = self.guard.check_signature(ident, msg, now)
+        if not sig.allowed:
+            conn.bad_signatures += 1
+            self._audit_safe("signature_refused", session=route.name, identity=ident.id, client_seq=msg.seq_num,
+                             msg_type=_s(msg.msg_type), reason=sig.reason, consecutive=conn.bad_signatures)
+            conn.session.reject(msg, T.SRR_SIGNATURE_PROBLEM, T.Signature, sig.reason, now)
+            if conn.bad_signatures >= ident.max_bad_signatures:
+                conn.session.logout(now, f"{conn.bad_signatures} consecutive messages with a bad signature")
+            conn.pump()
+            return
+        conn.bad_signatures = 0
+        sub_id = self.guard.check_sub_id(ident, msg)
+        if not sub_id.allowed:
+            self._audit_safe("subid_refused", session=route.name, identity=ident.id, reason=sub_id.reason)
+            conn.session.reject(msg, T.SRR_COMPID_PROBLEM, T.SenderSubID, sub_id.reason, now)
+            conn.pump()
+            return
+        # 2. policy + risk
+        verdict = self.guard.check_app(ident, msg)
         up = route.upstream
         decision = "allow" if verdict.allowed else "deny"
         try:
@@ -264,6 +284,9 @@ class Gateway:
                 side=_s(msg.get(T.Side)),
                 qty=_s(msg.get(T.OrderQty)),
                 price=_s(msg.get(T.Price)),
+                zone=conn.zone,
+                signature_scheme=ident.signing,
+                signature=_s(msg.get(T.Signature)),  # kept so non-repudiation survives
             )
         except AuditError as exc:
             self._refuse(conn, msg, T.BRR_APPLICATION_NOT_AVAILABLE, f"refused: audit stream unavailable ({exc})", now)

@@ -19,8 +19,9 @@ from pathlib import Path
 import simplefix
 
 from gateway import pki
-from gateway.fix import codec
-from gateway.fix.utctime import format_utc_timestamp
+from gateway.fix import codec, signature
+from gateway.fix.signature import Signer
+from gateway.fix.utctime import format_utc_timestamp  # noqa: F401  (tests use harness.format_utc_timestamp)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,8 +110,24 @@ def trading_config(
     mode: str = "persistent",
     heartbeat: int = 30,
     upstream_tls: bool = False,
+    clients: tuple[str, ...] = ("ALGO1", "ALGO2"),
+    identities: str | None = None,
+    extra: str = "",
 ) -> Path:
-    """A gateway in front of the simulator in fill mode; two algo identities."""
+    """A gateway in front of the simulator in fill mode; by default two algo identities.
+
+    ``identities`` replaces the default [[identities]] tables; ``extra`` adds
+    tables ([zones], [users] ...) before the sessions.
+    """
+    if identities is None:
+        identities = """
+[[identities]]
+id = "spiffe://fixgw.dev/client/algo1"
+comp_ids = ["ALGO1"]
+[[identities]]
+id = "spiffe://fixgw.dev/client/algo2"
+comp_ids = ["ALGO2"]
+"""
     r = "true" if reset_on_logon else "false"
     text = f"""
 [gateway]
@@ -124,12 +141,8 @@ ca = "{certs}/ca.crt"
 dir = "{tmp}/state/audit"
 [policy]
 allow_all = true
-[[identities]]
-id = "spiffe://fixgw.dev/client/algo1"
-comp_ids = ["ALGO1"]
-[[identities]]
-id = "spiffe://fixgw.dev/client/algo2"
-comp_ids = ["ALGO2"]
+{extra}
+{identities}
 [exchange_sim]
 port = {sim_port}
 mode = "fill"
@@ -139,7 +152,7 @@ key = "{certs}/gateway.key"
 state_dir = "{tmp}/sim-state"
 reset_on_logon = {r}
 """
-    for name in ("ALGO1", "ALGO2"):
+    for name in clients:
         text += f"""
 [[sessions]]
 begin_string = "FIX.4.4"
@@ -173,8 +186,11 @@ class FixClient:
     """A minimal blocking FIX client for tests, built on simplefix for encoding."""
 
     def __init__(self, port: int, ctx: ssl.SSLContext | None, sender: str, target: str = "FIXGW",
-                 begin: str = "FIX.4.4") -> None:
-        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+                 begin: str = "FIX.4.4", signer: Signer | None = None, source: str | None = None) -> None:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10,
+                                       source_address=(source, 0) if source else None)
+        self.signer = signer
+        self.last_sent = b""
         self.sock: socket.socket = ctx.wrap_socket(raw, server_hostname="127.0.0.1") if ctx else raw
         self.sender, self.target, self.begin = sender, target, begin
         self.seq = 1
@@ -193,7 +209,13 @@ class FixClient:
             m.append_pair(t, v)
         for t, v in fields:
             m.append_pair(t, v)
-        self.sock.sendall(m.encode())
+        if self.signer is not None:
+            pairs = [(int(t), v) for t, v in m.pairs[1:]]
+            data = signature.encode_signed(self.begin.encode(), pairs, self.signer)
+        else:
+            data = m.encode()
+        self.last_sent = data
+        self.sock.sendall(data)
         if seq is None:
             self.seq += 1
 

@@ -36,6 +36,7 @@ from .events import (
     ResendServed,
     SequenceReset,
 )
+from .signature import Signer, encode_signed
 from .store import SessionStore
 from .utctime import format_utc_timestamp, parse_utc_timestamp
 
@@ -87,6 +88,7 @@ class SessionConfig:
     validator: Validator | None = None
     max_frame: int = 64 * 1024
     max_queue: int = 10_000  # out-of-order messages kept while a gap fills
+    signer: Signer | None = None  # sign every frame we send (93/89, DESIGN §4)
 
 
 class _Stop(Exception):
@@ -225,6 +227,12 @@ class Session:
         self._out.pop()
         return msg
 
+    def reject(self, msg: Message, reason: int, tag: int | None, detail: str, now: float) -> None:
+        """Answer an already accepted message with Reject(3) (e.g. SignatureProblem)."""
+        if self.state is State.ACTIVE:
+            self._now = now
+            self._reject(msg, reason, tag, detail)
+
     def logout(self, now: float, text: str = "") -> None:
         """Start a Logout we initiate; the session closes on the reply or timeout."""
         if self.state is State.ACTIVE:
@@ -307,7 +315,7 @@ class Session:
         fields: list[Field] = [(T.MsgType, msg_type)]
         fields.extend(head)
         fields.extend(body)
-        raw = encode(cfg.begin_string, fields)
+        raw = encode_signed(cfg.begin_string, fields, cfg.signer) if cfg.signer else encode(cfg.begin_string, fields)
         if own_seq:
             if store:
                 self.store.save_sent(seq, raw)
@@ -727,7 +735,7 @@ class Session:
                     orig = value
                 elif tag not in T.SESSION_HEADER_TAGS:
                     header.append((tag, value))
-            else:
+            elif tag not in (T.SignatureLength, T.Signature):
                 in_header = False
                 body.append((tag, value))
         header.append((T.PossDupFlag, b"Y"))

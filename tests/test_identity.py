@@ -1,0 +1,321 @@
+"""Zero-trust identity through the real TLS path: each refusal and each acceptance.
+
+One gateway process (exchange simulator behind it) serves several identities;
+every refusal must be audited with its reason and leave the bystander
+session ALGO1 trading.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import ssl
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from gateway import pki
+from gateway.fix import signature
+from gateway.identity import new_keys
+from tests import harness
+from tests.harness import FixClient, client_ssl
+
+NOS = [(21, "1"), (38, "100"), (40, "2"), (44, "10.25"), (54, "1"), (55, "INTC"), (60, "20240101-00:00:00")]
+CLIENTS = ("ALGO1", "ALGOED", "ALGOHM", "ALGOROT", "DESK", "PINOK", "PINBAD")
+
+
+@dataclass
+class World:
+    tmp: Path
+    certs: Path
+    keys: Path
+    gw_port: int
+    signers: dict[str, signature.Signer]
+
+    def audit(self) -> list[dict[str, object]]:
+        path = self.tmp / "state" / "audit" / "audit-000001.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def client(self, name: str, comp: str, signer: str | None = None, source: str | None = None) -> FixClient:
+        return FixClient(self.gw_port, client_ssl(self.certs, name), comp,
+                         signer=self.signers[signer] if signer else None, source=source)
+
+
+def _ed_signer(path: Path) -> signature.Signer:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    return signature.Signer("ed25519", key)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    tmp = tmp_path_factory.mktemp("identity")
+    certs = harness.make_pki(tmp / "certs")
+    keys = tmp / "keys"
+    for name in ("algo-ed", "algo-hm", "desk", "pinok", "pinbad"):
+        pki.issue(certs, name)
+    pki.issue(certs, "algo-rot")
+    new_keys("ed25519", keys / "ed")
+    new_keys("hmac-sha256", keys / "hm")
+    new_keys("ed25519", keys / "rot-old")
+    new_keys("ed25519", keys / "rot-new")
+    pin = hashlib.sha256(x509.load_pem_x509_certificate((certs / "pinok.crt").read_bytes())
+                         .public_bytes(serialization.Encoding.DER)).hexdigest()
+    signers = {
+        "ed": _ed_signer(keys / "ed.key"),
+        "hm": signature.Signer("hmac-sha256", bytes.fromhex((keys / "hm.hmac").read_text().strip())),
+        "rot-old": _ed_signer(keys / "rot-old.key"),
+        "rot-new": _ed_signer(keys / "rot-new.key"),
+    }
+    past = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    identities = f"""
+[[identities]]
+id = "spiffe://fixgw.dev/client/algo1"
+comp_ids = ["ALGO1"]
+[[identities]]
+id = "spiffe://fixgw.dev/client/algo-ed"
+comp_ids = ["ALGOED"]
+signing = "ed25519"
+keys = [{{ path = "{keys}/ed.pub" }}]
+[[identities]]
+id = "spiffe://fixgw.dev/client/algo-hm"
+comp_ids = ["ALGOHM"]
+signing = "hmac-sha256"
+keys = [{{ path = "{keys}/hm.hmac" }}]
+max_bad_signatures = 2
+[[identities]]
+id = "spiffe://fixgw.dev/client/algo-rot"
+comp_ids = ["ALGOROT"]
+signing = "ed25519"
+keys = [{{ path = "{keys}/rot-old.pub", valid_until = "{past}" }}, {{ path = "{keys}/rot-new.pub" }}]
+[[identities]]
+id = "spiffe://fixgw.dev/client/desk"
+comp_ids = ["DESK"]
+zones = ["desk"]
+[[identities]]
+id = "spiffe://fixgw.dev/client/pinok"
+comp_ids = ["PINOK"]
+pin_sha256 = ["{pin}"]
+[[identities]]
+id = "spiffe://fixgw.dev/client/pinbad"
+comp_ids = ["PINBAD"]
+pin_sha256 = ["{'00' * 32}"]
+"""
+    extra = '[zones]\ndesk = ["127.0.0.2/32"]\nloopback = ["127.0.0.0/8"]\n'
+    gw_port, sim_port = harness.free_port(), harness.free_port()
+    cfg = harness.trading_config(tmp, certs, gw_port, sim_port, clients=CLIENTS, identities=identities, extra=extra,
+                                 reset_on_logon=True)
+    sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp / "sim.log", sim_port)
+    gw = harness.start(["run", "--config", str(cfg)], tmp / "gw.log", gw_port)
+    w = World(tmp, certs, keys, gw_port, signers)
+    deadline = time.monotonic() + 10
+    while sum(r["kind"] == "upstream_logon" for r in w.audit()) < len(CLIENTS) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    bystander = w.client("algo1", "ALGO1")
+    bystander.logon()
+    w.bystander = bystander  # type: ignore[attr-defined]
+    yield w
+    gw.stop()
+    sim.stop()
+
+
+def trade(c: FixClient, cl: str) -> list[bytes]:
+    c.send("D", [(11, cl), *NOS])
+    return [c.recv_type(b"8").get(150) or b"", c.recv_type(b"8").get(150) or b""]
+
+
+@pytest.fixture(autouse=True)
+def bystander_untouched(world: World) -> Iterator[None]:
+    yield
+    assert trade(world.bystander, f"BY{time.monotonic_ns()}") == [b"0", b"F"]  # type: ignore[attr-defined]
+
+
+def refused_with(world: World, kind: str, words: str) -> bool:
+    time.sleep(0.2)
+    return any(r["kind"] == kind and words in str(r.get("reason", "")) for r in world.audit())
+
+
+# --- acceptances -------------------------------------------------------------
+
+@pytest.mark.parametrize("name,comp,signer", [("algo-ed", "ALGOED", "ed"), ("algo-hm", "ALGOHM", "hm")])
+def test_signed_algo_session_trades(world: World, name: str, comp: str, signer: str) -> None:
+    c = world.client(name, comp, signer)
+    c.logon()
+    assert trade(c, f"S-{signer}") == [b"0", b"F"]
+    decision = [r for r in world.audit() if r["kind"] == "decision" and r["cl_ord_id"] == f"S-{signer}"][-1]
+    assert decision["signature_scheme"] == {"ed": "ed25519", "hm": "hmac-sha256"}[signer]
+    assert decision["signature"]  # the signature itself is kept for non-repudiation
+    c.send("5", [])
+    c.recv_type(b"5")
+
+
+def test_rotation_overlap_old_key_expired_new_key_accepted(world: World) -> None:
+    old = world.client("algo-rot", "ALGOROT", "rot-old")
+    old.send("A", [(98, "0"), (108, "30")])
+    assert old.recv() is None  # Logon signed with the retired key
+    assert refused_with(world, "logon_refused", "signature")
+    new = world.client("algo-rot", "ALGOROT", "rot-new")
+    new.logon()
+    assert trade(new, "ROT1") == [b"0", b"F"]
+    new.send("5", [])
+    new.recv_type(b"5")
+
+
+def test_connection_from_the_allowed_zone_is_accepted(world: World) -> None:
+    c = world.client("desk", "DESK", source="127.0.0.2")
+    c.logon()
+    assert trade(c, "Z1") == [b"0", b"F"]
+    c.send("5", [])
+    c.recv_type(b"5")
+
+
+def test_pinned_leaf_certificate_is_accepted(world: World) -> None:
+    c = world.client("pinok", "PINOK")
+    assert c.logon().msg_type == b"A"
+    c.send("5", [])
+    c.recv_type(b"5")
+
+
+# --- refusals: signatures --------------------------------------------------------
+
+@pytest.mark.parametrize("name,comp,signer", [("algo-ed", "ALGOED", "ed"), ("algo-hm", "ALGOHM", "hm")])
+def test_missing_signature_is_rejected_with_signature_problem(world: World, name: str, comp: str,
+                                                              signer: str) -> None:
+    c = world.client(name, comp, signer)
+    c.logon()
+    c.signer = None
+    c.send("D", [(11, f"NOSIG-{signer}"), *NOS])
+    rej = c.recv_type(b"3")
+    assert (rej.get(373), rej.get(371), rej.get(45)) == (b"8", b"89", b"2")
+    assert not any(r["kind"] == "decision" and r.get("cl_ord_id") == f"NOSIG-{signer}" for r in world.audit())
+    assert refused_with(world, "signature_refused", "missing")
+    c.signer = world.signers[signer]
+    c.send("5", [])
+    c.recv_type(b"5")
+
+
+@pytest.mark.parametrize("name,comp,signer", [("algo-ed", "ALGOED", "ed"), ("algo-hm", "ALGOHM", "hm")])
+def test_bad_signature_is_rejected(world: World, name: str, comp: str, signer: str) -> None:
+    c = world.client(name, comp, signer)
+    c.logon()
+    raw = signature.encode_signed(b"FIX.4.4", [(35, b"D"), (34, b"2"), (49, comp.encode()),
+                                               (52, harness.format_utc_timestamp(time.time())), (56, b"FIXGW"),
+                                               (11, f"BAD-{signer}".encode())] + [(t, v.encode()) for t, v in NOS],
+                                  world.signers[signer])
+    tampered = raw.replace(b"38=100", b"38=900")  # same length: only the signature can tell
+    c.send_raw(tampered[: tampered.rindex(b"10=")] + b"10=%03d\x01" % harness.codec.checksum(
+        tampered[: tampered.rindex(b"10=")]))
+    c.seq += 1
+    rej = c.recv_type(b"3")
+    assert (rej.get(373), rej.get(371)) == (b"8", b"89")
+    assert refused_with(world, "signature_refused", "does not verify")
+    c.send("5", [])
+    c.recv_type(b"5")
+
+
+@pytest.mark.parametrize("name,comp,signer", [("algo-ed", "ALGOED", "ed"), ("algo-hm", "ALGOHM", "hm")])
+def test_replayed_signed_message_is_not_carried(world: World, name: str, comp: str, signer: str) -> None:
+    c = world.client(name, comp, signer)
+    c.logon()
+    assert trade(c, f"REPLAY-{signer}") == [b"0", b"F"]
+    c.send_raw(c.last_sent)  # byte-for-byte replay of a validly signed order
+    logout = c.recv_type(b"5")
+    assert b"MsgSeqNum too low" in (logout.get(58) or b"")
+    decisions = [r for r in world.audit() if r["kind"] == "decision" and r.get("cl_ord_id") == f"REPLAY-{signer}"]
+    assert len(decisions) == 1
+
+
+def test_consecutive_bad_signatures_log_the_session_out(world: World) -> None:
+    c = world.client("algo-hm", "ALGOHM", "hm")
+    c.logon()
+    c.signer = None
+    c.send("D", [(11, "B1"), *NOS])
+    c.recv_type(b"3")
+    c.send("D", [(11, "B2"), *NOS])
+    c.recv_type(b"3")
+    logout = c.recv_type(b"5")
+    assert b"bad signature" in (logout.get(58) or b"")
+
+
+def test_unsigned_logon_of_a_signing_identity_is_closed_silently(world: World) -> None:
+    c = world.client("algo-ed", "ALGOED")
+    c.send("A", [(98, "0"), (108, "30")])
+    assert c.recv() is None
+    assert refused_with(world, "logon_refused", "Signature(89) missing")
+
+
+def test_stale_sending_time_is_rejected(world: World) -> None:
+    c = world.client("algo-ed", "ALGOED", "ed")
+    c.logon()
+    raw = signature.encode_signed(b"FIX.4.4", [(35, b"D"), (34, b"2"), (49, b"ALGOED"),
+                                               (52, harness.format_utc_timestamp(time.time() - 600)),
+                                               (56, b"FIXGW"), (11, b"STALE")] + [(t, v.encode()) for t, v in NOS],
+                                  world.signers["ed"])
+    c.send_raw(raw)
+    rej = c.recv_type(b"3")
+    assert rej.get(373) == b"10"
+    assert c.recv_type(b"5").msg_type == b"5"
+
+
+# --- refusals: identity and TLS ------------------------------------------------
+
+
+def test_wrong_zone_is_refused(world: World) -> None:
+    c = world.client("desk", "DESK", source="127.0.0.3")
+    c.send("A", [(98, "0"), (108, "30")])
+    assert c.recv() is None
+    assert refused_with(world, "connection_refused", "not from loopback")
+
+
+def test_leaf_pin_mismatch_is_refused(world: World) -> None:
+    c = world.client("pinbad", "PINBAD")
+    c.send("A", [(98, "0"), (108, "30")])
+    assert c.recv() is None
+    assert refused_with(world, "connection_refused", "matches no pin")
+
+
+def test_compid_not_owned_is_closed_silently(world: World) -> None:
+    c = world.client("algo1", "ALGOED")
+    c.send("A", [(98, "0"), (108, "30")])
+    assert c.recv() is None
+    assert refused_with(world, "logon_refused", "may not log on as SenderCompID(49)=ALGOED")
+
+
+def test_two_uri_sans_are_refused(world: World) -> None:
+    pki.issue(world.certs, "twosans", extra_sans=[x509.UniformResourceIdentifier("spiffe://fixgw.dev/client/algo1")])
+    c = world.client("twosans", "ALGO1")
+    c.send("A", [(98, "0"), (108, "30")])
+    assert c.recv() is None
+    assert refused_with(world, "connection_refused", "2 URI SANs")
+
+
+def test_wrong_trust_domain_is_refused(world: World) -> None:
+    pki.issue(world.certs, "evil", uri="spiffe://evil.example/client/algo1")
+    c = world.client("evil", "ALGO1")
+    c.send("A", [(98, "0"), (108, "30")])
+    assert c.recv() is None
+    assert refused_with(world, "connection_refused", "not in trust domain")
+
+
+def test_expired_certificate_is_refused_at_the_handshake(world: World) -> None:
+    pki.issue(world.certs, "expired", uri="spiffe://fixgw.dev/client/algo1", days=1,
+              not_before=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3))
+    with pytest.raises((ssl.SSLError, OSError)):
+        world.client("expired", "ALGO1").logon()
+    assert refused_with(world, "tls_refused", "CERTIFICATE")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_tls_1_1_client_is_refused(world: World) -> None:
+    ctx = client_ssl(world.certs, "algo1")
+    ctx.minimum_version = ssl.TLSVersion.TLSv1
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with pytest.raises((ssl.SSLError, OSError)):
+        FixClient(world.gw_port, ctx, "ALGO1").logon()
+    assert refused_with(world, "tls_refused", "PROTOCOL")
