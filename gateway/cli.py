@@ -94,6 +94,42 @@ def _keys_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def _users_add(args: argparse.Namespace) -> int:
+    import getpass
+
+    from .config import ConfigError, load
+    from .mfa import add_user
+
+    cfg = load(args.config, need_gateway=False)
+    if cfg.users is None:
+        raise ConfigError(args.config, "users", "missing", '[users] file = "users.toml", secrets = "totp.secrets"')
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            print("fixgw users add: the passwords differ", file=sys.stderr)
+            return 2
+    if len(password) < 12:
+        print("fixgw users add: use a password of at least 12 characters", file=sys.stderr)
+        return 2
+    uri = add_user(cfg.resolve(cfg.users.file), cfg.resolve(cfg.users.secrets), args.name, password)
+    print(f"enrolled {args.name}; add this to the authenticator app (shown once, keep it private):\n{uri}")
+    try:
+        import io
+
+        import qrcode
+
+        qr = qrcode.QRCode(border=1)
+        qr.add_data(uri)
+        buf = io.StringIO()
+        qr.print_ascii(out=buf)
+        print(buf.getvalue())
+    except ImportError:  # pragma: no cover - qrcode is a dependency
+        pass
+    return 0
+
+
 def _audit_verify(args: argparse.Namespace) -> int:
     from .audit import verify
 
@@ -136,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     kn.add_argument("--scheme", choices=["ed25519", "hmac-sha256"], required=True)
     kn.add_argument("--out", required=True, help="path without suffix, e.g. keys/algo1")
 
+    users = sub.add_parser("users", help="people who log on with password + TOTP")
+    usub = users.add_subparsers(dest="users_command", required=True)
+    ua = usub.add_parser("add", help="enrol a user: scrypt hash + TOTP secret, prints the otpauth:// URI")
+    ua.add_argument("name")
+    ua.add_argument("--config", required=True, help="gateway config naming the [users] files")
+    ua.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+
     audit = sub.add_parser("audit", help="audit stream tools")
     asub = audit.add_subparsers(dest="audit_command", required=True)
     av = asub.add_parser("verify", help="verify the hash chain of an audit folder")
@@ -162,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             return _audit_verify(args)
         if args.command == "keys":
             return _keys_new(args)
+        if args.command == "users":
+            return _users_add(args)
     except (ConfigError, DictionaryError, PKIError, TLSConfigError) as exc:
         print(f"fixgw: {exc}", file=sys.stderr)
         return 2

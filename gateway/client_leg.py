@@ -178,6 +178,7 @@ class ClientProtocol(SessionProtocol):
         self.zone: str | None = None
         self.leaf_der = b""
         self.bad_signatures = 0  # consecutive application messages with a bad signature
+        self.user: str | None = None  # the person, for identities with mfa = true
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -235,6 +236,19 @@ class ClientProtocol(SessionProtocol):
         assert isinstance(ev, FrameReceived)
         self._first_message(ev.message)
 
+    def _check_mfa(self, msg: Message) -> tuple[bool, str]:
+        mfa = self.gw.mfa
+        user = (msg.get(T.Username) or b"").decode("latin-1")
+        if mfa is None:
+            return False, "no [users] configured"
+        if not user or T.Password not in msg:
+            return False, "Username(553) and Password(554) are required for this identity"
+        ok, why = mfa.check(user, (msg.get(T.Password) or b"").decode("latin-1"), time.time())
+        self.gw._audit_safe("mfa", identity=self.identity.id if self.identity else None, user=user,
+                            accepted=ok, reason=why, peer=_peer(self.peer))
+        self.user = user
+        return ok, why
+
     def _refuse_logon(self, reason: str, route: Route | None) -> None:
         self.gw._audit_safe("logon_refused", peer=_peer(self.peer),
                             identity=self.identity.id if self.identity else None,
@@ -260,6 +274,16 @@ class ClientProtocol(SessionProtocol):
         if not verdict.allowed:
             self._refuse_logon(verdict.reason, route)
             return
+        if self.identity.mfa:
+            ok, why = self._check_mfa(msg)
+            if not ok:
+                self._refuse_logon(f"MFA: {why}", route)
+                return
+        # Username(553)/Password(554) stop here: the session (and FIX.4.2's
+        # dictionary, which lacks them) never sees them, nor does any log.
+        if T.Username in msg or T.Password in msg:
+            msg = Message(msg.begin_string, msg.msg_type,
+                          [f for f in msg.fields if f[0] not in (T.Username, T.Password)], b"")
         if route.client is not None:
             self._refuse_logon(f"session {route.name} is already logged on (duplicate identity)", route)
             return

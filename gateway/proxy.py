@@ -38,6 +38,7 @@ from .fix.session import (
     SessionConfig,
 )
 from .guard import Guard
+from .mfa import MFA
 from .store import FileStore, session_dir_name
 
 if TYPE_CHECKING:
@@ -97,6 +98,11 @@ class Gateway:
         self.state_dir = cfg.resolve(cfg.gateway.state_dir)
         self.audit = AuditLog(cfg.resolve(cfg.audit.dir))
         self.guard = Guard(cfg)
+        self.mfa: MFA | None = None
+        if cfg.users is not None:
+            self.mfa = MFA(cfg.resolve(cfg.users.file), cfg.resolve(cfg.users.secrets),
+                           self.state_dir / "mfa-used.json", cfg.users.max_failures,
+                           cfg.users.failure_window, cfg.users.lockout)
         self.routes: dict[tuple[bytes, bytes, bytes], Route] = {}
         self.server_ctx = tls.server_context(
             cfg.resolve(cfg.listen.cert), cfg.resolve(cfg.listen.key), cfg.resolve(cfg.listen.ca)

@@ -152,10 +152,12 @@ key = "{certs}/gateway.key"
 state_dir = "{tmp}/sim-state"
 reset_on_logon = {r}
 """
-    for name in clients:
+    for entry in clients:
+        begin, _, name = entry.rpartition(":")
+        begin = begin or "FIX.4.4"
         text += f"""
 [[sessions]]
-begin_string = "FIX.4.4"
+begin_string = "{begin}"
 client_comp_id = "{name}"
 gateway_comp_id = "FIXGW"
 reset_on_logon = {r}

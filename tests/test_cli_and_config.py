@@ -139,3 +139,19 @@ def test_the_readme_configuration_example_is_valid(tmp_path: Path) -> None:
     block = text.split("```toml\n", 1)[1].split("```", 1)[0]
     cfg = load(_write(tmp_path, block))
     assert cfg.sessions[0].upstream.port == 9881 and cfg.identities[0].comp_ids == ["ALGO1"]
+
+
+def test_users_add_stores_a_hash_and_a_private_secret_and_prints_the_uri(tmp_path: Path) -> None:
+    cfg = tmp_path / "u.toml"
+    cfg.write_text('[users]\nfile = "users.toml"\nsecrets = "totp.secrets"\n')
+    r = subprocess.run([sys.executable, "-m", "gateway", "users", "add", "alice", "--config", str(cfg),
+                        "--password-stdin"], input="a long enough password\n", capture_output=True, text=True,
+                       cwd=ROOT, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "otpauth://totp/fixgw:alice?secret=" in r.stdout
+    users = (tmp_path / "users.toml").read_text()
+    assert "scrypt$" in users and "a long enough password" not in users
+    assert (tmp_path / "totp.secrets").stat().st_mode & 0o077 == 0
+    short = subprocess.run([sys.executable, "-m", "gateway", "users", "add", "bob", "--config", str(cfg),
+                            "--password-stdin"], input="short\n", capture_output=True, text=True, cwd=ROOT)
+    assert short.returncode == 2 and "12 characters" in short.stderr
