@@ -357,7 +357,8 @@ def test_human_session_with_password_and_totp_trades(world: World) -> None:
     c.send("5", [])
     c.recv_type(b"5")
     secret_bits = [PASSWORDS["alice"], world.totp["alice"]]  # type: ignore[attr-defined]
-    for text in ((world.tmp / "gw.log").read_text(), (world.tmp / "state" / "audit" / "audit-000001.jsonl").read_text()):
+    audit = world.tmp / "state" / "audit" / "audit-000001.jsonl"
+    for text in ((world.tmp / "gw.log").read_text(), audit.read_text()):
         assert not any(s in text for s in secret_bits)
 
 
