@@ -35,6 +35,7 @@ def _run_gateway(config_path: str) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, gw.reload_now)
         await stop.wait()
         await gw.stop()
 
@@ -130,6 +131,14 @@ def _users_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _certs_revoke(args: argparse.Namespace) -> int:
+    from . import pki
+
+    path = pki.revoke(Path(args.dir), args.name)
+    print(f"revoked {', '.join(args.name)}; CRL written to {path} (point [revocation] crl at it)")
+    return 0
+
+
 def _audit_verify(args: argparse.Namespace) -> int:
     from .audit import verify
 
@@ -165,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--role", action="append", help="role (repeatable)")
     cs.add_argument("--key-type", choices=["ec", "rsa"], default="ec")
     cs.add_argument("--days", type=int, default=397)
+    cr = csub.add_parser("revoke", help="add certificates to the dev CA's CRL (DIR/ca.crl)")
+    cr.add_argument("--dir", required=True)
+    cr.add_argument("--name", action="append", required=True)
 
     keys = sub.add_parser("keys", help="message-signing keys")
     ksub = keys.add_subparsers(dest="keys_command", required=True)
@@ -200,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "exchange-sim":
             return _run_sim(args.config)
         if args.command == "certs":
-            return _certs_init(args) if args.certs_command == "init" else _certs_issue(args)
+            return {"init": _certs_init, "issue": _certs_issue, "revoke": _certs_revoke}[args.certs_command](args)
         if args.command == "audit":
             return _audit_verify(args)
         if args.command == "keys":

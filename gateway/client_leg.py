@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from cryptography import x509
 
 from . import tls
 from .fix import tags as T
@@ -179,6 +180,8 @@ class ClientProtocol(SessionProtocol):
         self.leaf_der = b""
         self.bad_signatures = 0  # consecutive application messages with a bad signature
         self.user: str | None = None  # the person, for identities with mfa = true
+        self.cert_serial: int | None = None
+        self.cert_not_after: float | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -197,6 +200,15 @@ class ClientProtocol(SessionProtocol):
             return
         self.zone = self.gw.guard.zone(self.peer[0] if self.peer else None)
         self.leaf_der = ssl_obj.getpeercert(binary_form=True) or b""
+        leaf = x509.load_der_x509_certificate(self.leaf_der)
+        self.cert_serial = leaf.serial_number
+        self.cert_not_after = leaf.not_valid_after_utc.timestamp()
+        cut = self.gw.cut_reason(self.cert_serial, self.cert_not_after, ident.id, time.time())
+        if cut is not None:
+            self.gw._audit_safe("connection_refused", peer=peer, identity=ident.id, reason=cut)
+            log.info("connection_refused", peer=peer, reason=cut)
+            self.close_transport()
+            return
         verdict = self.gw.guard.check_connection(ident, self.zone, self.leaf_der)
         if not verdict.allowed:
             self.gw._audit_safe("connection_refused", peer=peer, identity=ident.id, zone=self.zone,
@@ -348,6 +360,14 @@ class ClientProtocol(SessionProtocol):
             self.gw._audit_safe("logout", session=route.name, reason=event.reason, by_peer=event.by_peer)
         elif isinstance(event, Disconnected):
             self._release()
+
+    def revoke(self, reason: str, now: float) -> None:
+        """Identity or certificate no longer good: Logout with the reason, then close now."""
+        if self.session is not None and self.session.is_logged_on:
+            self.session.logout(now, reason)
+            self.pump()
+        self.close_transport()
+        self._release()
 
     def _release(self) -> None:
         route = self.route

@@ -106,6 +106,14 @@ class IdentityConfig(_S, kw_only=True, forbid_unknown_fields=True):
     pin_sha256: list[str] = []  # optional leaf-certificate pins (hex SHA-256 of the DER)
 
 
+class RevocationConfig(_S, kw_only=True, forbid_unknown_fields=True):
+    """Revocation data, reloaded without a restart (file watch or SIGHUP)."""
+
+    crl: str | None = None  # PEM or DER CRL signed by the listener CA
+    denylist: str | None = None  # one identity URI per line, '#' comments
+    check_interval: float = 0.25  # seconds between file / live-session checks
+
+
 class UsersConfig(_S, kw_only=True, forbid_unknown_fields=True):
     """People who log on with Username(553) and password + TOTP in Password(554)."""
 
@@ -155,6 +163,7 @@ class Config(_S, kw_only=True, forbid_unknown_fields=True):
     policy: PolicySection = msgspec.field(default_factory=PolicySection)
     identities: list[IdentityConfig] = []
     zones: dict[str, list[str]] = {}  # network zone name -> source CIDRs
+    revocation: RevocationConfig = msgspec.field(default_factory=RevocationConfig)
     users: UsersConfig | None = None
     sessions: list[SessionConfigToml] = []
     exchange_sim: ExchangeSimConfig | None = None

@@ -159,9 +159,11 @@ def _sign(
     server: bool,
     days: int,
     not_before: dt.datetime | None = None,
+    valid_for: dt.timedelta | None = None,
 ) -> x509.Certificate:
     now = _now()
     start = not_before or (now - dt.timedelta(minutes=5))
+    end = start + (valid_for if valid_for is not None else dt.timedelta(days=days))
     usage = [ExtendedKeyUsageOID.SERVER_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]
     return (
         x509.CertificateBuilder()
@@ -170,7 +172,7 @@ def _sign(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=days))
+        .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
@@ -191,6 +193,7 @@ def issue(
     extra_sans: list[x509.GeneralName] | None = None,
     uri: str | None = None,
     not_before: dt.datetime | None = None,
+    valid_for: dt.timedelta | None = None,
 ) -> tuple[Path, Path, str]:
     """Issue ``DIR/NAME.crt`` and ``DIR/NAME.key``; returns the paths and the identity URI."""
     if not _NAME_RE.match(name):
@@ -206,10 +209,41 @@ def issue(
     sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity)]
     if extra_sans:
         sans += extra_sans
-    cert = _sign(ca, key, name, sans, server=server, days=days, not_before=not_before)
+    cert = _sign(ca, key, name, sans, server=server, days=days, not_before=not_before, valid_for=valid_for)
     _write_key(folder / f"{name}.key", key)
     _write_cert(folder / f"{name}.crt", cert)
     return folder / f"{name}.crt", folder / f"{name}.key", identity
+
+
+def revoke(folder: Path, names: list[str]) -> Path:
+    """Add the certificates ``DIR/NAME.crt`` to the CA's CRL (``DIR/ca.crl``, PEM)."""
+    ca = load_ca(folder)
+    crl_path = folder / "ca.crl"
+    revoked: dict[int, dt.datetime] = {}
+    if crl_path.exists():
+        for entry in x509.load_pem_x509_crl(crl_path.read_bytes()):
+            revoked[entry.serial_number] = entry.revocation_date_utc
+    now = _now()
+    for name in names:
+        path = folder / f"{name}.crt"
+        if not path.exists():
+            raise PKIError(f"no certificate {path} to revoke")
+        revoked.setdefault(x509.load_pem_x509_certificate(path.read_bytes()).serial_number, now)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.cert.subject)
+        .last_update(now - dt.timedelta(minutes=1))
+        .next_update(now + dt.timedelta(days=7))
+    )
+    for serial, when in revoked.items():
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
+        )
+    crl = builder.sign(ca.key, hashes.SHA256())
+    tmp = crl_path.with_suffix(".tmp")
+    tmp.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    os.replace(tmp, crl_path)
+    return crl_path
 
 
 def registry_snippet(identity: str, comp_ids: list[str], roles: list[str]) -> str:

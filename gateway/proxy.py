@@ -21,13 +21,15 @@ import ssl
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from cryptography import x509
 
 from . import tls
 from .audit import AuditError, AuditLog
-from .config import Config, SessionConfigToml
+from .config import Config, ConfigError, SessionConfigToml
 from .fix import tags as T
 from .fix.carry import split_for_carry
 from .fix.codec import Field, Message
@@ -39,6 +41,7 @@ from .fix.session import (
 )
 from .guard import Guard
 from .mfa import MFA
+from .revocation import RevocationError, Revoked, load_crl, load_denylist, mtime
 from .store import FileStore, session_dir_name
 
 if TYPE_CHECKING:
@@ -107,6 +110,17 @@ class Gateway:
         self.server_ctx = tls.server_context(
             cfg.resolve(cfg.listen.cert), cfg.resolve(cfg.listen.key), cfg.resolve(cfg.listen.ca)
         )
+        self.ca_certs = x509.load_pem_x509_certificates(cfg.resolve(cfg.listen.ca).read_bytes())
+        rc = cfg.revocation
+        self.crl_path = cfg.resolve(rc.crl) if rc.crl else None
+        self.denylist_path = cfg.resolve(rc.denylist) if rc.denylist else None
+        self.revoked = Revoked()
+        self._mtimes: dict[str, float | None] = {}
+        try:
+            self._reload(force=True, strict=True)
+        except RevocationError as exc:
+            raise ConfigError(cfg.path, "revocation", str(exc)) from None
+        self._watch_task: asyncio.Task[None] | None = None
         self.server: asyncio.AbstractServer | None = None
         self.connections: set[ClientProtocol] = set()
         self.stopping = False
@@ -181,6 +195,7 @@ class Gateway:
         self.audit.record("gateway_started", sessions=len(self.routes), listen=listen)
         for route in self.routes.values():
             route.upstream.start()
+        self._watch_task = loop.create_task(self._watch())
         from .client_leg import TLSConnection
 
         self.server = await loop.create_server(
@@ -209,11 +224,89 @@ class Gateway:
             return
         loop.default_exception_handler(context)
 
+    # -- revocation and rotation without restart ------------------------------------
+    def _watched(self) -> dict[str, Path | None]:
+        assert self.cfg.listen is not None
+        return {"crl": self.crl_path, "denylist": self.denylist_path,
+                "server_cert": self.cfg.resolve(self.cfg.listen.cert),
+                "server_key": self.cfg.resolve(self.cfg.listen.key)}
+
+    def _reload(self, force: bool = False, strict: bool = False) -> None:
+        """Reload what changed on disk; a failure keeps the last good data (fail closed)."""
+        changed = {k for k, p in self._watched().items() if force or mtime(p) != self._mtimes.get(k)}
+        if not changed:
+            return
+        for k, p in self._watched().items():
+            self._mtimes[k] = mtime(p)
+        try:
+            if changed & {"crl", "denylist"}:
+                serials, next_update = (load_crl(self.crl_path, self.ca_certs) if self.crl_path
+                                        else (frozenset(), None))
+                deny = load_denylist(self.denylist_path) if self.denylist_path else frozenset()
+                self.revoked = Revoked(serials, deny, next_update)
+                self.guard.denylist = deny
+                if not force:
+                    self._audit_safe("revocation_reloaded", revoked_serials=len(serials), denylisted=len(deny))
+        except RevocationError as exc:
+            if strict:
+                raise
+            self._audit_safe("alert", what="revocation data not reloaded; last good data stays in force",
+                             reason=str(exc))
+        if changed & {"server_cert", "server_key"} and not force:
+            assert self.cfg.listen is not None
+            try:
+                self.server_ctx = tls.server_context(self.cfg.resolve(self.cfg.listen.cert),
+                                                     self.cfg.resolve(self.cfg.listen.key),
+                                                     self.cfg.resolve(self.cfg.listen.ca))
+                self._audit_safe("server_cert_reloaded")
+                log.info("server_cert_reloaded")
+            except tls.TLSConfigError as exc:  # e.g. key written before the cert: retry next tick
+                self._mtimes.pop("server_cert", None)
+                self._audit_safe("alert", what="server certificate not reloaded; old one stays in use",
+                                 reason=str(exc))
+
+    def reload_now(self) -> None:
+        """SIGHUP: reload revocation data and the server certificate at once."""
+        self._reload(force=True)
+        self._audit_safe("reload", trigger="SIGHUP")
+        self.enforce(time.time())
+
+    def cut_reason(self, serial: int | None, not_after: float | None, identity: str | None, now: float) -> str | None:
+        if not_after is not None and now > not_after:
+            return "client certificate expired"
+        if serial is not None and serial in self.revoked.serials:
+            return f"client certificate serial {serial:x} is revoked (CRL)"
+        if identity is not None and identity in self.revoked.denylist:
+            return f"identity {identity} is on the denylist"
+        return None
+
+    def enforce(self, now: float) -> None:
+        """Log out every live session whose certificate or identity is no longer good."""
+        for conn in list(self.connections):
+            if conn.identity is None:
+                continue
+            reason = self.cut_reason(conn.cert_serial, conn.cert_not_after, conn.identity.id, now)
+            if reason is None:
+                continue
+            self._audit_safe("session_revoked", identity=conn.identity.id,
+                             session=conn.route.name if conn.route else None, reason=reason)
+            log.info("session_revoked", identity=conn.identity.id, reason=reason)
+            conn.revoke(reason, now)
+
+    async def _watch(self) -> None:
+        interval = self.cfg.revocation.check_interval
+        while not self.stopping:
+            await asyncio.sleep(interval)
+            self._reload()
+            self.enforce(time.time())
+
     async def stop(self, grace: float | None = None) -> None:
         """Graceful shutdown: Logout every session, wait briefly, close."""
         if self.stopping:
             return
         self.stopping = True
+        if self._watch_task is not None:
+            self._watch_task.cancel()
         grace = self.cfg.gateway.shutdown_grace if grace is None else grace
         if self.server is not None:
             self.server.close()
