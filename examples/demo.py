@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import socket
@@ -23,8 +24,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "examples"))
+
+import algo  # noqa: E402
 
 from gateway import pki  # noqa: E402
+from gateway.identity import new_keys  # noqa: E402
 from tests.harness import FixClient, wait_port  # noqa: E402
 
 CONFIG = ROOT / "config" / "demo.toml"
@@ -66,7 +71,8 @@ def main() -> int:
     print("1. dev PKI in certs/dev")
     pki.init(CERTS)
     _, _, identity = pki.issue(CERTS, "algo-demo")
-    print(f"   identity {identity} (ECDSA P-256, one URI SAN)")
+    new_keys("ed25519", CERTS / "algo-demo-sign")
+    print(f"   identity {identity} (ECDSA P-256, one URI SAN) + Ed25519 signing key")
 
     print("2. exchange simulator (fill) on :9881, gateway (mTLS) on :9880")
     sim = start(["exchange-sim", "--config", str(CONFIG)], STATE / "exchange-sim.log", SIM_PORT)
@@ -76,30 +82,12 @@ def main() -> int:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(CERTS / "ca.crt"))
         ctx.load_cert_chain(str(CERTS / "algo-demo.crt"), str(CERTS / "algo-demo.key"))
 
-        print("3. algo engine ALGO1 trades through the gateway")
+        print("3. algo engine ALGO1 (SDK, every message signed with Ed25519) trades through the gateway")
+        rtts = asyncio.run(algo.run(GW_PORT, CERTS, "algo-demo", "ALGO1", CERTS / "algo-demo-sign.key", 5))
+        expect("5/5 signed orders acknowledged and filled at their limit price", len(rtts) == 5)
         c = FixClient(GW_PORT, ctx, "ALGO1")
-        reply = c.logon()
-        expect("mTLS identity bound to ALGO1, Logon answered", reply.msg_type == b"A")
-        print(f"   {'ClOrdID':<8}{'Symbol':<7}{'Side':<5}{'Qty':>6}{'Px':>9}  {'ExecType':<9}{'round trip':>11}")
-        rtts = []
-        orders = [("AAPL", "1", "100", "189.50"), ("MSFT", "2", "250", "411.20"), ("INTC", "1", "1000", "30.15"),
-                  ("NVDA", "1", "40", "875.00"), ("AMZN", "2", "75", "178.35")]
-        filled = 0
-        for i, (sym, side, qty, px) in enumerate(orders, 1):
-            t0 = time.perf_counter()
-            c.send("D", [(11, f"O{i}"), (21, "1"), (38, qty), (40, "2"), (44, px), (54, side), (55, sym),
-                         (60, time.strftime("%Y%m%d-%H:%M:%S", time.gmtime()))])
-            new = c.recv_type(b"8")
-            fill = c.recv_type(b"8")
-            rtts.append((time.perf_counter() - t0) * 1e6)
-            ok = new.get(150) == b"0" and fill.get(150) == b"F" and fill.get(31) == px.encode()
-            filled += ok
-            print(f"   O{i:<7}{sym:<7}{'Buy' if side == '1' else 'Sell':<5}{qty:>6}{px:>9}  "
-                  f"{color('New+Fill', '32') if ok else color('??', '31'):<9}{rtts[-1]:>9.0f} µs")
-        expect(f"{filled}/5 orders filled at their limit price", filled == 5)
-        c.send("5", [])
-        expect("Logout answered", c.recv_type(b"5").msg_type == b"5")
-        c.close()
+        c.send("A", [(98, "0"), (108, "30")])
+        expect("the same algo with an unsigned Logon: closed silently", c.recv() is None)
 
         print("4. what zero trust refuses")
         plain_ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(CERTS / "ca.crt"))

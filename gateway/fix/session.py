@@ -89,6 +89,7 @@ class SessionConfig:
     max_frame: int = 64 * 1024
     max_queue: int = 10_000  # out-of-order messages kept while a gap fills
     signer: Signer | None = None  # sign every frame we send (93/89, DESIGN §4)
+    logon_fields: tuple[Field, ...] = ()  # initiator: extra Logon fields (Username(553), Password(554))
 
 
 class _Stop(Exception):
@@ -166,6 +167,7 @@ class Session:
                 body.append((T.ResetSeqNumFlag, b"Y"))
             if self.config.default_appl_ver_id:
                 body.append((T.DefaultApplVerID, self.config.default_appl_ver_id))
+            body.extend(self.config.logon_fields)
             self.state = State.LOGON_SENT
             self._t.logon_deadline = now + self.config.logon_timeout
             self._send_admin(T.MT_LOGON, body, now)

@@ -1,0 +1,92 @@
+"""The client SDK against the running gateway: signed orders, fills, TOTP logon."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway import pki
+from gateway.client import FixClient, LogonFailed, load_signer, now_utc
+from gateway.identity import new_keys
+from gateway.mfa import add_user
+from tests import harness
+
+
+@dataclass
+class Env:
+    tmp: Path
+    certs: Path
+    port: int
+    totp: str
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    tmp = tmp_path_factory.mktemp("sdk")
+    certs = harness.make_pki(tmp / "certs")
+    pki.issue(certs, "trader")
+    new_keys("ed25519", tmp / "algo1")
+    add_user(tmp / "users.toml", tmp / "totp.secrets", "alice", "correct horse battery")
+    identities = f"""
+[[identities]]
+id = "spiffe://fixgw.dev/client/algo1"
+comp_ids = ["ALGO1"]
+signing = "ed25519"
+keys = [{{ path = "{tmp}/algo1.pub" }}]
+[[identities]]
+id = "spiffe://fixgw.dev/client/trader"
+comp_ids = ["TRADER"]
+mfa = true
+"""
+    extra = f'[users]\nfile = "{tmp}/users.toml"\nsecrets = "{tmp}/totp.secrets"\n'
+    gw_port, sim_port = harness.free_port(), harness.free_port()
+    cfg = harness.trading_config(tmp, certs, gw_port, sim_port, clients=("ALGO1", "TRADER"),
+                                 identities=identities, extra=extra, reset_on_logon=True)
+    sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp / "sim.log", sim_port)
+    gw = harness.start(["run", "--config", str(cfg)], tmp / "gw.log", gw_port)
+    yield Env(tmp, certs, gw_port, tomllib.loads((tmp / "totp.secrets").read_text())["totp"]["alice"])
+    gw.stop()
+    sim.stop()
+
+
+def connect_kwargs(env: Env, name: str) -> dict[str, object]:
+    return {"cert": env.certs / f"{name}.crt", "key": env.certs / f"{name}.key", "ca": env.certs / "ca.crt",
+            "target_comp_id": "FIXGW", "reset_on_logon": True}
+
+
+async def test_signed_algo_sends_orders_and_iterates_fills(env: Env) -> None:
+    import asyncio
+
+    await asyncio.sleep(0.3)  # exchange legs log on
+    client = await FixClient.connect("127.0.0.1", env.port, sender_comp_id="ALGO1",
+                                     signer=load_signer("ed25519", env.tmp / "algo1.key"),
+                                     **connect_kwargs(env, "algo1"))  # type: ignore[arg-type]
+    async with client:
+        for i in range(3):
+            await client.send("D", [(11, f"SDK{i}"), (21, 1), (38, 100), (40, 2), (44, "10.5"), (54, 1),
+                                    (55, "INTC"), (60, now_utc())])
+        fills = []
+        async for msg in client:
+            if msg.get(150) == b"F":
+                fills.append(msg.get(11))
+            if len(fills) == 3:
+                break
+    assert fills == [b"SDK0", b"SDK1", b"SDK2"]
+
+
+async def test_human_logs_on_with_password_and_totp(env: Env) -> None:
+    client = await FixClient.connect("127.0.0.1", env.port, sender_comp_id="TRADER", username="alice",
+                                     password="correct horse battery", totp_secret=env.totp,
+                                     **connect_kwargs(env, "trader"))  # type: ignore[arg-type]
+    assert client.logged_on
+    await client.logout()
+
+
+async def test_logon_refusal_is_an_exception(env: Env) -> None:
+    with pytest.raises(LogonFailed):
+        await FixClient.connect("127.0.0.1", env.port, sender_comp_id="ALGO1",  # unsigned Logon
+                                **connect_kwargs(env, "algo1"))  # type: ignore[arg-type]
