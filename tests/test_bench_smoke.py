@@ -18,3 +18,12 @@ def test_codec_bench_runs_and_writes_json(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert {row["case"] for row in data["rows"]} >= {"parse NewOrderSingle", "encode NewOrderSingle"}
     assert all(row["speedup"] > 0 for row in data["rows"])
+
+
+def test_signature_bench_runs_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "sig.json"
+    r = subprocess.run([sys.executable, "-m", "bench.signatures", "--rounds", "1", "--n", "5", "--json", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    cases = {row["case"] for row in json.loads(out.read_text())["rows"]}
+    assert {"verify ed25519", "verify hmac-sha256"} <= cases
