@@ -28,15 +28,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from . import tls
+from .fix import signature
 from .fix import tags as T
 from .fix.codec import Field, Message
 from .fix.dictionary import standard_validator
 from .fix.events import AppMessageReceived, Disconnected, Event, LoggedOn, LoggedOut, LogonRefused
 from .fix.session import Role, Session, SessionConfig
-from .fix.signature import Signer
+from .fix.signature import Signer, VerifyKey
 from .fix.store import MemoryStore, SessionStore
 from .fix.utctime import format_utc_timestamp
 from .legs import SessionProtocol
@@ -100,6 +101,9 @@ class FixClient:
         self._logged_on: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._protocol: _ClientProtocol | None = None
         self.logout_text = ""
+        self.gateway_keys: tuple[VerifyKey, ...] = ()  # when set, every application message must verify
+        self.unverified = 0
+        self.last_unverified = ""
 
     @classmethod
     async def connect(
@@ -123,6 +127,7 @@ class FixClient:
         server_hostname: str | None = None,
         validate: bool = True,
         timeout: float = 10.0,
+        gateway_key: str | Path | None = None,
     ) -> FixClient:
         """Connect over mutual TLS and log on; returns once the gateway answered our Logon."""
         logon: list[Field] = []
@@ -147,6 +152,11 @@ class FixClient:
             logon_fields=tuple(logon),
         )
         client = cls(Session(config, store or MemoryStore()))
+        if gateway_key is not None:
+            pub = serialization.load_pem_public_key(Path(gateway_key).read_bytes())
+            if not isinstance(pub, Ed25519PublicKey):
+                raise ValueError(f"{gateway_key} is not an Ed25519 public key")
+            client.gateway_keys = (VerifyKey("ed25519", pub, key_id="gateway"),)
         ctx = tls.client_context(Path(ca), Path(cert), Path(key))
         loop = asyncio.get_running_loop()
         try:
@@ -168,6 +178,14 @@ class FixClient:
     # -- events from the session -------------------------------------------------
     def _on_event(self, event: Event) -> None:
         if isinstance(event, AppMessageReceived):
+            if self.gateway_keys:
+                try:
+                    signature.verify(event.message.raw, self.gateway_keys, time.time())
+                except signature.SignatureError as exc:
+                    # not from the gateway we trust: never handed to the application
+                    self.unverified += 1
+                    self.last_unverified = str(exc)
+                    return
             self._inbox.put_nowait(event.message)
         elif isinstance(event, LoggedOn):
             if not self._logged_on.done():

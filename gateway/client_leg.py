@@ -10,6 +10,7 @@ the client-leg ``Session``.  Application messages go to
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -326,6 +327,8 @@ class ClientProtocol(SessionProtocol):
     def _start_session(self, route: Route, msg: Message) -> None:
         self.on_pause = route.client_write_paused
         cfg = route.client_config
+        if self.identity is not None and self.identity.sign_outbound and self.gw.outbound_signer is not None:
+            cfg = dataclasses.replace(cfg, signer=self.gw.outbound_signer)
         if cfg.validator is not None:
             self.header_tags = frozenset(cfg.validator.transport.header.tags)
         self.session = Session(cfg, route.client_store, self.framer)

@@ -104,6 +104,7 @@ class IdentityConfig(_S, kw_only=True, forbid_unknown_fields=True):
     max_bad_signatures: int = 3  # consecutive bad signatures before Logout
     mfa: bool = False  # a person: Username(553) + Password(554) = password + TOTP
     pin_sha256: list[str] = []  # optional leaf-certificate pins (hex SHA-256 of the DER)
+    sign_outbound: bool = False  # the gateway signs every message to this identity ([gateway] signing_key)
 
 
 class RevocationConfig(_S, kw_only=True, forbid_unknown_fields=True):
@@ -134,6 +135,7 @@ class GatewaySection(_S, kw_only=True, forbid_unknown_fields=True):
     max_frame: int = 65536
     shutdown_grace: float = 2.0
     logon_timeout: float = 10.0
+    signing_key: str | None = None  # Ed25519 private key: sign what goes to identities with sign_outbound
 
 
 class ExchangeSimConfig(_S, kw_only=True, forbid_unknown_fields=True):
@@ -255,6 +257,9 @@ def _check(cfg: Config, p: Path, need_gateway: bool) -> None:
         if ident_cfg.signing != "none" and not ident_cfg.keys:
             raise ConfigError(p, f"identities[{i}].keys", f"signing = {ident_cfg.signing!r} needs at least one key",
                               'keys = [{ path = "keys/NAME.pub" }]')
+        if ident_cfg.sign_outbound and not cfg.gateway.signing_key:
+            raise ConfigError(p, f"identities[{i}].sign_outbound", "needs the gateway's own key",
+                              '[gateway] signing_key = "keys/gateway.key" (fixgw keys new --scheme ed25519)')
         if ident_cfg.mfa and cfg.users is None:
             raise ConfigError(p, f"identities[{i}].mfa", "mfa = true needs a [users] table",
                               '[users] file = "users.toml", secrets = "totp.secrets"')

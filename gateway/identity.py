@@ -40,6 +40,7 @@ class Identity:
     max_bad_signatures: int
     mfa: bool
     pins: frozenset[str]
+    sign_outbound: bool = False
 
 
 def check_private_file(path: Path, what: str) -> None:
@@ -103,6 +104,7 @@ def load_registry(cfg: Config) -> dict[str, Identity]:
             max_bad_signatures=ic.max_bad_signatures,
             mfa=ic.mfa,
             pins=frozenset(p.lower().replace(":", "") for p in ic.pin_sha256),
+            sign_outbound=ic.sign_outbound,
         )
     return out
 

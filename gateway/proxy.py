@@ -29,6 +29,7 @@ from cryptography import x509
 
 from . import tls
 from .audit import AuditError, AuditLog
+from .client import load_signer
 from .config import Config, ConfigError, SessionConfigToml
 from .fix import tags as T
 from .fix.carry import split_for_carry
@@ -39,7 +40,9 @@ from .fix.session import (
     Session,
     SessionConfig,
 )
+from .fix.signature import Signer
 from .guard import Guard
+from .identity import check_private_file
 from .mfa import MFA
 from .revocation import RevocationError, Revoked, load_crl, load_denylist, mtime
 from .store import FileStore, session_dir_name
@@ -101,6 +104,14 @@ class Gateway:
         self.state_dir = cfg.resolve(cfg.gateway.state_dir)
         self.audit = AuditLog(cfg.resolve(cfg.audit.dir))
         self.guard = Guard(cfg)
+        self.outbound_signer: Signer | None = None
+        if cfg.gateway.signing_key:
+            key_path = cfg.resolve(cfg.gateway.signing_key)
+            check_private_file(key_path, "gateway.signing_key")
+            try:
+                self.outbound_signer = load_signer("ed25519", key_path)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(cfg.path, "gateway.signing_key", f"{key_path}: {exc}") from None
         self.mfa: MFA | None = None
         if cfg.users is not None:
             self.mfa = MFA(cfg.resolve(cfg.users.file), cfg.resolve(cfg.users.secrets),

@@ -113,6 +113,7 @@ def trading_config(
     clients: tuple[str, ...] = ("ALGO1", "ALGO2"),
     identities: str | None = None,
     extra: str = "",
+    gateway_extra: str = "",
 ) -> Path:
     """A gateway in front of the simulator in fill mode; by default two algo identities.
 
@@ -132,6 +133,7 @@ comp_ids = ["ALGO2"]
     text = f"""
 [gateway]
 state_dir = "{tmp}/state"
+{gateway_extra}
 [listen]
 port = {gw_port}
 cert = "{certs}/gateway.crt"

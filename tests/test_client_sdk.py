@@ -30,6 +30,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     certs = harness.make_pki(tmp / "certs")
     pki.issue(certs, "trader")
     new_keys("ed25519", tmp / "algo1")
+    new_keys("ed25519", tmp / "gateway-sign")
+    new_keys("ed25519", tmp / "impostor")
     add_user(tmp / "users.toml", tmp / "totp.secrets", "alice", "correct horse battery")
     identities = f"""
 [[identities]]
@@ -37,6 +39,7 @@ id = "spiffe://fixgw.dev/client/algo1"
 comp_ids = ["ALGO1"]
 signing = "ed25519"
 keys = [{{ path = "{tmp}/algo1.pub" }}]
+sign_outbound = true
 [[identities]]
 id = "spiffe://fixgw.dev/client/trader"
 comp_ids = ["TRADER"]
@@ -45,7 +48,8 @@ mfa = true
     extra = f'[users]\nfile = "{tmp}/users.toml"\nsecrets = "{tmp}/totp.secrets"\n'
     gw_port, sim_port = harness.free_port(), harness.free_port()
     cfg = harness.trading_config(tmp, certs, gw_port, sim_port, clients=("ALGO1", "TRADER"),
-                                 identities=identities, extra=extra, reset_on_logon=True)
+                                 identities=identities, extra=extra, reset_on_logon=True,
+                                 gateway_extra=f'signing_key = "{tmp}/gateway-sign.key"')
     sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp / "sim.log", sim_port)
     gw = harness.start(["run", "--config", str(cfg)], tmp / "gw.log", gw_port)
     yield Env(tmp, certs, gw_port, tomllib.loads((tmp / "totp.secrets").read_text())["totp"]["alice"])
@@ -64,6 +68,7 @@ async def test_signed_algo_sends_orders_and_iterates_fills(env: Env) -> None:
     await asyncio.sleep(0.3)  # exchange legs log on
     client = await FixClient.connect("127.0.0.1", env.port, sender_comp_id="ALGO1",
                                      signer=load_signer("ed25519", env.tmp / "algo1.key"),
+                                     gateway_key=env.tmp / "gateway-sign.pub",  # fills must come via the gateway
                                      **connect_kwargs(env, "algo1"))  # type: ignore[arg-type]
     async with client:
         for i in range(3):
@@ -90,3 +95,18 @@ async def test_logon_refusal_is_an_exception(env: Env) -> None:
     with pytest.raises(LogonFailed):
         await FixClient.connect("127.0.0.1", env.port, sender_comp_id="ALGO1",  # unsigned Logon
                                 **connect_kwargs(env, "algo1"))  # type: ignore[arg-type]
+
+
+async def test_messages_not_signed_by_the_trusted_gateway_key_are_dropped(env: Env) -> None:
+    import asyncio
+
+    client = await FixClient.connect("127.0.0.1", env.port, sender_comp_id="ALGO1",
+                                     signer=load_signer("ed25519", env.tmp / "algo1.key"),
+                                     gateway_key=env.tmp / "impostor.pub",
+                                     **connect_kwargs(env, "algo1"))  # type: ignore[arg-type]
+    await client.send("D", [(11, "X1"), (21, 1), (38, 1), (40, 2), (44, "1"), (54, 1), (55, "INTC"),
+                            (60, now_utc())])
+    with pytest.raises(asyncio.TimeoutError):
+        await client.receive(timeout=1.5)
+    assert client.unverified >= 2 and "does not verify" in client.last_unverified
+    await client.logout()
