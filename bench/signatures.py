@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     signers = {"ed25519": signature.Signer("ed25519", ed), "hmac-sha256": signature.Signer("hmac-sha256", secret)}
     keys = {"ed25519": [signature.VerifyKey("ed25519", ed.public_key())],
             "hmac-sha256": [signature.VerifyKey("hmac-sha256", secret)]}
-    cases: dict[str, Callable[[], object]] = {"encode unsigned (baseline)": lambda: codec.encode(b"FIX.4.4", NOS_FIELDS)}
+    cases: dict[str, Callable[[], object]] = {
+        "encode unsigned (baseline)": lambda: codec.encode(b"FIX.4.4", NOS_FIELDS),
+    }
     for scheme, signer in signers.items():
         raw = signature.encode_signed(b"FIX.4.4", NOS_FIELDS, signer)
         now = time.time()
