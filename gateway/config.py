@@ -63,6 +63,7 @@ class UpstreamConfig(_S, kw_only=True, forbid_unknown_fields=True):
     # mirror: logs on when the client logs on (the client's Logon is answered
     #   once the venue answered ours) and logs out when the client leaves.
     mode: Literal["persistent", "mirror"] = "persistent"
+    pin_sha256: list[str] = []  # optional: the venue's leaf certificate (hex SHA-256 of the DER)
 
 
 class SessionConfigToml(_S, kw_only=True, forbid_unknown_fields=True):

@@ -9,6 +9,7 @@ exponential backoff (``persistent`` mode) or follows the client's session
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ssl
 import time
 from typing import TYPE_CHECKING
@@ -45,6 +46,16 @@ class UpstreamProtocol(SessionProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        pins = self.leg.pins
+        if pins:
+            ssl_obj = transport.get_extra_info("ssl_object")
+            der = ssl_obj.getpeercert(binary_form=True) if ssl_obj is not None else None
+            fp = hashlib.sha256(der).hexdigest() if der else "(no certificate)"
+            if fp not in pins:
+                self.leg.gw._audit_safe("upstream_pin_mismatch", leg=self.leg.name, sha256=fp)
+                log.info("upstream_pin_mismatch", leg=self.leg.name, sha256=fp)
+                transport.abort()  # type: ignore[attr-defined]
+                return
         self.session = Session(self.leg.config, self.leg.store)
         self.session.connection_made(time.time())
         self.pump()
@@ -75,6 +86,7 @@ class UpstreamLeg:
         self.store = store
         self.cfg = s.upstream
         self.mirror = s.upstream.mode == "mirror"
+        self.pins = frozenset(p.lower().replace(":", "") for p in s.upstream.pin_sha256)
         self.route: Route | None = None
         self.protocol: UpstreamProtocol | None = None
         self.logged_on = False

@@ -114,6 +114,7 @@ def trading_config(
     identities: str | None = None,
     extra: str = "",
     gateway_extra: str = "",
+    upstream_extra: str = "",
 ) -> Path:
     """A gateway in front of the simulator in fill mode; by default two algo identities.
 
@@ -173,6 +174,7 @@ target_comp_id = "XCHG"
 reset_on_logon = {r}
 mode = "{mode}"
 heartbeat_interval = {heartbeat}
+{upstream_extra}
 """
     path = tmp / "trading.toml"
     path.write_text(text)

@@ -247,3 +247,37 @@ def test_exchange_leg_refuses_a_venue_certificate_from_another_ca(tmp_path: Path
         for p in (e.gw, e.sim):
             if p is not None:
                 p.stop()
+
+
+@pytest.mark.parametrize("pin_matches", [True, False])
+def test_exchange_leg_pin_of_the_venue_certificate(tmp_path: Path, pin_matches: bool) -> None:
+    import hashlib
+
+    from cryptography import x509 as _x509
+    from cryptography.hazmat.primitives import serialization
+
+    certs = harness.make_pki(tmp_path / "certs")
+    der = _x509.load_pem_x509_certificate((certs / "gateway.crt").read_bytes()).public_bytes(
+        serialization.Encoding.DER)
+    pin = hashlib.sha256(der).hexdigest() if pin_matches else "ab" * 32
+    gw_port, sim_port = harness.free_port(), harness.free_port()
+    cfg = harness.trading_config(tmp_path, certs, gw_port, sim_port, upstream_tls=True,
+                                 upstream_extra=f'pin_sha256 = ["{pin}"]')
+    e = Env(tmp_path, certs, cfg, gw_port, sim_port)
+    e.start_sim()
+    e.start_gw()
+    try:
+        c = e.client()
+        c.logon()
+        if pin_matches:
+            wait_upstream(e)
+            assert order_roundtrip(c, "PIN1") == [b"0", b"F"]
+        else:
+            c.send("D", NOS)
+            assert c.recv_type(b"j").get(380) == b"4"
+            time.sleep(0.3)
+            assert any(r["kind"] == "upstream_pin_mismatch" for r in e.audit())
+    finally:
+        for p in (e.gw, e.sim):
+            if p is not None:
+                p.stop()
