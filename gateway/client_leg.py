@@ -181,6 +181,9 @@ class ClientProtocol(SessionProtocol):
         self.leaf_der = b""
         self.bad_signatures = 0  # consecutive application messages with a bad signature
         self.user: str | None = None  # the person, for identities with mfa = true
+        self.posture = "unknown"  # last posture seen by enforcement
+        self.read_only = False  # set once a decision carried the read_only control
+        self.full_capture = False  # every frame of the session verbatim into the audit stream
         self.cert_serial: int | None = None
         self.cert_not_after: float | None = None
 

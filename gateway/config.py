@@ -154,9 +154,14 @@ class ExchangeSimConfig(_S, kw_only=True, forbid_unknown_fields=True):
 
 
 class PolicySection(_S, kw_only=True, forbid_unknown_fields=True):
-    """Until the policy engine lands, a config must say explicitly that it allows all."""
+    """The policy file; without one a config must say explicitly that it allows all."""
 
-    allow_all: bool = False
+    file: str | None = None  # config/policy.toml; reloaded on change or SIGHUP
+    allow_all: bool = False  # only for set-ups that test something else (the acceptance scripts)
+
+
+class PostureConfig(_S, kw_only=True, forbid_unknown_fields=True):
+    file: str | None = None  # JSON written by the posture agent (see gateway/feeds.py)
 
 
 class Config(_S, kw_only=True, forbid_unknown_fields=True):
@@ -167,6 +172,7 @@ class Config(_S, kw_only=True, forbid_unknown_fields=True):
     identities: list[IdentityConfig] = []
     zones: dict[str, list[str]] = {}  # network zone name -> source CIDRs
     revocation: RevocationConfig = msgspec.field(default_factory=RevocationConfig)
+    posture: PostureConfig = msgspec.field(default_factory=PostureConfig)
     users: UsersConfig | None = None
     sessions: list[SessionConfigToml] = []
     exchange_sim: ExchangeSimConfig | None = None

@@ -17,6 +17,7 @@ reaches the exchange, so the exchange leg sees no sequence gap.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import ssl
 import time
 from collections import OrderedDict
@@ -31,6 +32,7 @@ from . import tls
 from .audit import AuditError, AuditLog
 from .client import load_signer
 from .config import Config, ConfigError, SessionConfigToml
+from .feeds import FeedError, JitGrants, KillSwitch, PostureFeed, Watched
 from .fix import tags as T
 from .fix.carry import split_for_carry
 from .fix.codec import Field, Message
@@ -41,9 +43,13 @@ from .fix.session import (
     SessionConfig,
 )
 from .fix.signature import Signer
+from .fix.utctime import format_utc_timestamp
 from .guard import Guard
 from .identity import check_private_file
 from .mfa import MFA
+from .policy.engine import Context, Decision, Policy
+from .policy.load import PolicySpec
+from .policy.load import load as load_policy
 from .revocation import RevocationError, Revoked, load_crl, load_denylist, mtime
 from .store import FileStore, session_dir_name
 
@@ -54,7 +60,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger("fixgw.proxy")
 
 SEQ_MAP_SIZE = 100_000
+#: New orders: what the kill switch blocks and what gets an ExecutionReport(8) refusal.
 ORDER_TYPES = frozenset({T.MT_NEW_ORDER_SINGLE, T.MT_ORDER_CANCEL_REPLACE_REQUEST})
+#: What a read-only session may never send.
+WRITE_TYPES = ORDER_TYPES | {T.MT_ORDER_CANCEL_REQUEST, b"q", T.MT_QUOTE_REQUEST, b"BE"}
 
 
 @dataclass
@@ -132,8 +141,27 @@ class Gateway:
         except RevocationError as exc:
             raise ConfigError(cfg.path, "revocation", str(exc)) from None
         self._watch_task: asyncio.Task[None] | None = None
+        # policy and the context that changes while sessions live
+        self.policy: Policy | None = None
+        self.policy_spec: PolicySpec | None = None
+        self.policy_file = Watched(cfg.resolve(cfg.policy.file) if cfg.policy.file else None)
+        if self.policy_file.path is not None:
+            self.policy, self.policy_spec = load_policy(self.policy_file.path)
+            self.policy_file.changed()
+            self._apply_zones()
+        ttl = self.policy_spec.posture.ttl if self.policy_spec else 300.0
+        self.posture = PostureFeed(Watched(cfg.resolve(cfg.posture.file) if cfg.posture.file else None), ttl)
+        self.jit = JitGrants(Watched(self.state_dir / "jit.json"))
+        self.kill = KillSwitch(Watched(self.state_dir / "killswitch.json"))
+        for feed in (self.posture, self.jit, self.kill):
+            feed.file.changed()
+            try:
+                feed.reload()
+            except FeedError as exc:
+                raise ConfigError(cfg.path, "feeds", str(exc)) from None
         self.server: asyncio.AbstractServer | None = None
         self.connections: set[ClientProtocol] = set()
+        self._exec_ids = 0
         self.stopping = False
         for s in cfg.sessions:
             self._add_route(s)
@@ -204,6 +232,9 @@ class Gateway:
         loop.set_exception_handler(self._loop_exception)
         listen = f"{self.cfg.listen.host}:{self.cfg.listen.port}"
         self.audit.record("gateway_started", sessions=len(self.routes), listen=listen)
+        if self.policy is not None:
+            self.audit.record("policy_loaded", sha256=self.policy.sha256, rules=len(self.policy.rules),
+                              shadow=self.policy.global_shadow, file=str(self.policy_file.path))
         for route in self.routes.values():
             route.upstream.start()
         self._watch_task = loop.create_task(self._watch())
@@ -276,11 +307,104 @@ class Gateway:
                 self._audit_safe("alert", what="server certificate not reloaded; old one stays in use",
                                  reason=str(exc))
 
+    def _apply_zones(self) -> None:
+        zones = dict(self.cfg.zones)
+        if self.policy_spec is not None:
+            zones.update(self.policy_spec.zones)
+        self.guard.zones = [(n, ipaddress.ip_network(c, strict=False)) for n, cs in zones.items() for c in cs]
+
+    def _reload_policy(self, force: bool = False) -> None:
+        if self.policy_file.path is None or not (self.policy_file.changed() or force):
+            return
+        try:
+            self.policy, self.policy_spec = load_policy(self.policy_file.path)
+        except ConfigError as exc:  # the old policy keeps running; say exactly what is wrong
+            self._audit_safe("alert", what="policy not reloaded; the previous policy stays in force",
+                             reason=str(exc))
+            log.error("policy_reload_failed", error=str(exc))
+            return
+        self._apply_zones()
+        self.posture.ttl = self.policy_spec.posture.ttl
+        self._audit_safe("policy_loaded", sha256=self.policy.sha256, rules=len(self.policy.rules),
+                         shadow=self.policy.global_shadow, file=str(self.policy_file.path))
+        log.info("policy_loaded", sha256=self.policy.sha256, rules=len(self.policy.rules))
+
+    def _reload_feeds(self, force: bool = False) -> bool:
+        """Reload posture, JIT grants and kill switch when they changed; True if any did."""
+        any_changed = False
+        for name, feed in (("posture", self.posture), ("jit", self.jit), ("kill_switch", self.kill)):
+            if feed.file.path is None or not (feed.file.changed() or force):
+                continue
+            try:
+                feed.reload()
+                any_changed = True
+                if name == "kill_switch":
+                    self._audit_safe("kill_switch", everything=self.kill.everything,
+                                     identities=sorted(self.kill.identities), accounts=sorted(self.kill.accounts))
+            except FeedError as exc:
+                self._audit_safe("alert", what=f"{name} feed not reloaded; last good state stays", reason=str(exc))
+        return any_changed
+
+    def enforce_context(self, now: float) -> None:
+        """Re-decide live sessions when posture changed (or went stale): log out where policy says."""
+        logout_on = set(self.policy_spec.posture.logout_on) if self.policy_spec else set()
+        for conn in list(self.connections):
+            if conn.identity is None or conn.session is None or not conn.session.is_logged_on:
+                continue
+            level = self.posture.level(conn.identity.id, now)
+            if level == conn.posture:
+                continue
+            self._audit_safe("posture_change", identity=conn.identity.id, old=conn.posture, new=level,
+                             session=conn.route.name if conn.route else None)
+            conn.posture = level
+            if level in logout_on:
+                reason = f"device posture is {level}"
+                self._audit_safe("session_revoked", identity=conn.identity.id, reason=reason,
+                                 session=conn.route.name if conn.route else None)
+                conn.revoke(reason, now)
+
+    def decide(self, conn: ClientProtocol, msg: Message, now: float, direction: str) -> Decision:
+        """Kill switch, read-only sessions, then the policy (or the explicit allow_all)."""
+        ident = conn.identity
+        assert ident is not None
+        mt = msg.msg_type
+        if direction == "outbound":
+            if mt in ORDER_TYPES:
+                block = self.kill.blocks(ident.id, _s(msg.get(T.Account)))
+                if block:
+                    return Decision(False, "deny", ("kill-switch",), frozenset(), block)
+            if conn.read_only and mt in WRITE_TYPES:
+                return Decision(False, "deny", ("read-only",), frozenset(), "the session is read-only")
+        if self.policy is None:
+            if self.cfg.policy.allow_all:
+                return Decision(True, "allow", ("allow_all",), frozenset(), "policy.allow_all is set")
+            return Decision(False, "deny", ("default-deny",), frozenset(), "no policy is loaded (default deny)")
+        peer = None
+        if conn.peer:
+            try:
+                peer = ipaddress.ip_address(conn.peer[0])
+            except ValueError:
+                peer = None
+        ctx = Context(ident.id, frozenset(ident.roles), conn.zone, self.posture.level(ident.id, now),
+                      conn.user is not None, peer, self.jit.active(ident.id, now), now, direction)
+        d = self.policy.decide(ctx, msg)
+        if d.allowed and direction == "outbound":
+            if "read_only" in d.controls:
+                conn.read_only = True
+            if "full_capture" in d.controls and not conn.full_capture:
+                conn.full_capture = True
+                self._audit_safe("full_capture_on", identity=ident.id,
+                                 session=conn.route.name if conn.route else None)
+        return d
+
     def reload_now(self) -> None:
         """SIGHUP: reload revocation data and the server certificate at once."""
         self._reload(force=True)
+        self._reload_policy(force=True)
+        self._reload_feeds(force=True)
         self._audit_safe("reload", trigger="SIGHUP")
         self.enforce(time.time())
+        self.enforce_context(time.time())
 
     def cut_reason(self, serial: int | None, not_after: float | None, identity: str | None, now: float) -> str | None:
         if not_after is not None and now > not_after:
@@ -309,7 +433,11 @@ class Gateway:
         while not self.stopping:
             await asyncio.sleep(interval)
             self._reload()
-            self.enforce(time.time())
+            self._reload_policy()
+            self._reload_feeds()
+            now = time.time()
+            self.enforce(now)
+            self.enforce_context(now)
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful shutdown: Logout every session, wait briefly, close."""
@@ -375,16 +503,18 @@ class Gateway:
             conn.session.reject(msg, T.SRR_COMPID_PROBLEM, T.SenderSubID, sub_id.reason, now)
             conn.pump()
             return
-        # 2. policy + risk
-        verdict = self.guard.check_app(ident, msg)
+        # 2. kill switch, policy + risk
+        verdict = self.decide(conn, msg, now, "outbound")
         up = route.upstream
-        decision = "allow" if verdict.allowed else "deny"
         try:
             self.audit.record(
                 "decision",
-                decision=decision,
-                rule=verdict.rule,
+                decision=verdict.outcome,
+                rules=list(verdict.rule_ids),
+                controls=sorted(verdict.controls),
+                shadow_rules=[f"{r}:{d}" for r, d in verdict.shadow],
                 reason=verdict.reason,
+                posture=conn.posture,
                 identity=conn.identity.id,
                 session=route.name,
                 msg_type=msg.msg_type.decode("latin-1"),
@@ -402,7 +532,7 @@ class Gateway:
             self._refuse(conn, msg, T.BRR_APPLICATION_NOT_AVAILABLE, f"refused: audit stream unavailable ({exc})", now)
             return
         if not verdict.allowed:
-            self._refuse(conn, msg, T.BRR_NOT_AUTHORIZED, f"refused by {verdict.rule}: {verdict.reason}", now)
+            self.refuse_decision(conn, msg, verdict, now)
             return
         if not up.logged_on:
             if route.cfg.on_exchange_down == "logout":
@@ -436,6 +566,12 @@ class Gateway:
             ]
         conn = route.client
         if conn is not None and conn.session is not None and conn.session.is_logged_on:
+            if conn.identity is not None and (self.policy is not None or not self.cfg.policy.allow_all):
+                d = self.decide(conn, msg, now, "inbound")
+                if not d.allowed:
+                    self._audit_safe("inbound_denied", session=route.name, identity=conn.identity.id,
+                                     msg_type=_s(msg.msg_type), rules=list(d.rule_ids), reason=d.reason)
+                    return
             conn.session.send_app(msg.msg_type, body, now, header)
             conn.pump()
             return
@@ -443,6 +579,41 @@ class Gateway:
         stored = route.offline.store_app(msg.msg_type, body, now, header)
         self._audit_safe("stored_for_offline_client", session=route.name, client_seq=stored.seq_num,
                          msg_type=msg.msg_type.decode("latin-1"))
+
+    def refuse_decision(self, conn: ClientProtocol, msg: Message, d: Decision, now: float) -> None:
+        """Answer a refused message on the client leg; it never reaches the exchange.
+
+        Orders get ExecutionReport(8) OrdStatus(39)=8/ExecType(150)=8, cancels
+        OrderCancelReject(9), everything else BusinessMessageReject(j); Text(58)
+        names the rule.
+        """
+        assert conn.session is not None
+        text = f"refused by {','.join(d.rule_ids)}: {d.reason}"[:250].encode("latin-1", "replace")
+        fix42 = conn.session.config.begin_string == b"FIX.4.2"
+        mt = msg.msg_type
+        g = msg.get
+        if mt in ORDER_TYPES:
+            self._exec_ids += 1
+            body: list[Field] = [(T.AvgPx, b"0"), (T.ClOrdID, g(T.ClOrdID) or b"NONE"), (T.CumQty, b"0"),
+                                 (T.ExecID, b"GW-REJ-%d" % self._exec_ids)]
+            if fix42:
+                body.append((T.ExecTransType, b"0"))
+            body += [(T.OrderID, b"NONE")]
+            if g(T.OrderQty):
+                body.append((T.OrderQty, g(T.OrderQty) or b""))
+            body += [(T.OrdStatus, b"8"), (T.Side, g(T.Side) or b"1"), (T.Symbol, g(T.Symbol) or b"NONE"),
+                     (T.Text, text), (T.TransactTime, format_utc_timestamp(now)),
+                     (T.OrdRejReason, b"0" if fix42 else b"99"), (T.ExecType, b"8"), (T.LeavesQty, b"0")]
+            conn.session.send_app(T.MT_EXECUTION_REPORT, body, now)
+            conn.pump()
+        elif mt == T.MT_ORDER_CANCEL_REQUEST:
+            body = [(T.ClOrdID, g(T.ClOrdID) or b"NONE"), (T.OrderID, g(T.OrderID) or b"NONE"),
+                    (T.OrdStatus, b"8"), (T.OrigClOrdID, g(T.OrigClOrdID) or b"NONE"), (T.Text, text),
+                    (T.CxlRejReason, b"2" if fix42 else b"99"), (T.CxlRejResponseTo, b"1")]
+            conn.session.send_app(T.MT_ORDER_CANCEL_REJECT, body, now)
+            conn.pump()
+        else:
+            self._refuse(conn, msg, T.BRR_OTHER if fix42 else T.BRR_NOT_AUTHORIZED, text.decode("latin-1"), now)
 
     def _refuse(self, conn: ClientProtocol, msg: Message, reason: int, text: str, now: float) -> None:
         """BusinessMessageReject(j) on the client leg; the message goes no further."""
