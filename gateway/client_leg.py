@@ -329,6 +329,8 @@ class ClientProtocol(SessionProtocol):
 
     def _start_session(self, route: Route, msg: Message) -> None:
         self.on_pause = route.client_write_paused
+        if self.identity is not None:  # baseline: enforcement reacts to posture *changes*
+            self.posture = self.gw.posture.level(self.identity.id, time.time())
         cfg = route.client_config
         if self.identity is not None and self.identity.sign_outbound and self.gw.outbound_signer is not None:
             cfg = dataclasses.replace(cfg, signer=self.gw.outbound_signer)

@@ -1,0 +1,242 @@
+"""The shipped policy (config/policy.toml) through the running gateway.
+
+The seed's RFQ access matrix, row by row: each client connects from its own
+loopback address (127.0.0.x), which the policy maps to its zone; people log
+on with password + TOTP; device posture comes from the watched posture file;
+the IT admin's JIT grant from the JIT file.  Then continuous verification:
+posture flips, the kill switch, and refusals that never reach the exchange.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyotp
+import pytest
+
+from gateway import pki
+from gateway.feeds import write_json
+from gateway.mfa import add_user
+from tests import harness
+from tests.harness import FixClient, client_ssl
+
+POLICY = harness.ROOT / "config" / "policy.toml"
+TD = "spiffe://fixgw.dev/client/"
+# name: (CompID, roles, source address, user for MFA or None, posture)
+CLIENTS = {
+    "trader-lan": ("TRLAN", ["trader"], "127.0.0.10", "alice", "compliant"),
+    "trader-vpn": ("TRVPN", ["trader"], "127.0.0.11", "bob", "compliant"),
+    "quant-prod": ("QPROD", ["quant"], "127.0.0.12", None, "compliant"),
+    "quant-sandbox": ("QSBX", ["quant"], "127.0.0.13", None, "compliant"),
+    "risk": ("RISK", ["risk_officer"], "127.0.0.10", "rita", "compliant"),
+    "admin": ("ADMIN", ["it_admin"], "127.0.0.14", "adam", "highly-compliant"),
+    "trader-wifi": ("TRWIFI", ["trader"], "127.0.0.15", "carol", "non-compliant"),
+    "flip": ("FLIP", ["trader"], "127.0.0.10", "dave", "compliant"),
+    "algo": ("ALGO", ["algo"], "127.0.0.1", None, "compliant"),
+}
+PASSWORD = "a long enough password"
+NOS = [(21, "1"), (38, "100"), (40, "2"), (44, "10.25"), (54, "1"), (55, "INTC"), (60, "20240101-00:00:00")]
+
+
+@dataclass
+class World:
+    tmp: Path
+    certs: Path
+    port: int
+    totp: dict[str, str]
+
+    def audit(self) -> list[dict[str, object]]:
+        return [json.loads(x) for x in (self.tmp / "state" / "audit" / "audit-000001.jsonl").read_text().splitlines()]
+
+    def decisions(self, session: str) -> list[dict[str, object]]:
+        return [r for r in self.audit() if r["kind"] == "decision" and str(r.get("session", "")).endswith(session)]
+
+    def posture(self, name: str, level: str) -> None:
+        data = json.loads((self.tmp / "posture.json").read_text())
+        data[TD + name] = {"level": level, "asserted_at": time.time()}
+        write_json(self.tmp / "posture.json", data)
+
+    def logon(self, name: str) -> FixClient:
+        comp, _, source, user, _ = CLIENTS[name]
+        c = FixClient(self.port, client_ssl(self.certs, name), comp, source=source)
+        fields: list[tuple[int, str]] = [(98, "0"), (108, "30"), (141, "Y")]
+        if user is not None:
+            fields += [(553, user), (554, PASSWORD + pyotp.TOTP(self.totp[user]).now())]
+        c.send("A", fields)
+        reply = c.recv()
+        assert reply is not None and reply.msg_type == b"A", f"{name} could not log on"
+        return c
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    tmp = tmp_path_factory.mktemp("policy")
+    certs = harness.make_pki(tmp / "certs")
+    identities = ""
+    for name, (comp, roles, _, user, level) in CLIENTS.items():
+        pki.issue(certs, name)
+        if user:
+            add_user(tmp / "users.toml", tmp / "totp.secrets", user, PASSWORD)
+        identities += (f'[[identities]]\nid = "{TD}{name}"\ncomp_ids = ["{comp}"]\nroles = {json.dumps(roles)}\n'
+                       f"mfa = {'true' if user else 'false'}\n")
+    write_json(tmp / "posture.json", {TD + n: {"level": c[4], "asserted_at": time.time()} for n, c in CLIENTS.items()})
+    policy = tmp / "policy.toml"
+    policy.write_bytes(POLICY.read_bytes())
+    extra = (f'[users]\nfile = "{tmp}/users.toml"\nsecrets = "{tmp}/totp.secrets"\n'
+             f'[posture]\nfile = "{tmp}/posture.json"\n')
+    gw_port, sim_port = harness.free_port(), harness.free_port()
+    cfg = harness.trading_config(tmp, certs, gw_port, sim_port, clients=tuple(c[0] for c in CLIENTS.values()),
+                                 identities=identities, extra=extra, reset_on_logon=True)
+    cfg.write_text(cfg.read_text().replace("[policy]\nallow_all = true", f'[policy]\nfile = "{policy}"'))
+    sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp / "sim.log", sim_port)
+    gw = harness.start(["run", "--config", str(cfg)], tmp / "gw.log", gw_port)
+    w = World(tmp, certs, gw_port, tomllib.loads((tmp / "totp.secrets").read_text())["totp"])
+    deadline = time.monotonic() + 10
+    while sum(r["kind"] == "upstream_logon" for r in w.audit()) < len(CLIENTS) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield w
+    gw.stop()
+    sim.stop()
+
+
+def last_decision(w: World, session: str) -> dict[str, object]:
+    time.sleep(0.05)
+    return w.decisions(session)[-1]
+
+
+# --- the seven rows of the RFQ access matrix ----------------------------------------
+
+def test_row1_trader_create_rfq_corporate_lan_compliant_is_allowed_with_mfa_and_logging(world: World) -> None:
+    c = world.logon("trader-lan")
+    c.send("R", [(131, "Q1"), (146, "1"), (55, "INTC")])
+    quote = c.recv_type(b"S")  # the exchange answered: the request went through
+    assert quote.get(131) == b"Q1"
+    d = last_decision(world, "TRLAN/FIXGW")
+    assert d["decision"] == "allow" and d["rules"] == ["trader-create-rfq-lan"]
+    assert set(d["controls"]) == {"mfa", "session_logging"} and d["zone"] == "corporate_lan"  # type: ignore[arg-type]
+
+
+def test_row2_trader_view_historical_trades_remote_vpn_is_allowed(world: World) -> None:
+    c = world.logon("trader-vpn")
+    c.send("AD", [(568, "TR1"), (569, "0")])
+    reply = c.recv_type(b"j")  # the simulator does not implement AD: its answer proves the request reached it
+    assert b"Unsupported" in (reply.get(58) or b"")
+    d = last_decision(world, "TRVPN/FIXGW")
+    assert d["decision"] == "allow" and d["rules"] == ["trader-history-vpn"] and d["zone"] == "remote_vpn"
+
+
+def test_row3_quant_analytics_from_production_server_is_allowed_by_ip_allowlist(world: World) -> None:
+    c = world.logon("quant-prod")
+    c.send("V", [(262, "MD1"), (263, "0"), (264, "0"), (267, "1"), (269, "0"), (146, "1"), (55, "INTC")])
+    assert b"Unsupported" in (c.recv_type(b"j").get(58) or b"")
+    d = last_decision(world, "QPROD/FIXGW")
+    assert d["decision"] == "allow" and "ip_allowlist" in d["controls"]  # type: ignore[operator]
+
+
+def test_row4_quant_analytics_from_development_sandbox_is_denied(world: World) -> None:
+    c = world.logon("quant-sandbox")
+    c.send("V", [(262, "MD2"), (263, "0"), (264, "0"), (267, "1"), (269, "0"), (146, "1"), (55, "INTC")])
+    bmr = c.recv_type(b"j")
+    assert b"refused by quant-analytics-sandbox-deny" in (bmr.get(58) or b"") and bmr.get(380) == b"6"
+    assert last_decision(world, "QSBX/FIXGW")["decision"] == "deny"
+
+
+def test_row5_risk_officer_views_open_rfqs_read_only(world: World) -> None:
+    c = world.logon("risk")
+    c.send("a", [(649, "QS1"), (55, "INTC")])
+    assert b"Unsupported" in (c.recv_type(b"j").get(58) or b"")
+    d = last_decision(world, "RISK/FIXGW")
+    assert d["decision"] == "allow" and "read_only" in d["controls"]  # type: ignore[operator]
+    c.send("D", [(11, "RISK-ORDER"), *NOS])
+    er = c.recv_type(b"8")
+    assert (er.get(39), er.get(150)) == (b"8", b"8") and b"read-only" in (er.get(58) or b"")
+
+
+def test_row6_it_admin_system_configuration_needs_jit_mfa_and_gets_full_capture(world: World) -> None:
+    c = world.logon("admin")
+    c.send("BE", [(923, "U1"), (924, "1"), (553, "adam")])
+    bmr = c.recv_type(b"j")
+    assert b"needs jit" in (bmr.get(58) or b"")  # no grant yet
+    write_json(world.tmp / "state" / "jit.json", {TD + "admin": time.time() + 600})
+    time.sleep(0.6)
+    c.send("BE", [(923, "U2"), (924, "1"), (553, "adam")])
+    assert b"Unsupported" in (c.recv_type(b"j").get(58) or b"")  # reached the exchange
+    d = last_decision(world, "ADMIN/FIXGW")
+    assert d["decision"] == "allow" and {"jit", "mfa", "full_capture"} <= set(d["controls"])  # type: ignore[arg-type]
+    assert any(r["kind"] == "full_capture_on" for r in world.audit())
+
+
+def test_row7_trader_create_rfq_public_wifi_non_compliant_is_denied(world: World) -> None:
+    c = world.logon("trader-wifi")
+    c.send("R", [(131, "Q7"), (146, "1"), (55, "INTC")])
+    bmr = c.recv_type(b"j")
+    assert b"device-health-deny" in (bmr.get(58) or b"")
+    assert last_decision(world, "TRWIFI/FIXGW")["rules"] == ["device-health-deny"]
+
+
+# --- continuous verification --------------------------------------------------------
+
+def test_posture_flip_logs_a_live_session_out(world: World) -> None:
+    c = world.logon("flip")
+    c.send("D", [(11, "F1"), *NOS])
+    assert c.recv_type(b"8").get(150) == b"0"
+    c.recv_type(b"8")
+    t0 = time.monotonic()
+    world.posture("flip", "non-compliant")
+    logout = c.recv_type(b"5", timeout=5)
+    assert b"non-compliant" in (logout.get(58) or b"")
+    assert time.monotonic() - t0 < 1.0
+    assert any(r["kind"] == "posture_change" and r.get("new") == "non-compliant" for r in world.audit())
+    world.posture("flip", "compliant")
+
+
+def test_kill_switch_blocks_new_orders_and_lets_cancels_through(world: World) -> None:
+    c = world.logon("algo")
+    write_json(world.tmp / "state" / "killswitch.json", {"global": False, "identities": [TD + "algo"]})
+    time.sleep(0.6)
+    c.send("D", [(11, "K1"), *NOS])
+    er = c.recv_type(b"8")
+    assert (er.get(150), er.get(39)) == (b"8", b"8") and b"kill-switch" in (er.get(58) or b"")
+    c.send("F", [(11, "K2"), (41, "K0"), (54, "1"), (55, "INTC"), (60, "20240101-00:00:00")])
+    cxl = c.recv_type(b"9")  # the exchange answered (unknown order): the cancel went through
+    assert b"unknown order" in (cxl.get(58) or b"")
+    sent = [r for r in world.decisions("ALGO/FIXGW") if r.get("cl_ord_id") == "K1"]
+    assert sent and sent[-1]["decision"] == "deny" and sent[-1]["rules"] == ["kill-switch"]
+    write_json(world.tmp / "state" / "killswitch.json", {"global": False})
+    time.sleep(0.6)
+    c.send("D", [(11, "K3"), *NOS])
+    assert c.recv_type(b"8").get(150) == b"0"
+
+
+def test_a_bad_policy_file_keeps_the_old_policy_and_says_what_is_wrong(world: World) -> None:
+    path = Path(str(world.tmp / "policy.toml"))
+    good = path.read_bytes()
+    path.write_text(good.decode().replace('decision = "deny"', 'decision = "maybe"', 1))
+    time.sleep(0.6)
+    alerts = [r for r in world.audit() if r["kind"] == "alert" and "policy" in str(r.get("what"))]
+    assert alerts and "quant-analytics-sandbox-deny" in str(alerts[-1]["reason"])
+    c = world.logon("quant-sandbox")  # the old policy still denies
+    c.send("V", [(262, "MD3"), (263, "0"), (264, "0"), (267, "1"), (269, "0"), (146, "1"), (55, "INTC")])
+    assert b"refused" in (c.recv_type(b"j").get(58) or b"")
+    path.write_bytes(good)
+
+
+def test_posture_flip_refuses_the_next_order_and_still_accepts_cancels(world: World) -> None:
+    c = world.logon("trader-lan")
+    c.send("D", [(11, "P1"), *NOS])
+    assert c.recv_type(b"8").get(150) == b"0"
+    c.recv_type(b"8")
+    world.posture("trader-lan", "unknown")  # e.g. the agent stopped reporting; not a logout level
+    time.sleep(0.6)
+    c.send("D", [(11, "P2"), *NOS])
+    er = c.recv_type(b"8")
+    assert (er.get(150), er.get(39)) == (b"8", b"8") and b"device-health-deny" in (er.get(58) or b"")
+    c.send("F", [(11, "P3"), (41, "P1"), (54, "1"), (55, "INTC"), (60, "20240101-00:00:00")])
+    assert c.recv_type(b"9").get(41) == b"P1"  # the exchange answered the cancel
+    assert [r["decision"] for r in world.decisions("TRLAN/FIXGW")][-2:] == ["deny", "allow"]
+    world.posture("trader-lan", "compliant")
