@@ -37,6 +37,7 @@ CLIENTS = {
     "admin": ("ADMIN", ["it_admin"], "127.0.0.14", "adam", "highly-compliant"),
     "trader-wifi": ("TRWIFI", ["trader"], "127.0.0.15", "carol", "non-compliant"),
     "flip": ("FLIP", ["trader"], "127.0.0.10", "dave", "compliant"),
+    "flip2": ("FLIP2", ["trader"], "127.0.0.10", "erin", "compliant"),
     "algo": ("ALGO", ["algo"], "127.0.0.1", None, "compliant"),
 }
 PASSWORD = "a long enough password"
@@ -78,7 +79,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("policy")
     certs = harness.make_pki(tmp / "certs")
     identities = ""
-    for name, (comp, roles, _, user, level) in CLIENTS.items():
+    for name, (comp, roles, _, user, _level) in CLIENTS.items():
         pki.issue(certs, name)
         if user:
             add_user(tmp / "users.toml", tmp / "totp.secrets", user, PASSWORD)
@@ -227,16 +228,16 @@ def test_a_bad_policy_file_keeps_the_old_policy_and_says_what_is_wrong(world: Wo
 
 
 def test_posture_flip_refuses_the_next_order_and_still_accepts_cancels(world: World) -> None:
-    c = world.logon("trader-lan")
+    c = world.logon("flip2")
     c.send("D", [(11, "P1"), *NOS])
     assert c.recv_type(b"8").get(150) == b"0"
     c.recv_type(b"8")
-    world.posture("trader-lan", "unknown")  # e.g. the agent stopped reporting; not a logout level
+    world.posture("flip2", "unknown")  # e.g. the agent stopped reporting; not a logout level
     time.sleep(0.6)
     c.send("D", [(11, "P2"), *NOS])
     er = c.recv_type(b"8")
     assert (er.get(150), er.get(39)) == (b"8", b"8") and b"device-health-deny" in (er.get(58) or b"")
     c.send("F", [(11, "P3"), (41, "P1"), (54, "1"), (55, "INTC"), (60, "20240101-00:00:00")])
     assert c.recv_type(b"9").get(41) == b"P1"  # the exchange answered the cancel
-    assert [r["decision"] for r in world.decisions("TRLAN/FIXGW")][-2:] == ["deny", "allow"]
-    world.posture("trader-lan", "compliant")
+    assert [r["decision"] for r in world.decisions("FLIP2/FIXGW")][-2:] == ["deny", "allow"]
+    world.posture("flip2", "compliant")
