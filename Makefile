@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all demo test test-fast lint typecheck bench bench-codec bench-signatures certs clean system-deps
+.PHONY: all demo test test-fast lint typecheck bench bench-codec bench-signatures bench-policy certs clean system-deps
 
 all: test
 
@@ -41,13 +41,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-bench: bench-codec bench-signatures
+bench: bench-codec bench-signatures bench-policy
 
 bench-codec: $(STAMP)
 	$(BIN)/python -m bench.codec
 
 bench-signatures: $(STAMP)
 	$(BIN)/python -m bench.signatures
+
+bench-policy: $(STAMP)
+	$(BIN)/python -m bench.policy
 
 # Debian packages the tests need: QuickFIX (the interop peer) and a C++ compiler.
 system-deps:

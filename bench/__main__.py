@@ -1,5 +1,5 @@
-"""``python -m bench`` — runs the benchmarks that exist so far (codec, signatures)."""
+"""``python -m bench`` — runs the benchmarks that exist so far (codec, signatures, policy)."""
 
-from bench import codec, signatures
+from bench import codec, policy, signatures
 
-raise SystemExit(codec.main([]) or signatures.main([]))
+raise SystemExit(codec.main([]) or signatures.main([]) or policy.main([]))

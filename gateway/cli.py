@@ -139,6 +139,52 @@ def _certs_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy(args: argparse.Namespace) -> int:
+    import ipaddress
+    import time as _time
+
+    from .fix import codec
+    from .policy.engine import Context
+    from .policy.load import load as load_policy
+
+    policy, spec = load_policy(args.file if args.policy_command == "check" else args.policy)
+    if args.policy_command == "check":
+        shadow = sum(r.shadow for r in policy.rules)
+        print(f"{args.file}: ok — {len(policy.rules)} rules ({shadow} shadow), {len(spec.zones)} zones, "
+              f"{len(spec.actions)} actions, global shadow {'on' if policy.global_shadow else 'off'}, "
+              f"sha256 {policy.sha256}")
+        return 0
+    msg_types = [args.msg_type.encode()] if args.msg_type else []
+    if args.action:
+        act = spec.actions.get(args.action)
+        if act is None:
+            print(f"fixgw policy explain: unknown action {args.action!r}; defined: {', '.join(sorted(spec.actions))}",
+                  file=sys.stderr)
+            return 2
+        msg_types += [m.encode() for m in act.msg_types]
+    if not msg_types:
+        print("fixgw policy explain: give --action or --msg-type", file=sys.stderr)
+        return 2
+    fields = [(int(k), v.encode()) for k, _, v in (f.partition("=") for f in args.field)]
+    now = _time.time() if args.at is None else float(args.at)
+    peer = ipaddress.ip_address(args.ip) if args.ip else None
+    ctx = Context("cli", frozenset(args.role), args.zone, args.posture, args.mfa, peer, args.jit, now, args.direction)
+    worst = 0
+    for mt in msg_types:
+        msg = codec.parse(codec.encode(b"FIX.4.4", [(35, mt), (34, b"1"), *fields]))
+        d = policy.decide(ctx, msg)
+        print(f"{mt.decode():<3} {d.outcome.upper():<12} rules={','.join(d.rule_ids)} "
+              f"controls={','.join(sorted(d.controls)) or '-'} reason={d.reason}"
+              + (f" shadow={d.shadow}" if d.shadow else ""))
+        for rule in policy.candidates(ctx, mt):
+            why = rule.matches(ctx, msg)
+            unmet = rule.unmet_conditions(ctx) if rule.decision == "allow" and why is None else []
+            state = "matches" if why is None and not unmet else f"skipped: {why or 'needs ' + ', '.join(unmet)}"
+            print(f"      {rule.id} ({rule.decision}{', shadow' if rule.shadow else ''}): {state}")
+        worst = max(worst, 0 if d.allowed else 1)
+    return worst
+
+
 def _audit_verify(args: argparse.Namespace) -> int:
     from .audit import verify
 
@@ -191,6 +237,24 @@ def build_parser() -> argparse.ArgumentParser:
     ua.add_argument("--config", required=True, help="gateway config naming the [users] files")
     ua.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
 
+    pol = sub.add_parser("policy", help="policy files")
+    psub = pol.add_subparsers(dest="policy_command", required=True)
+    pc = psub.add_parser("check", help="validate a policy file")
+    pc.add_argument("file")
+    pe = psub.add_parser("explain", help="decide one request and show every candidate rule (exit 1 when denied)")
+    pe.add_argument("--policy", required=True)
+    pe.add_argument("--role", action="append", default=[])
+    pe.add_argument("--action")
+    pe.add_argument("--msg-type")
+    pe.add_argument("--zone")
+    pe.add_argument("--posture", default="compliant")
+    pe.add_argument("--mfa", action="store_true")
+    pe.add_argument("--jit", action="store_true")
+    pe.add_argument("--ip")
+    pe.add_argument("--direction", choices=["outbound", "inbound"], default="outbound")
+    pe.add_argument("--at", help="epoch seconds (default now)")
+    pe.add_argument("--field", action="append", default=[], help="TAG=VALUE, e.g. 55=INTC")
+
     audit = sub.add_parser("audit", help="audit stream tools")
     asub = audit.add_subparsers(dest="audit_command", required=True)
     av = asub.add_parser("verify", help="verify the hash chain of an audit folder")
@@ -219,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             return _keys_new(args)
         if args.command == "users":
             return _users_add(args)
+        if args.command == "policy":
+            return _policy(args)
     except (ConfigError, DictionaryError, PKIError, TLSConfigError) as exc:
         print(f"fixgw: {exc}", file=sys.stderr)
         return 2

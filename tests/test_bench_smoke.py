@@ -27,3 +27,11 @@ def test_signature_bench_runs_and_writes_json(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     cases = {row["case"] for row in json.loads(out.read_text())["rows"]}
     assert {"verify ed25519", "verify hmac-sha256"} <= cases
+
+
+def test_policy_bench_runs_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "policy.json"
+    r = subprocess.run([sys.executable, "-m", "bench.policy", "--n", "200", "--json", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert [row["rules"] for row in json.loads(out.read_text())["rows"]] == [13, 103, 1003]

@@ -155,3 +155,18 @@ def test_users_add_stores_a_hash_and_a_private_secret_and_prints_the_uri(tmp_pat
     short = subprocess.run([sys.executable, "-m", "gateway", "users", "add", "bob", "--config", str(cfg),
                             "--password-stdin"], input="short\n", capture_output=True, text=True, cwd=ROOT)
     assert short.returncode == 2 and "12 characters" in short.stderr
+
+
+def test_policy_check_and_explain(tmp_path: Path) -> None:
+    r = fixgw("policy", "check", "config/policy.toml")
+    assert r.returncode == 0 and "15 rules" in r.stdout and "sha256" in r.stdout
+    deny = fixgw("policy", "explain", "--policy", "config/policy.toml", "--role", "quant", "--action",
+                 "rfq_analytics", "--zone", "dev_sandbox")
+    assert deny.returncode == 1 and "quant-analytics-sandbox-deny" in deny.stdout
+    allow = fixgw("policy", "explain", "--policy", "config/policy.toml", "--role", "quant", "--action",
+                  "rfq_analytics", "--zone", "prod_analytics", "--ip", "127.0.0.12")
+    assert allow.returncode == 0 and "ALLOW" in allow.stdout
+    bad = tmp_path / "p.toml"
+    bad.write_text('[[rules]]\nid = "x"\nactions = ["nope"]\ndecision = "allow"\n')
+    r = fixgw("policy", "check", str(bad))
+    assert r.returncode == 2 and "rule 'x'" in r.stderr and "unknown action 'nope'" in r.stderr

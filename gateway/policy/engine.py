@@ -143,6 +143,7 @@ class Policy:
     source: str = ""
     _index: dict[tuple[str, bytes], dict[str, list[Rule]]] = field(default_factory=dict)
     _any_role: dict[tuple[str, bytes], list[Rule]] = field(default_factory=dict)
+    _cache: dict[tuple[str, bytes, frozenset[str]], tuple[Rule, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for rule in self.rules:
@@ -155,7 +156,18 @@ class Policy:
                 else:
                     self._any_role.setdefault(key, []).append(rule)
 
-    def candidates(self, ctx: Context, msg_type: bytes) -> list[Rule]:
+    def candidates(self, ctx: Context, msg_type: bytes) -> tuple[Rule, ...]:
+        """Rules that can apply to this direction, MsgType and role set (memoised)."""
+        ck = (ctx.direction, msg_type, ctx.roles)
+        hit = self._cache.get(ck)
+        if hit is not None:
+            return hit
+        found = self._candidates(ctx, msg_type)
+        if len(self._cache) < 65536:
+            self._cache[ck] = found
+        return found
+
+    def _candidates(self, ctx: Context, msg_type: bytes) -> tuple[Rule, ...]:
         key = (ctx.direction, msg_type)
         out = list(self._any_role.get(key, ()))
         by_role = self._index.get(key)
@@ -166,7 +178,7 @@ class Policy:
                     if r.id not in seen:
                         seen.add(r.id)
                         out.append(r)
-        return out
+        return tuple(out)
 
     def decide(self, ctx: Context, msg: Message) -> Decision:
         allows: list[Rule] = []
