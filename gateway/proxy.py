@@ -509,6 +509,7 @@ class Gateway:
         try:
             self.audit.record(
                 "decision",
+                direction="outbound",
                 decision=verdict.outcome,
                 rules=list(verdict.rule_ids),
                 controls=sorted(verdict.controls),
@@ -565,13 +566,21 @@ class Gateway:
                 for t, v in body
             ]
         conn = route.client
-        if conn is not None and conn.session is not None and conn.session.is_logged_on:
-            if conn.identity is not None and (self.policy is not None or not self.cfg.policy.allow_all):
-                d = self.decide(conn, msg, now, "inbound")
-                if not d.allowed:
-                    self._audit_safe("inbound_denied", session=route.name, identity=conn.identity.id,
-                                     msg_type=_s(msg.msg_type), rules=list(d.rule_ids), reason=d.reason)
-                    return
+        if conn is not None and conn.session is not None and conn.session.is_logged_on and conn.identity:
+            d = self.decide(conn, msg, now, "inbound")
+            try:  # the decision record goes to the audit stream before delivery (fail closed)
+                self.audit.record(
+                    "decision", direction="inbound", decision=d.outcome, rules=list(d.rule_ids),
+                    identity=conn.identity.id, session=route.name, msg_type=_s(msg.msg_type),
+                    upstream_seq=msg.seq_num, cl_ord_id=_s(msg.get(T.ClOrdID)),
+                    exec_type=_s(msg.get(T.ExecType)), ord_status=_s(msg.get(T.OrdStatus)),
+                    symbol=_s(msg.get(T.Symbol)), last_qty=_s(msg.get(T.LastQty)), last_px=_s(msg.get(T.LastPx)),
+                )
+            except AuditError as exc:
+                log.error("inbound_not_delivered", session=route.name, error=str(exc))
+                return
+            if not d.allowed:
+                return
             conn.session.send_app(msg.msg_type, body, now, header)
             conn.pump()
             return

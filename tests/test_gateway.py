@@ -86,8 +86,10 @@ def test_orders_cross_both_legs_and_come_back_filled(env: Env) -> None:
     assert order_roundtrip(c, "A1") == [b"0", b"F"]
     c.send("5", [])
     assert c.recv_type(b"5") is not None
-    decisions = [r for r in env.audit() if r["kind"] == "decision"]
+    decisions = [r for r in env.audit() if r["kind"] == "decision" and r["direction"] == "outbound"]
     assert decisions[-1]["decision"] == "allow" and decisions[-1]["cl_ord_id"] == "A1"
+    inbound = [r for r in env.audit() if r["kind"] == "decision" and r["direction"] == "inbound"]
+    assert [r["exec_type"] for r in inbound[-2:]] == ["0", "F"]  # both reports audited before delivery
 
 
 def test_client_without_certificate_is_refused_at_the_handshake(env: Env) -> None:

@@ -163,7 +163,8 @@ def test_signed_algo_session_trades(world: World, name: str, comp: str, signer: 
     c = world.client(name, comp, signer)
     c.logon()
     assert trade(c, f"S-{signer}") == [b"0", b"F"]
-    decision = [r for r in world.audit() if r["kind"] == "decision" and r["cl_ord_id"] == f"S-{signer}"][-1]
+    decision = [r for r in world.audit() if r["kind"] == "decision" and r["cl_ord_id"] == f"S-{signer}"
+                and r["direction"] == "outbound"][-1]
     assert decision["signature_scheme"] == {"ed": "ed25519", "hm": "hmac-sha256"}[signer]
     assert decision["signature"]  # the signature itself is kept for non-repudiation
     c.send("5", [])
@@ -242,7 +243,8 @@ def test_replayed_signed_message_is_not_carried(world: World, name: str, comp: s
     c.send_raw(c.last_sent)  # byte-for-byte replay of a validly signed order
     logout = c.recv_type(b"5")
     assert b"MsgSeqNum too low" in (logout.get(58) or b"")
-    decisions = [r for r in world.audit() if r["kind"] == "decision" and r.get("cl_ord_id") == f"REPLAY-{signer}"]
+    decisions = [r for r in world.audit() if r["kind"] == "decision" and r.get("cl_ord_id") == f"REPLAY-{signer}"
+                 and r["direction"] == "outbound"]
     assert len(decisions) == 1
 
 

@@ -112,3 +112,20 @@ def test_policy_errors_name_the_file_the_rule_and_the_key(tmp_path: Path, mutate
     with pytest.raises(ConfigError) as exc:
         load(bad)
     assert str(bad) in str(exc.value) and words in str(exc.value), str(exc.value)
+
+
+def test_inbound_rules_decide_what_the_exchange_may_send_to_a_role() -> None:
+    policy, _ = load(Path(__file__).resolve().parents[1] / "config" / "policy.toml")
+    er = codec.parse(codec.encode(b"FIX.4.4", [(35, b"8"), (34, b"2"), (150, b"F")]))
+
+    def ctx(role: str) -> Context:
+        return Context("x", frozenset({role}), "corporate_lan", "compliant", True, None, False, T0, "inbound")
+
+    assert policy.decide(ctx("trader"), er).allowed
+    assert policy.decide(ctx("risk_officer"), er).rule_ids == ("inbound-risk-read-only",)
+    denied = policy.decide(ctx("quant"), er)
+    assert not denied.allowed and denied.rule_ids == ("default-deny",)
+    # an inbound rule never grants the outbound direction: the risk officer still cannot send orders
+    nos = codec.parse(codec.encode(b"FIX.4.4", [(35, b"D"), (34, b"2"), (38, b"1"), (44, b"1")]))
+    out = Context("x", frozenset({"risk_officer"}), "corporate_lan", "compliant", True, None, False, T0)
+    assert not policy.decide(out, nos).allowed

@@ -55,7 +55,8 @@ class World:
         return [json.loads(x) for x in (self.tmp / "state" / "audit" / "audit-000001.jsonl").read_text().splitlines()]
 
     def decisions(self, session: str) -> list[dict[str, object]]:
-        return [r for r in self.audit() if r["kind"] == "decision" and str(r.get("session", "")).endswith(session)]
+        return [r for r in self.audit() if r["kind"] == "decision" and r["direction"] == "outbound"
+                and str(r.get("session", "")).endswith(session)]
 
     def posture(self, name: str, level: str) -> None:
         data = json.loads((self.tmp / "posture.json").read_text())
