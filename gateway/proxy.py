@@ -50,6 +50,7 @@ from .mfa import MFA
 from .policy.engine import Context, Decision, Policy
 from .policy.load import PolicySpec
 from .policy.load import load as load_policy
+from .policy.risk import Limits, RiskBook
 from .revocation import RevocationError, Revoked, load_crl, load_denylist, mtime
 from .store import FileStore, session_dir_name
 
@@ -151,6 +152,8 @@ class Gateway:
             self._apply_zones()
         ttl = self.policy_spec.posture.ttl if self.policy_spec else 300.0
         self.posture = PostureFeed(Watched(cfg.resolve(cfg.posture.file) if cfg.posture.file else None), ttl)
+        self.risk_books: dict[str, RiskBook] = {}
+        self.last_px: dict[bytes, float] = {}  # LastPx(31) per Symbol(55) seen from the exchanges
         self.jit = JitGrants(Watched(self.state_dir / "jit.json"))
         self.kill = KillSwitch(Watched(self.state_dir / "killswitch.json"))
         for feed in (self.posture, self.jit, self.kill):
@@ -325,6 +328,8 @@ class Gateway:
             return
         self._apply_zones()
         self.posture.ttl = self.policy_spec.posture.ttl
+        for ident_id, book in self.risk_books.items():  # new limits, same state
+            book.limits = self._limits(ident_id)
         self._audit_safe("policy_loaded", sha256=self.policy.sha256, rules=len(self.policy.rules),
                          shadow=self.policy.global_shadow, file=str(self.policy_file.path))
         log.info("policy_loaded", sha256=self.policy.sha256, rules=len(self.policy.rules))
@@ -396,6 +401,31 @@ class Gateway:
                 self._audit_safe("full_capture_on", identity=ident.id,
                                  session=conn.route.name if conn.route else None)
         return d
+
+    def _limits(self, identity: str) -> Limits:
+        spec = self.policy_spec
+        if spec is None:
+            return Limits(duplicate_clordid=False)
+        base = spec.risk.default.compile()
+        own = spec.risk.identities.get(identity)
+        return base.merged(own.compile() if own else None)
+
+    def risk_check(self, ident_id: str, msg: Message, now: float) -> Decision | None:
+        """Pre-trade risk after policy allowed; a refusal names the check."""
+        if self.policy_spec is None:
+            return None
+        book = self.risk_books.get(ident_id)
+        if book is None:
+            book = self.risk_books[ident_id] = RiskBook(self._limits(ident_id))
+        account = msg.get(T.Account)
+        acct = self.policy_spec.risk.accounts.get(account.decode("latin-1")) if account else None
+        ref = {s.encode(): p for s, p in self.policy_spec.risk.reference_prices.items()}
+        for sym, px in self.last_px.items():
+            ref.setdefault(sym, px)
+        hit = book.check(msg, now, acct.compile() if acct else None, ref)
+        if hit is None:
+            return None
+        return Decision(False, "deny", (hit[0],), frozenset(), hit[1])
 
     def reload_now(self) -> None:
         """SIGHUP: reload revocation data and the server certificate at once."""
@@ -503,8 +533,10 @@ class Gateway:
             conn.session.reject(msg, T.SRR_COMPID_PROBLEM, T.SenderSubID, sub_id.reason, now)
             conn.pump()
             return
-        # 2. kill switch, policy + risk
+        # 2. kill switch, policy, then pre-trade risk
         verdict = self.decide(conn, msg, now, "outbound")
+        if verdict.allowed and verdict.outcome == "allow":
+            verdict = self.risk_check(ident.id, msg, now) or verdict
         up = route.upstream
         try:
             self.audit.record(
@@ -550,6 +582,9 @@ class Gateway:
             self._refuse(conn, msg, T.BRR_APPLICATION_NOT_AVAILABLE,
                          f"exchange session {up.name} is not logged on", now)
             return
+        book = self.risk_books.get(ident.id)
+        if book is not None:
+            book.accepted(msg)
         up_seq = sent.seq_num
         if up_seq is not None and msg.seq_num is not None:
             route.seq_map[up_seq] = msg.seq_num
@@ -565,7 +600,18 @@ class Gateway:
                 if t == T.RefSeqNum else (t, v)
                 for t, v in body
             ]
+        if msg.msg_type == T.MT_EXECUTION_REPORT:
+            last_px, sym = msg.get(T.LastPx), msg.get(T.Symbol)
+            if last_px and sym:
+                try:
+                    self.last_px[sym] = float(last_px)
+                except ValueError:
+                    pass
         conn = route.client
+        if conn is not None and conn.identity is not None and msg.msg_type == T.MT_EXECUTION_REPORT:
+            book = self.risk_books.get(conn.identity.id)
+            if book is not None:
+                book.on_execution(msg)
         if conn is not None and conn.session is not None and conn.session.is_logged_on and conn.identity:
             d = self.decide(conn, msg, now, "inbound")
             try:  # the decision record goes to the audit stream before delivery (fail closed)

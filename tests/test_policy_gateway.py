@@ -39,6 +39,7 @@ CLIENTS = {
     "flip": ("FLIP", ["trader"], "127.0.0.10", "dave", "compliant"),
     "flip2": ("FLIP2", ["trader"], "127.0.0.10", "erin", "compliant"),
     "algo": ("ALGO", ["algo"], "127.0.0.1", None, "compliant"),
+    "riskalgo": ("RALGO", ["algo"], "127.0.0.1", None, "compliant"),
 }
 PASSWORD = "a long enough password"
 NOS = [(21, "1"), (38, "100"), (40, "2"), (44, "10.25"), (54, "1"), (55, "INTC"), (60, "20240101-00:00:00")]
@@ -88,7 +89,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                        f"mfa = {'true' if user else 'false'}\n")
     write_json(tmp / "posture.json", {TD + n: {"level": c[4], "asserted_at": time.time()} for n, c in CLIENTS.items()})
     policy = tmp / "policy.toml"
-    policy.write_bytes(POLICY.read_bytes())
+    policy.write_bytes(POLICY.read_bytes().replace(b"# INTC = 30.15", b"COLLARED = 10.0") + f"""
+[risk.identities."{TD}riskalgo"]
+max_order_qty = 500
+max_msgs_per_sec = 4
+burst = 8
+restricted_symbols = ["BAD"]
+""".encode())
     extra = (f'[users]\nfile = "{tmp}/users.toml"\nsecrets = "{tmp}/totp.secrets"\n'
              f'[posture]\nfile = "{tmp}/posture.json"\n')
     gw_port, sim_port = harness.free_port(), harness.free_port()
@@ -242,3 +249,42 @@ def test_posture_flip_refuses_the_next_order_and_still_accepts_cancels(world: Wo
     assert c.recv_type(b"9").get(41) == b"P1"  # the exchange answered the cancel
     assert [r["decision"] for r in world.decisions("FLIP2/FIXGW")][-2:] == ["deny", "allow"]
     world.posture("flip2", "compliant")
+
+
+
+def _risk_refusal(world: World, c: FixClient, cl: str, fields: list[tuple[int, str]]) -> bytes:
+    def from_exchange() -> int:
+        return sum(1 for r in world.audit() if r["kind"] == "decision" and r["direction"] == "inbound"
+                   and r.get("cl_ord_id") == cl)
+
+    before = from_exchange()
+    c.send("D", [(11, cl), *fields])
+    er = c.recv_type(b"8")
+    assert (er.get(11), er.get(150), er.get(39)) == (cl.encode(), b"8", b"8")
+    time.sleep(0.1)
+    assert from_exchange() == before  # nothing reached the exchange: it sent nothing back for this order
+    return er.get(58) or b""
+
+
+def test_pre_trade_risk_refuses_on_the_client_leg_and_nothing_reaches_the_exchange(world: World) -> None:
+    c = world.logon("riskalgo")
+    base = [(21, "1"), (40, "2"), (54, "1"), (60, "20240101-00:00:00")]
+    assert b"risk.max_order_qty" in _risk_refusal(world, c, "R1", [(38, "1000"), (44, "10"), (55, "INTC"), *base])
+    assert b"risk.restricted_symbol" in _risk_refusal(world, c, "R2", [(38, "10"), (44, "10"), (55, "BAD"), *base])
+    assert b"risk.price_collar" in _risk_refusal(world, c, "R3", [(38, "10"), (44, "13"), (55, "COLLARED"), *base])
+    time.sleep(2.1)  # refill the token bucket (4/s, burst 8)
+    c.send("D", [(11, "R4"), (38, "10"), (44, "10.5"), (55, "COLLARED"), *base])
+    assert c.recv_type(b"8").get(150) == b"0"
+    c.recv_type(b"8")
+    assert b"risk.duplicate_clordid" in _risk_refusal(world, c, "R4", [(38, "10"), (44, "10"), (55, "INTC"), *base])
+    time.sleep(2.1)
+    for i in range(12):  # a burst above the throttle
+        c.send("D", [(11, f"T{i}"), (38, "1"), (44, "10"), (55, "INTC"), *base])
+    texts = []
+    for _ in range(12):
+        er = c.recv_type(b"8")
+        if er.get(150) == b"8":
+            texts.append(er.get(58) or b"")
+        elif er.get(150) == b"0":
+            c.recv_type(b"8")  # its fill
+    assert texts and all(b"risk.throttle" in t for t in texts)

@@ -18,6 +18,7 @@ import msgspec
 
 from ..config import ConfigError
 from .engine import CONTROLS, DAYS, POSTURE_LEVELS, Policy, Rule, TimeWindow
+from .risk import Limits
 
 
 class _S(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -61,8 +62,32 @@ class PostureSpec(_S, kw_only=True, forbid_unknown_fields=True):
     logout_on: list[str] = msgspec.field(default_factory=lambda: ["non-compliant"])
 
 
+class LimitsSpec(_S, kw_only=True, forbid_unknown_fields=True):
+    max_msgs_per_sec: float | None = None
+    burst: float | None = None
+    restricted_symbols: list[str] = []
+    max_order_qty: float | None = None
+    max_notional: float | None = None
+    price_collar_pct: float | None = None
+    max_open_orders: int | None = None
+    duplicate_clordid: bool = True
+
+    def compile(self) -> Limits:
+        return Limits(self.max_msgs_per_sec, self.burst, frozenset(s.encode() for s in self.restricted_symbols),
+                      self.max_order_qty, self.max_notional, self.price_collar_pct, self.max_open_orders,
+                      self.duplicate_clordid)
+
+
+class RiskSpec(_S, kw_only=True, forbid_unknown_fields=True):
+    default: LimitsSpec = msgspec.field(default_factory=LimitsSpec)
+    identities: dict[str, LimitsSpec] = {}
+    accounts: dict[str, LimitsSpec] = {}
+    reference_prices: dict[str, float] = {}
+
+
 class PolicySpec(_S, kw_only=True, forbid_unknown_fields=True):
     shadow: bool = False
+    risk: RiskSpec = msgspec.field(default_factory=RiskSpec)
     zones: dict[str, list[str]] = {}
     actions: dict[str, ActionSpec] = {}
     rules: list[RuleSpec] = []
