@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import sys
 from pathlib import Path
@@ -185,6 +186,48 @@ def _policy(args: argparse.Namespace) -> int:
     return worst
 
 
+def _kill(args: argparse.Namespace) -> int:
+    from .config import load
+    from .feeds import read_json, write_json
+
+    cfg = load(args.config)
+    path = cfg.resolve(cfg.gateway.state_dir) / "killswitch.json"
+    data = read_json(path)
+    on = args.state == "on"
+    if not (args.everything or args.identity or args.account):
+        print("fixgw kill: say what: --global, --identity ID or --account ACCOUNT", file=sys.stderr)
+        return 2
+    if args.everything:
+        data["global"] = on
+    for key, values in (("identities", args.identity), ("accounts", args.account)):
+        current = set(data.get(key, []))
+        current = current | set(values) if on else current - set(values)
+        data[key] = sorted(current)
+    write_json(path, data)
+    print(f"kill switch {args.state}: {json.dumps(data)} (the gateway applies it within check_interval)")
+    return 0
+
+
+def _jit(args: argparse.Namespace) -> int:
+    import time as _time
+
+    from .config import load
+    from .feeds import read_json, write_json
+
+    cfg = load(args.config)
+    if not 0 < args.minutes <= cfg.gateway.jit_max_minutes:
+        print(f"fixgw jit grant: --minutes must be 1..{cfg.gateway.jit_max_minutes} "
+              f"([gateway] jit_max_minutes in {args.config})", file=sys.stderr)
+        return 2
+    path = cfg.resolve(cfg.gateway.state_dir) / "jit.json"
+    data = read_json(path)
+    data[args.identity] = _time.time() + args.minutes * 60
+    write_json(path, data)
+    until = _time.strftime("%Y-%m-%d %H:%M:%S UTC", _time.gmtime(data[args.identity]))
+    print(f"JIT grant for {args.identity} until {until}")
+    return 0
+
+
 def _audit_verify(args: argparse.Namespace) -> int:
     from .audit import verify
 
@@ -255,6 +298,19 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--at", help="epoch seconds (default now)")
     pe.add_argument("--field", action="append", default=[], help="TAG=VALUE, e.g. 55=INTC")
 
+    kill = sub.add_parser("kill", help="kill switch: block new orders, let cancels through")
+    kill.add_argument("state", choices=["on", "off"])
+    kill.add_argument("--config", required=True)
+    kill.add_argument("--global", dest="everything", action="store_true")
+    kill.add_argument("--identity", action="append", default=[])
+    kill.add_argument("--account", action="append", default=[])
+    jit = sub.add_parser("jit", help="just-in-time grants")
+    jsub = jit.add_subparsers(dest="jit_command", required=True)
+    jg = jsub.add_parser("grant", help="grant an identity JIT access for a while (capped by config)")
+    jg.add_argument("identity")
+    jg.add_argument("--minutes", type=int, required=True)
+    jg.add_argument("--config", required=True)
+
     audit = sub.add_parser("audit", help="audit stream tools")
     asub = audit.add_subparsers(dest="audit_command", required=True)
     av = asub.add_parser("verify", help="verify the hash chain of an audit folder")
@@ -285,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
             return _users_add(args)
         if args.command == "policy":
             return _policy(args)
+        if args.command == "kill":
+            return _kill(args)
+        if args.command == "jit":
+            return _jit(args)
     except (ConfigError, DictionaryError, PKIError, TLSConfigError) as exc:
         print(f"fixgw: {exc}", file=sys.stderr)
         return 2

@@ -137,6 +137,7 @@ class GatewaySection(_S, kw_only=True, forbid_unknown_fields=True):
     shutdown_grace: float = 2.0
     logon_timeout: float = 10.0
     signing_key: str | None = None  # Ed25519 private key: sign what goes to identities with sign_outbound
+    jit_max_minutes: int = 240  # the longest just-in-time grant an operator may give
 
 
 class ExchangeSimConfig(_S, kw_only=True, forbid_unknown_fields=True):

@@ -170,3 +170,20 @@ def test_policy_check_and_explain(tmp_path: Path) -> None:
     bad.write_text('[[rules]]\nid = "x"\nactions = ["nope"]\ndecision = "allow"\n')
     r = fixgw("policy", "check", str(bad))
     assert r.returncode == 2 and "rule 'x'" in r.stderr and "unknown action 'nope'" in r.stderr
+
+
+def test_kill_switch_and_jit_cli_write_the_watched_state_files(tmp_path: Path) -> None:
+    import json as _json
+
+    p = _write(tmp_path, BASE)
+    r = fixgw("kill", "on", "--config", str(p), "--identity", "spiffe://fixgw.dev/client/a", "--account", "ACC")
+    assert r.returncode == 0
+    state = _json.loads((tmp_path / "state" / "killswitch.json").read_text())
+    assert state["identities"] == ["spiffe://fixgw.dev/client/a"] and state["accounts"] == ["ACC"]
+    fixgw("kill", "off", "--config", str(p), "--identity", "spiffe://fixgw.dev/client/a")
+    assert _json.loads((tmp_path / "state" / "killswitch.json").read_text())["identities"] == []
+    assert fixgw("kill", "on", "--config", str(p)).returncode == 2
+    assert fixgw("jit", "grant", "spiffe://fixgw.dev/client/a", "--minutes", "30", "--config", str(p)).returncode == 0
+    assert "spiffe://fixgw.dev/client/a" in _json.loads((tmp_path / "state" / "jit.json").read_text())
+    too_long = fixgw("jit", "grant", "x", "--minutes", "100000", "--config", str(p))
+    assert too_long.returncode == 2 and "jit_max_minutes" in too_long.stderr
