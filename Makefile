@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all demo test test-fast lint typecheck bench bench-codec bench-signatures bench-policy certs clean system-deps
+.PHONY: all demo test test-fast lint typecheck bench bench-codec bench-signatures bench-policy bench-posture certs clean system-deps
 
 all: test
 
@@ -41,7 +41,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-bench: bench-codec bench-signatures bench-policy
+bench: bench-codec bench-signatures bench-policy bench-posture
 
 bench-codec: $(STAMP)
 	$(BIN)/python -m bench.codec
@@ -51,6 +51,9 @@ bench-signatures: $(STAMP)
 
 bench-policy: $(STAMP)
 	$(BIN)/python -m bench.policy
+
+bench-posture: $(STAMP)
+	$(BIN)/python -m bench.posture
 
 # Debian packages the tests need: QuickFIX (the interop peer) and a C++ compiler.
 system-deps:

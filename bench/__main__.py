@@ -1,5 +1,5 @@
-"""``python -m bench`` — runs the benchmarks that exist so far (codec, signatures, policy)."""
+"""``python -m bench`` — runs the benchmarks that exist so far (codec, signatures, policy, posture)."""
 
-from bench import codec, policy, signatures
+from bench import codec, policy, posture, signatures
 
-raise SystemExit(codec.main([]) or signatures.main([]) or policy.main([]))
+raise SystemExit(codec.main([]) or signatures.main([]) or policy.main([]) or posture.main([]))

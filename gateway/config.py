@@ -163,6 +163,7 @@ class PolicySection(_S, kw_only=True, forbid_unknown_fields=True):
 
 class PostureConfig(_S, kw_only=True, forbid_unknown_fields=True):
     file: str | None = None  # JSON written by the posture agent (see gateway/feeds.py)
+    check_interval: float = 0.01  # seconds between checks of posture, JIT, kill switch and policy files
 
 
 class Config(_S, kw_only=True, forbid_unknown_fields=True):

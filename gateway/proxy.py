@@ -459,15 +459,27 @@ class Gateway:
             conn.revoke(reason, now)
 
     async def _watch(self) -> None:
-        interval = self.cfg.revocation.check_interval
+        """Two cadences: context feeds and policy every ``posture.check_interval``
+        (a stat() per file; live sessions re-decided only when something changed,
+        and once a second for posture TTL), revocation data and expiry every
+        ``revocation.check_interval``."""
+        fast = self.cfg.posture.check_interval
+        slow = self.cfg.revocation.check_interval
+        next_slow = next_ttl = 0.0
         while not self.stopping:
-            await asyncio.sleep(interval)
-            self._reload()
+            await asyncio.sleep(fast)
+            mono = time.monotonic()
+            changed = self._reload_feeds()
+            policy_before = self.policy
             self._reload_policy()
-            self._reload_feeds()
             now = time.time()
-            self.enforce(now)
-            self.enforce_context(now)
+            if changed or self.policy is not policy_before or mono >= next_ttl:
+                self.enforce_context(now)
+                next_ttl = mono + 1.0
+            if mono >= next_slow:
+                self._reload()
+                self.enforce(now)
+                next_slow = mono + slow
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful shutdown: Logout every session, wait briefly, close."""

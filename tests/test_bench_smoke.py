@@ -35,3 +35,11 @@ def test_policy_bench_runs_and_writes_json(tmp_path: Path) -> None:
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert [row["rules"] for row in json.loads(out.read_text())["rows"]] == [13, 103, 1003]
+
+
+def test_posture_bench_runs_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "posture.json"
+    r = subprocess.run([sys.executable, "-m", "bench.posture", "--rounds", "2", "--json", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert json.loads(out.read_text())["rounds"] == 2
