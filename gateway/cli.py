@@ -148,6 +148,16 @@ def _policy(args: argparse.Namespace) -> int:
     from .policy.engine import Context
     from .policy.load import load as load_policy
 
+    if args.policy_command == "sign":
+        from .client import load_signer
+        from .policy.load import sign
+
+        signer = load_signer("ed25519", args.key)
+        assert not isinstance(signer.key, bytes)
+        print(f"written {sign(Path(args.file), signer.key)}")
+        return 0
+    if args.policy_command == "test":
+        return _policy_test(args)
     policy, spec = load_policy(args.file if args.policy_command == "check" else args.policy)
     if args.policy_command == "check":
         shadow = sum(r.shadow for r in policy.rules)
@@ -184,6 +194,47 @@ def _policy(args: argparse.Namespace) -> int:
             print(f"      {rule.id} ({rule.decision}{', shadow' if rule.shadow else ''}): {state}")
         worst = max(worst, 0 if d.allowed else 1)
     return worst
+
+
+def _policy_test(args: argparse.Namespace) -> int:
+    """Run a table of expected decisions (like `opa test`): exit 1 on any mismatch."""
+    import ipaddress
+    import tomllib
+
+    from .config import ConfigError
+    from .fix import codec
+    from .policy.engine import Context
+    from .policy.load import load as load_policy
+
+    cases_path = Path(args.cases)
+    try:
+        doc = tomllib.loads(cases_path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(cases_path, "(file)", f"cannot read cases: {exc}") from None
+    policy_file = args.policy or doc.get("policy")
+    if not policy_file:
+        raise ConfigError(cases_path, "policy", "missing", "policy = \"policy.toml\" or --policy FILE")
+    policy_path = Path(policy_file) if Path(policy_file).is_absolute() or args.policy else \
+        cases_path.parent / policy_file
+    policy, spec = load_policy(policy_path)
+    failed = 0
+    cases = doc.get("cases", [])
+    for i, case in enumerate(cases):
+        name = case.get("name", f"case {i + 1}")
+        mts = [case["msg_type"].encode()] if "msg_type" in case else \
+            [m.encode() for m in spec.actions[case["action"]].msg_types[:1]]
+        fields = [(int(k), str(v).encode()) for k, v in case.get("fields", {}).items()]
+        ctx = Context("test", frozenset(case.get("roles", [])), case.get("zone"), case.get("posture", "compliant"),
+                      bool(case.get("mfa", False)),
+                      ipaddress.ip_address(case["ip"]) if "ip" in case else None, bool(case.get("jit", False)),
+                      float(case.get("at", 1_800_000_000)), case.get("direction", "outbound"))
+        d = policy.decide(ctx, codec.parse(codec.encode(b"FIX.4.4", [(35, mts[0]), (34, b"1"), *fields])))
+        ok = d.outcome == case["expect"] and ("rule" not in case or case["rule"] in d.rule_ids)
+        failed += not ok
+        print(f"{'PASS' if ok else 'FAIL'} {name}: {d.outcome} by {','.join(d.rule_ids)}"
+              + ("" if ok else f" (expected {case['expect']}{' by ' + case['rule'] if 'rule' in case else ''})"))
+    print(f"{len(cases) - failed}/{len(cases)} cases pass")
+    return 1 if failed else 0
 
 
 def _kill(args: argparse.Namespace) -> int:
@@ -284,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     psub = pol.add_subparsers(dest="policy_command", required=True)
     pc = psub.add_parser("check", help="validate a policy file")
     pc.add_argument("file")
+    pt = psub.add_parser("test", help="run a table of expected decisions (exit 1 on any mismatch)")
+    pt.add_argument("cases")
+    pt.add_argument("--policy", help="policy file (default: `policy` in the cases file)")
+    ps = psub.add_parser("sign", help="write FILE.sig, a detached Ed25519 signature by an admin key")
+    ps.add_argument("file")
+    ps.add_argument("--key", required=True, help="admin Ed25519 private key (fixgw keys new --scheme ed25519)")
     pe = psub.add_parser("explain", help="decide one request and show every candidate rule (exit 1 when denied)")
     pe.add_argument("--policy", required=True)
     pe.add_argument("--role", action="append", default=[])

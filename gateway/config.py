@@ -158,6 +158,7 @@ class PolicySection(_S, kw_only=True, forbid_unknown_fields=True):
     """The policy file; without one a config must say explicitly that it allows all."""
 
     file: str | None = None  # config/policy.toml; reloaded on change or SIGHUP
+    signer_key: str | None = None  # admin Ed25519 public key: the policy needs a valid FILE.sig
     allow_all: bool = False  # only for set-ups that test something else (the acceptance scripts)
 
 

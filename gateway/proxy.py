@@ -146,8 +146,15 @@ class Gateway:
         self.policy: Policy | None = None
         self.policy_spec: PolicySpec | None = None
         self.policy_file = Watched(cfg.resolve(cfg.policy.file) if cfg.policy.file else None)
+        self.policy_signer = None
+        if cfg.policy.signer_key:
+            from .identity import load_key
+
+            key = load_key("ed25519", cfg.resolve(cfg.policy.signer_key), cfg.path, "policy.signer_key")
+            assert not isinstance(key, bytes)
+            self.policy_signer = key
         if self.policy_file.path is not None:
-            self.policy, self.policy_spec = load_policy(self.policy_file.path)
+            self.policy, self.policy_spec = load_policy(self.policy_file.path, self.policy_signer)
             self.policy_file.changed()
             self._apply_zones()
         ttl = self.policy_spec.posture.ttl if self.policy_spec else 300.0
@@ -320,7 +327,7 @@ class Gateway:
         if self.policy_file.path is None or not (self.policy_file.changed() or force):
             return
         try:
-            self.policy, self.policy_spec = load_policy(self.policy_file.path)
+            self.policy, self.policy_spec = load_policy(self.policy_file.path, self.policy_signer)
         except ConfigError as exc:  # the old policy keeps running; say exactly what is wrong
             self._audit_safe("alert", what="policy not reloaded; the previous policy stays in force",
                              reason=str(exc))

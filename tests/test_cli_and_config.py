@@ -187,3 +187,37 @@ def test_kill_switch_and_jit_cli_write_the_watched_state_files(tmp_path: Path) -
     assert "spiffe://fixgw.dev/client/a" in _json.loads((tmp_path / "state" / "jit.json").read_text())
     too_long = fixgw("jit", "grant", "x", "--minutes", "100000", "--config", str(p))
     assert too_long.returncode == 2 and "jit_max_minutes" in too_long.stderr
+
+
+def test_policy_test_runs_the_shipped_cases_and_fails_on_a_wrong_expectation(tmp_path: Path) -> None:
+    ok = fixgw("policy", "test", "config/policy-tests.toml")
+    assert ok.returncode == 0, ok.stdout
+    assert "13/13 cases pass" in ok.stdout
+    bad = tmp_path / "cases.toml"
+    bad.write_text(f'policy = "{ROOT / "config" / "policy.toml"}"\n[[cases]]\nname = "wrong"\nroles = ["quant"]\n'
+                   'action = "rfq_analytics"\nzone = "dev_sandbox"\nexpect = "allow"\n')
+    r = fixgw("policy", "test", str(bad))
+    assert r.returncode == 1 and "FAIL wrong" in r.stdout and "0/1" in r.stdout
+
+
+def test_signed_policy_is_required_when_a_signer_key_is_configured(tmp_path: Path) -> None:
+    from gateway.identity import new_keys
+    from gateway.policy.load import load as load_policy
+    from gateway.policy.load import sign
+
+    new_keys("ed25519", tmp_path / "admin")
+    policy = tmp_path / "policy.toml"
+    policy.write_bytes((ROOT / "config" / "policy.toml").read_bytes())
+    r = fixgw("policy", "sign", str(policy), "--key", str(tmp_path / "admin.key"))
+    assert r.returncode == 0 and (tmp_path / "policy.toml.sig").exists()
+    from cryptography.hazmat.primitives import serialization
+
+    pub = serialization.load_pem_public_key((tmp_path / "admin.pub").read_bytes())
+    load_policy(policy, pub)  # type: ignore[arg-type]
+    policy.write_text(policy.read_text() + "\n# drift\n")
+    with pytest.raises(ConfigError, match="does not verify"):
+        load_policy(policy, pub)  # type: ignore[arg-type]
+    (tmp_path / "policy.toml.sig").unlink()
+    with pytest.raises(ConfigError, match="missing"):
+        load_policy(policy, pub)  # type: ignore[arg-type]
+    assert sign  # the CLI above used it

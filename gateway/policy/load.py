@@ -7,6 +7,7 @@ the version in audit records.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import ipaddress
 import tomllib
@@ -15,6 +16,8 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ..config import ConfigError
 from .engine import CONTROLS, DAYS, POSTURE_LEVELS, Policy, Rule, TimeWindow
@@ -207,10 +210,33 @@ def parse(data: bytes, path: Path) -> tuple[Policy, PolicySpec]:
     return policy, spec
 
 
-def load(path: str | Path) -> tuple[Policy, PolicySpec]:
+def signature_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sig")
+
+
+def sign(path: Path, key: Ed25519PrivateKey) -> Path:
+    """Write ``FILE.sig``: base64 Ed25519 signature over the policy file's bytes."""
+    out = signature_path(path)
+    out.write_bytes(base64.b64encode(key.sign(path.read_bytes())) + b"\n")
+    return out
+
+
+def load(path: str | Path, signer_key: Ed25519PublicKey | None = None) -> tuple[Policy, PolicySpec]:
+    """Load a policy; with ``signer_key`` the detached ``FILE.sig`` must verify (config-drift protection)."""
     p = Path(path)
     try:
         data = p.read_bytes()
     except OSError as exc:
         raise ConfigError(p, "(file)", f"cannot read: {exc.strerror}") from None
+    if signer_key is not None:
+        sig_path = signature_path(p)
+        try:
+            sig = base64.b64decode(sig_path.read_bytes().strip(), validate=True)
+            signer_key.verify(sig, data)
+        except OSError:
+            raise ConfigError(p, "(signature)", f"{sig_path.name} is missing",
+                              f"sign it: fixgw policy sign {p} --key ADMIN.key") from None
+        except (ValueError, InvalidSignature):
+            raise ConfigError(p, "(signature)", f"{sig_path.name} does not verify with the admin key",
+                              "the file changed after signing, or it was signed with another key") from None
     return parse(data, p)
