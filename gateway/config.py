@@ -152,6 +152,7 @@ class ExchangeSimConfig(_S, kw_only=True, forbid_unknown_fields=True):
     state_dir: str | None = None
     reset_on_logon: bool = True
     validate: bool = True
+    rest_symbols: list[str] = []  # fill mode: orders in these symbols rest (New, no fill) until cancelled
 
 
 class PolicySection(_S, kw_only=True, forbid_unknown_fields=True):

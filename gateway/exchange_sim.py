@@ -113,6 +113,7 @@ class FillApp:
 
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     orders: dict[bytes, _Order] = field(default_factory=dict)
+    rest_symbols: frozenset[bytes] = frozenset()
 
     def _exec(self, o: _Order, exec_type: bytes, status: bytes, cum: bytes, leaves: bytes,
               last: tuple[bytes, bytes] | None, now_ts: bytes) -> Reply:
@@ -151,6 +152,8 @@ class FillApp:
             )
             self.orders[o.cl_ord_id] = o
             new = self._exec(o, b"0", b"0", b"0", o.qty, None, now_ts)
+            if o.symbol in self.rest_symbols:
+                return [new]  # rests on the book until cancelled
             fill = self._exec(o, b"F", b"2", o.qty, b"0", (o.qty, o.price), now_ts)
             o.open = False
             return [new, fill]
@@ -169,7 +172,11 @@ class FillApp:
                 ]
                 return [(T.MT_ORDER_CANCEL_REJECT, [], body)]
             target.open = False
-            return [self._exec(target, b"4", b"4", b"0", b"0", None, now_ts)]
+            mt, hdr, body = self._exec(target, b"4", b"4", b"0", b"0", None, now_ts)
+            body = [(T.ClOrdID, msg.get(T.ClOrdID) or b"") if t == T.ClOrdID else (t, v) for t, v in body]
+            body.append((T.OrigClOrdID, orig))
+            body.sort(key=lambda f: f[0])
+            return [(mt, hdr, body)]
         if mt == T.MT_QUOTE_REQUEST:
             req = msg.get(T.QuoteReqID) or b""
             sym = msg.get(T.Symbol) or b""
@@ -283,7 +290,8 @@ class ExchangeSim:
                 store = MemoryStore()
             fixt = begin == b"FIXT.1.1"
             app: EchoApp | FillApp = (
-                EchoApp(validator, header_tags, fixt) if self.sim.mode == "echo" else FillApp()
+                EchoApp(validator, header_tags, fixt) if self.sim.mode == "echo"
+                else FillApp(rest_symbols=frozenset(s.encode() for s in self.sim.rest_symbols))
             )
             config = SessionConfig(
                 begin_string=begin,

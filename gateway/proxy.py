@@ -50,7 +50,7 @@ from .mfa import MFA
 from .policy.engine import Context, Decision, Policy
 from .policy.load import PolicySpec
 from .policy.load import load as load_policy
-from .policy.risk import Limits, RiskBook
+from .policy.risk import TERMINAL_STATUS, Limits, RiskBook
 from .revocation import RevocationError, Revoked, load_crl, load_denylist, mtime
 from .store import FileStore, session_dir_name
 
@@ -79,6 +79,8 @@ class Route:
     client: ClientProtocol | None = None
     offline: Session | None = None
     seq_map: OrderedDict[int, int] = field(default_factory=OrderedDict)
+    #: orders sent on this route and not yet finished: ClOrdID -> (Side, Symbol, OrderQty)
+    open_orders: dict[bytes, tuple[bytes, bytes, bytes]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -371,9 +373,26 @@ class Gateway:
             conn.posture = level
             if level in logout_on:
                 reason = f"device posture is {level}"
+                if self.policy_spec is not None and self.policy_spec.posture.cancel_open_orders and conn.route:
+                    self.cancel_open_orders(conn.route, reason, now)
                 self._audit_safe("session_revoked", identity=conn.identity.id, reason=reason,
                                  session=conn.route.name if conn.route else None)
                 conn.revoke(reason, now)
+
+    def cancel_open_orders(self, route: Route, reason: str, now: float) -> None:
+        """Send OrderCancelRequest(F) upstream for every open order of the route (before a forced logout)."""
+        up = route.upstream
+        if not route.open_orders or not up.logged_on or up.protocol is None or up.protocol.session is None:
+            return
+        for orig, (side, symbol, qty) in list(route.open_orders.items()):
+            self._exec_ids += 1
+            cl = b"GW-CXL-%d" % self._exec_ids
+            body: list[Field] = [(T.ClOrdID, cl), (T.OrderQty, qty), (T.OrigClOrdID, orig), (T.Side, side),
+                                 (T.Symbol, symbol), (T.TransactTime, format_utc_timestamp(now))]
+            sent = up.protocol.session.send_app(T.MT_ORDER_CANCEL_REQUEST, body, now)
+            self._audit_safe("cancel_on_logout", session=route.name, orig_cl_ord_id=_s(orig), cl_ord_id=_s(cl),
+                             reason=reason, upstream_seq=sent.seq_num if sent else None)
+        up.protocol.pump()
 
     def decide(self, conn: ClientProtocol, msg: Message, now: float, direction: str) -> Decision:
         """Kill switch, read-only sessions, then the policy (or the explicit allow_all)."""
@@ -604,6 +623,12 @@ class Gateway:
         book = self.risk_books.get(ident.id)
         if book is not None:
             book.accepted(msg)
+        if msg.msg_type in ORDER_TYPES:
+            cl = msg.get(T.ClOrdID)
+            if cl:
+                route.open_orders[cl] = (msg.get(T.Side) or b"1", msg.get(T.Symbol) or b"", msg.get(T.OrderQty) or b"0")
+                if msg.msg_type == T.MT_ORDER_CANCEL_REPLACE_REQUEST and msg.get(T.OrigClOrdID):
+                    route.open_orders.pop(msg.get(T.OrigClOrdID) or b"", None)
         up_seq = sent.seq_num
         if up_seq is not None and msg.seq_num is not None:
             route.seq_map[up_seq] = msg.seq_num
@@ -620,6 +645,9 @@ class Gateway:
                 for t, v in body
             ]
         if msg.msg_type == T.MT_EXECUTION_REPORT:
+            if msg.get(T.OrdStatus) in TERMINAL_STATUS:
+                for tag in (T.ClOrdID, T.OrigClOrdID):
+                    route.open_orders.pop(msg.get(tag) or b"", None)
             last_px, sym = msg.get(T.LastPx), msg.get(T.Symbol)
             if last_px and sym:
                 try:
@@ -652,7 +680,8 @@ class Gateway:
         assert route.offline is not None
         stored = route.offline.store_app(msg.msg_type, body, now, header)
         self._audit_safe("stored_for_offline_client", session=route.name, client_seq=stored.seq_num,
-                         msg_type=msg.msg_type.decode("latin-1"))
+                         msg_type=msg.msg_type.decode("latin-1"), cl_ord_id=_s(msg.get(T.ClOrdID)),
+                         orig_cl_ord_id=_s(msg.get(T.OrigClOrdID)), ord_status=_s(msg.get(T.OrdStatus)))
 
     def refuse_decision(self, conn: ClientProtocol, msg: Message, d: Decision, now: float) -> None:
         """Answer a refused message on the client leg; it never reaches the exchange.

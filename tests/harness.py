@@ -115,6 +115,7 @@ def trading_config(
     extra: str = "",
     gateway_extra: str = "",
     upstream_extra: str = "",
+    sim_extra: str = "",
 ) -> Path:
     """A gateway in front of the simulator in fill mode; by default two algo identities.
 
@@ -154,6 +155,7 @@ cert = "{certs}/gateway.crt"
 key = "{certs}/gateway.key"
 state_dir = "{tmp}/sim-state"
 reset_on_logon = {r}
+{sim_extra}
 """
     for entry in clients:
         begin, _, name = entry.rpartition(":")

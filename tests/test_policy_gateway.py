@@ -38,6 +38,7 @@ CLIENTS = {
     "trader-wifi": ("TRWIFI", ["trader"], "127.0.0.15", "carol", "non-compliant"),
     "flip": ("FLIP", ["trader"], "127.0.0.10", "dave", "compliant"),
     "flip2": ("FLIP2", ["trader"], "127.0.0.10", "erin", "compliant"),
+    "flip3": ("FLIP3", ["trader"], "127.0.0.10", "frank", "compliant"),
     "algo": ("ALGO", ["algo"], "127.0.0.1", None, "compliant"),
     "riskalgo": ("RALGO", ["algo"], "127.0.0.1", None, "compliant"),
 }
@@ -100,7 +101,8 @@ restricted_symbols = ["BAD"]
              f'[posture]\nfile = "{tmp}/posture.json"\n')
     gw_port, sim_port = harness.free_port(), harness.free_port()
     cfg = harness.trading_config(tmp, certs, gw_port, sim_port, clients=tuple(c[0] for c in CLIENTS.values()),
-                                 identities=identities, extra=extra, reset_on_logon=True)
+                                 identities=identities, extra=extra, reset_on_logon=True,
+                                 sim_extra='rest_symbols = ["RESTING"]')
     cfg.write_text(cfg.read_text().replace("[policy]\nallow_all = true", f'[policy]\nfile = "{policy}"'))
     sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp / "sim.log", sim_port)
     gw = harness.start(["run", "--config", str(cfg)], tmp / "gw.log", gw_port)
@@ -288,3 +290,23 @@ def test_pre_trade_risk_refuses_on_the_client_leg_and_nothing_reaches_the_exchan
         elif er.get(150) == b"0":
             c.recv_type(b"8")  # its fill
     assert texts and all(b"risk.throttle" in t for t in texts)
+
+
+
+def test_a_posture_logout_cancels_the_sessions_open_orders_upstream_first(world: World) -> None:
+    c = world.logon("flip3")
+    c.send("D", [(11, "REST1"), (21, "1"), (38, "100"), (40, "2"), (44, "10"), (54, "1"), (55, "RESTING"),
+                 (60, "20240101-00:00:00")])
+    assert c.recv_type(b"8").get(150) == b"0"  # acknowledged, resting on the book
+    world.posture("flip3", "non-compliant")
+    assert b"non-compliant" in (c.recv_type(b"5", timeout=5).get(58) or b"")
+    time.sleep(0.3)
+    records = world.audit()
+    cancels = [r for r in records if r["kind"] == "cancel_on_logout" and r["orig_cl_ord_id"] == "REST1"]
+    assert cancels
+    canceled = [r for r in records if r["kind"] == "stored_for_offline_client" and r.get("orig_cl_ord_id") == "REST1"]
+    assert canceled and canceled[-1]["ord_status"] == "4"  # the exchange cancelled it
+    order = [r["seq"] for r in records if r["kind"] in ("cancel_on_logout", "session_revoked")
+             and "flip3" in str(r.get("identity", "")) + str(r.get("session", "")).lower()]
+    assert order == sorted(order)
+    world.posture("flip3", "compliant")

@@ -63,6 +63,7 @@ class PostureSpec(_S, kw_only=True, forbid_unknown_fields=True):
     ttl: float = 300.0  # seconds; an older assertion counts as "unknown"
     # levels that end a live session at once
     logout_on: list[str] = msgspec.field(default_factory=lambda: ["non-compliant"])
+    cancel_open_orders: bool = True  # before such a logout, cancel the session's open orders upstream
 
 
 class LimitsSpec(_S, kw_only=True, forbid_unknown_fields=True):
