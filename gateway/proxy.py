@@ -32,7 +32,7 @@ from . import tls
 from .audit import AuditError, AuditLog
 from .client import load_signer
 from .config import Config, ConfigError, SessionConfigToml
-from .feeds import FeedError, JitGrants, KillSwitch, PostureFeed, Watched
+from .feeds import FeedError, JitGrants, KillSwitch, PostureFeed, Watched, read_json, write_json
 from .fix import tags as T
 from .fix.carry import split_for_carry
 from .fix.codec import Field, Message
@@ -47,6 +47,7 @@ from .fix.utctime import format_utc_timestamp
 from .guard import Guard
 from .identity import check_private_file
 from .mfa import MFA
+from .policy.anomaly import AnomalyDetector, AnomalySettings
 from .policy.engine import Context, Decision, Policy
 from .policy.load import PolicySpec
 from .policy.load import load as load_policy
@@ -162,6 +163,7 @@ class Gateway:
         ttl = self.policy_spec.posture.ttl if self.policy_spec else 300.0
         self.posture = PostureFeed(Watched(cfg.resolve(cfg.posture.file) if cfg.posture.file else None), ttl)
         self.risk_books: dict[str, RiskBook] = {}
+        self.anomaly = AnomalyDetector(self.policy_spec.anomaly.compile() if self.policy_spec else AnomalySettings())
         self.last_px: dict[bytes, float] = {}  # LastPx(31) per Symbol(55) seen from the exchanges
         self.jit = JitGrants(Watched(self.state_dir / "jit.json"))
         self.kill = KillSwitch(Watched(self.state_dir / "killswitch.json"))
@@ -337,6 +339,7 @@ class Gateway:
             return
         self._apply_zones()
         self.posture.ttl = self.policy_spec.posture.ttl
+        self.anomaly.settings = self.policy_spec.anomaly.compile()  # same baselines, new settings
         for ident_id, book in self.risk_books.items():  # new limits, same state
             book.limits = self._limits(ident_id)
         self._audit_safe("policy_loaded", sha256=self.policy.sha256, rules=len(self.policy.rules),
@@ -378,6 +381,20 @@ class Gateway:
                 self._audit_safe("session_revoked", identity=conn.identity.id, reason=reason,
                                  session=conn.route.name if conn.route else None)
                 conn.revoke(reason, now)
+
+    def trip_kill_switch(self, identity: str, reason: str) -> None:
+        """Automatic kill switch for one identity: in force now, persisted for operators and restarts."""
+        self.kill.identities = self.kill.identities | {identity}
+        self._audit_safe("kill_switch", identities=sorted(self.kill.identities), reason=reason, automatic=True)
+        path = self.kill.file.path
+        if path is not None:
+            try:
+                data = read_json(path)
+                data["identities"] = sorted(set(data.get("identities", [])) | {identity})
+                write_json(path, data)
+                self.kill.file.changed()  # our own write: no reload needed
+            except (FeedError, OSError) as exc:
+                self._audit_safe("alert", what="kill switch not persisted (in force in memory)", reason=str(exc))
 
     def cancel_open_orders(self, route: Route, reason: str, now: float) -> None:
         """Send OrderCancelRequest(F) upstream for every open order of the route (before a forced logout)."""
@@ -571,7 +588,13 @@ class Gateway:
             conn.session.reject(msg, T.SRR_COMPID_PROBLEM, T.SenderSubID, sub_id.reason, now)
             conn.pump()
             return
-        # 2. kill switch, policy, then pre-trade risk
+        # 2. behaviour against the identity's baseline (alerts; may trip its kill switch)
+        for kind, detail in self.anomaly.observe(ident.id, msg, now):
+            self._audit_safe("anomaly", identity=ident.id, session=route.name, finding=kind, detail=detail)
+            log.warning("anomaly", identity=ident.id, finding=kind, detail=detail)
+            if kind in self.anomaly.settings.kill_on:
+                self.trip_kill_switch(ident.id, f"anomaly {kind}: {detail}")
+        # 3. kill switch, policy, then pre-trade risk
         verdict = self.decide(conn, msg, now, "outbound")
         if verdict.allowed and verdict.outcome == "allow":
             verdict = self.risk_check(ident.id, msg, now) or verdict

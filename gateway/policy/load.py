@@ -20,6 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ..config import ConfigError
+from .anomaly import AnomalySettings
 from .engine import CONTROLS, DAYS, POSTURE_LEVELS, Policy, Rule, TimeWindow
 from .risk import Limits
 
@@ -89,8 +90,23 @@ class RiskSpec(_S, kw_only=True, forbid_unknown_fields=True):
     reference_prices: dict[str, float] = {}
 
 
+class AnomalySpec(_S, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = False
+    learn_orders: int = 200  # warm-up: new orders that only build the baseline
+    rate_factor: float = 5.0
+    min_rate: float = 5.0
+    new_symbols: bool = True
+    off_hours: bool = True
+    kill_on: list[Literal["rate_spike", "new_symbol", "off_hours"]] = []  # findings that trip the kill switch
+
+    def compile(self) -> AnomalySettings:
+        return AnomalySettings(self.enabled, self.learn_orders, self.rate_factor, self.min_rate, self.new_symbols,
+                               self.off_hours, frozenset(self.kill_on))
+
+
 class PolicySpec(_S, kw_only=True, forbid_unknown_fields=True):
     shadow: bool = False
+    anomaly: AnomalySpec = msgspec.field(default_factory=AnomalySpec)
     risk: RiskSpec = msgspec.field(default_factory=RiskSpec)
     zones: dict[str, list[str]] = {}
     actions: dict[str, ActionSpec] = {}
