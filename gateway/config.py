@@ -163,6 +163,13 @@ class PolicySection(_S, kw_only=True, forbid_unknown_fields=True):
     allow_all: bool = False  # only for set-ups that test something else (the acceptance scripts)
 
 
+class AdminConfig(_S, kw_only=True, forbid_unknown_fields=True):
+    """The admin API's own listener: HTTPS with client certificates (the listener's CA)."""
+
+    host: str = "127.0.0.1"
+    port: int
+
+
 class PostureConfig(_S, kw_only=True, forbid_unknown_fields=True):
     file: str | None = None  # JSON written by the posture agent (see gateway/feeds.py)
     check_interval: float = 0.01  # seconds between checks of posture, JIT, kill switch and policy files
@@ -177,6 +184,7 @@ class Config(_S, kw_only=True, forbid_unknown_fields=True):
     zones: dict[str, list[str]] = {}  # network zone name -> source CIDRs
     revocation: RevocationConfig = msgspec.field(default_factory=RevocationConfig)
     posture: PostureConfig = msgspec.field(default_factory=PostureConfig)
+    admin: AdminConfig | None = None
     users: UsersConfig | None = None
     sessions: list[SessionConfigToml] = []
     exchange_sim: ExchangeSimConfig | None = None

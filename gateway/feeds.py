@@ -61,6 +61,10 @@ class PostureFeed:
     file: Watched
     ttl: float = 300.0
     assertions: dict[str, tuple[str, float]] = field(default_factory=dict)
+    pushed: dict[str, tuple[str, float]] = field(default_factory=dict)  # via the admin API
+
+    def push(self, identity: str, level: str, now: float) -> None:
+        self.pushed[identity] = (level, now)
 
     def reload(self) -> None:
         if self.file.path is None:
@@ -74,6 +78,9 @@ class PostureFeed:
 
     def level(self, identity: str, now: float) -> str:
         a = self.assertions.get(identity)
+        p = self.pushed.get(identity)
+        if p is not None and (a is None or p[1] >= a[1]):
+            a = p  # the newer assertion wins, whichever way it came
         if a is None or now - a[1] > self.ttl:
             return "unknown"
         return a[0]

@@ -56,6 +56,7 @@ from .revocation import RevocationError, Revoked, load_crl, load_denylist, mtime
 from .store import FileStore, session_dir_name
 
 if TYPE_CHECKING:
+    from .admin import AdminAPI
     from .client_leg import ClientProtocol
     from .exchange_leg import UpstreamLeg
 
@@ -145,6 +146,7 @@ class Gateway:
         except RevocationError as exc:
             raise ConfigError(cfg.path, "revocation", str(exc)) from None
         self._watch_task: asyncio.Task[None] | None = None
+        self.admin: AdminAPI | None = None
         # policy and the context that changes while sessions live
         self.policy: Policy | None = None
         self.policy_spec: PolicySpec | None = None
@@ -252,6 +254,11 @@ class Gateway:
         for route in self.routes.values():
             route.upstream.start()
         self._watch_task = loop.create_task(self._watch())
+        if self.cfg.admin is not None:
+            from .admin import AdminAPI
+
+            self.admin = AdminAPI(self)
+            await self.admin.start(self.cfg.admin.host, self.cfg.admin.port)
         from .client_leg import TLSConnection
 
         self.server = await loop.create_server(
@@ -531,6 +538,8 @@ class Gateway:
         self.stopping = True
         if self._watch_task is not None:
             self._watch_task.cancel()
+        if self.admin is not None:
+            await self.admin.stop()
         grace = self.cfg.gateway.shutdown_grace if grace is None else grace
         if self.server is not None:
             self.server.close()

@@ -39,6 +39,7 @@ CLIENTS = {
     "flip": ("FLIP", ["trader"], "127.0.0.10", "dave", "compliant"),
     "flip2": ("FLIP2", ["trader"], "127.0.0.10", "erin", "compliant"),
     "flip3": ("FLIP3", ["trader"], "127.0.0.10", "frank", "compliant"),
+    "flip4": ("FLIP4", ["trader"], "127.0.0.10", "gina", "compliant"),
     "algo": ("ALGO", ["algo"], "127.0.0.1", None, "compliant"),
     "riskalgo": ("RALGO", ["algo"], "127.0.0.1", None, "compliant"),
 }
@@ -52,6 +53,7 @@ class World:
     certs: Path
     port: int
     totp: dict[str, str]
+    admin_port: int = 0
 
     def audit(self) -> list[dict[str, object]]:
         return [json.loads(x) for x in (self.tmp / "state" / "audit" / "audit-000001.jsonl").read_text().splitlines()]
@@ -89,6 +91,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         identities += (f'[[identities]]\nid = "{TD}{name}"\ncomp_ids = ["{comp}"]\nroles = {json.dumps(roles)}\n'
                        f"mfa = {'true' if user else 'false'}\n")
     write_json(tmp / "posture.json", {TD + n: {"level": c[4], "asserted_at": time.time()} for n, c in CLIENTS.items()})
+    pki.issue(certs, "posture-agent")
+    identities += f'[[identities]]\nid = "{TD}posture-agent"\ncomp_ids = []\nroles = ["posture_agent"]\n'
+    admin_port = harness.free_port()
     policy = tmp / "policy.toml"
     policy.write_bytes(POLICY.read_bytes().replace(b"# INTC = 30.15", b"COLLARED = 10.0") + f"""
 [risk.identities."{TD}riskalgo"]
@@ -98,7 +103,7 @@ burst = 8
 restricted_symbols = ["BAD"]
 """.encode())
     extra = (f'[users]\nfile = "{tmp}/users.toml"\nsecrets = "{tmp}/totp.secrets"\n'
-             f'[posture]\nfile = "{tmp}/posture.json"\n')
+             f'[posture]\nfile = "{tmp}/posture.json"\n[admin]\nport = {admin_port}\n')
     gw_port, sim_port = harness.free_port(), harness.free_port()
     cfg = harness.trading_config(tmp, certs, gw_port, sim_port, clients=tuple(c[0] for c in CLIENTS.values()),
                                  identities=identities, extra=extra, reset_on_logon=True,
@@ -106,7 +111,7 @@ restricted_symbols = ["BAD"]
     cfg.write_text(cfg.read_text().replace("[policy]\nallow_all = true", f'[policy]\nfile = "{policy}"'))
     sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp / "sim.log", sim_port)
     gw = harness.start(["run", "--config", str(cfg)], tmp / "gw.log", gw_port)
-    w = World(tmp, certs, gw_port, tomllib.loads((tmp / "totp.secrets").read_text())["totp"])
+    w = World(tmp, certs, gw_port, tomllib.loads((tmp / "totp.secrets").read_text())["totp"], admin_port)
     deadline = time.monotonic() + 10
     while sum(r["kind"] == "upstream_logon" for r in w.audit()) < len(CLIENTS) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -310,3 +315,40 @@ def test_a_posture_logout_cancels_the_sessions_open_orders_upstream_first(world:
              and "flip3" in str(r.get("identity", "")) + str(r.get("session", "")).lower()]
     assert order == sorted(order)
     world.posture("flip3", "compliant")
+
+
+
+def _post(world: World, name: str | None, body: object) -> tuple[int, dict[str, object]]:
+    import http.client
+
+    ctx = client_ssl(world.certs, name)
+    conn = http.client.HTTPSConnection("127.0.0.1", world.admin_port, context=ctx, timeout=10)
+    conn.request("POST", "/v1/posture", body=json.dumps(body), headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    data = json.loads(resp.read() or b"{}")
+    conn.close()
+    return resp.status, data
+
+
+def test_posture_agent_pushes_over_the_admin_api_and_a_live_session_is_cut(world: World) -> None:
+    c = world.logon("flip4")
+    t0 = time.monotonic()
+    status, data = _post(world, "posture-agent", {"identity": TD + "flip4", "level": "non-compliant"})
+    assert (status, data) == (200, {"accepted": 1})
+    assert b"non-compliant" in (c.recv_type(b"5", timeout=5).get(58) or b"")
+    assert time.monotonic() - t0 < 0.5
+    _post(world, "posture-agent", {"identity": TD + "flip4", "level": "compliant"})
+
+
+def test_only_the_posture_agent_role_may_post_and_every_call_is_audited(world: World) -> None:
+    import ssl
+
+    status, data = _post(world, "algo", {"identity": TD + "algo", "level": "highly-compliant"})
+    assert status == 403 and "lacks role posture_agent" in str(data["error"])
+    status, data = _post(world, "posture-agent", {"identity": TD + "algo", "level": "excellent"})
+    assert status == 400
+    with pytest.raises((ssl.SSLError, OSError)):
+        _post(world, None, {"identity": TD + "algo", "level": "compliant"})
+    calls = [r for r in world.audit() if r["kind"] == "admin_call"]
+    assert any(not r["allowed"] and "lacks role" in str(r["reason"]) for r in calls)
+    assert any(r["allowed"] for r in calls)
