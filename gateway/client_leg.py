@@ -202,7 +202,8 @@ class ClientProtocol(SessionProtocol):
             log.info("connection_refused", peer=peer, reason=why)
             self.close_transport()
             return
-        self.zone = self.gw.guard.zone(self.peer[0] if self.peer else None)
+        listener = self.gw.cfg.listen.name if self.gw.cfg.listen else None
+        self.zone = self.gw.guard.zone(self.peer[0] if self.peer else None, listener)
         self.leaf_der = ssl_obj.getpeercert(binary_form=True) or b""
         leaf = x509.load_der_x509_certificate(self.leaf_der)
         self.cert_serial = leaf.serial_number

@@ -264,6 +264,8 @@ def _check(cfg: Config, p: Path, need_gateway: bool) -> None:
 
     for name, cidrs in cfg.zones.items():
         for j, c in enumerate(cidrs):
+            if c.startswith("listener:"):
+                continue
             try:
                 ipaddress.ip_network(c, strict=False)
             except ValueError:

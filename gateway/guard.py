@@ -37,8 +37,8 @@ class Guard:
         self.allow_all = cfg.policy.allow_all
         self.denylist: frozenset[str] = frozenset()
 
-    def zone(self, address: str | None) -> str | None:
-        return zone_of(address, self.zones)
+    def zone(self, address: str | None, listener: str | None = None) -> str | None:
+        return zone_of(address, self.zones, listener)
 
     def identify(self, uri_sans: list[str]) -> tuple[Identity | None, str]:
         """Identity of a verified client certificate, or why there is none."""

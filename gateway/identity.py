@@ -109,20 +109,36 @@ def load_registry(cfg: Config) -> dict[str, Identity]:
     return out
 
 
-def zone_table(cfg: Config) -> list[tuple[str, Network]]:
-    return [(name, ipaddress.ip_network(c, strict=False)) for name, cidrs in cfg.zones.items() for c in cidrs]
+ZoneTable = list[tuple[str, Network | str]]  # (zone, CIDR) or (zone, listener name)
 
 
-def zone_of(address: str | None, table: list[tuple[str, Network]]) -> str | None:
-    """The first configured zone whose CIDR holds ``address``."""
-    if not address:
-        return None
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return None
-    for name, net in table:
-        if ip in net:
+def zone_entries(zones: dict[str, list[str]]) -> ZoneTable:
+    """Zone definitions in order; an entry is a CIDR or ``listener:NAME``."""
+    out: ZoneTable = []
+    for name, entries in zones.items():
+        for e in entries:
+            entry = e[len("listener:"):] if e.startswith("listener:") else ipaddress.ip_network(e, strict=False)
+            out.append((name, entry))
+    return out
+
+
+def zone_table(cfg: Config) -> ZoneTable:
+    return zone_entries(cfg.zones)
+
+
+def zone_of(address: str | None, table: ZoneTable, listener: str | None = None) -> str | None:
+    """The first zone, in definition order, whose CIDR holds ``address`` or that names ``listener``."""
+    ip = None
+    if address:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            ip = None
+    for name, entry in table:
+        if isinstance(entry, str):
+            if listener is not None and entry == listener:
+                return name
+        elif ip is not None and ip in entry:
             return name
     return None
 

@@ -45,7 +45,7 @@ from .fix.session import (
 from .fix.signature import Signer
 from .fix.utctime import format_utc_timestamp
 from .guard import Guard
-from .identity import check_private_file
+from .identity import check_private_file, zone_entries
 from .mfa import MFA
 from .policy.anomaly import AnomalyDetector, AnomalySettings
 from .policy.engine import Context, Decision, Policy
@@ -332,7 +332,7 @@ class Gateway:
         zones = dict(self.cfg.zones)
         if self.policy_spec is not None:
             zones.update(self.policy_spec.zones)
-        self.guard.zones = [(n, ipaddress.ip_network(c, strict=False)) for n, cs in zones.items() for c in cs]
+        self.guard.zones = zone_entries(zones)
 
     def _reload_policy(self, force: bool = False) -> None:
         if self.policy_file.path is None or not (self.policy_file.changed() or force):

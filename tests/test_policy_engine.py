@@ -129,3 +129,28 @@ def test_inbound_rules_decide_what_the_exchange_may_send_to_a_role() -> None:
     nos = codec.parse(codec.encode(b"FIX.4.4", [(35, b"D"), (34, b"2"), (38, b"1"), (44, b"1")]))
     out = Context("x", frozenset({"risk_officer"}), "corporate_lan", "compliant", True, None, False, T0)
     assert not policy.decide(out, nos).allowed
+
+
+def test_time_windows_are_judged_in_the_rules_time_zone() -> None:
+    from zoneinfo import ZoneInfo
+
+    from gateway.policy.engine import TimeWindow
+
+    london_hours = TimeWindow(ZoneInfo("Europe/London"), frozenset(range(5)), 7 * 60, 19 * 60)
+    # 2027-01-15 is a Friday; London is on UTC in January
+    assert london_hours.contains(1_800_000_000.0)  # 08:00 UTC
+    assert not london_hours.contains(1_800_000_000.0 - 2 * 3600)  # 06:00
+    assert not london_hours.contains(1_800_000_000.0 + 86400)  # Saturday
+    tokyo = TimeWindow(ZoneInfo("Asia/Tokyo"), frozenset(range(7)), 9 * 60, 15 * 60)
+    assert not tokyo.contains(1_800_000_000.0)  # 17:00 in Tokyo
+    overnight = TimeWindow(ZoneInfo("UTC"), frozenset(range(7)), 22 * 60, 2 * 60)
+    assert overnight.contains(1_800_000_000.0 - 9 * 3600) and not overnight.contains(1_800_000_000.0)
+
+
+def test_zones_by_cidr_or_listener_first_definition_wins() -> None:
+    from gateway.identity import zone_entries, zone_of
+
+    table = zone_entries({"desk": ["127.0.0.2/32"], "fix-listener": ["listener:default"], "lo": ["127.0.0.0/8"]})
+    assert zone_of("127.0.0.2", table, "default") == "desk"
+    assert zone_of("127.0.0.9", table, "default") == "fix-listener"
+    assert zone_of("127.0.0.9", table, "other") == "lo"

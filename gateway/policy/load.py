@@ -146,6 +146,8 @@ def parse(data: bytes, path: Path) -> tuple[Policy, PolicySpec]:
     known_zones = set(spec.zones)
     for name, cidrs in spec.zones.items():
         for c in cidrs:
+            if c.startswith("listener:"):
+                continue
             try:
                 ipaddress.ip_network(c, strict=False)
             except ValueError:
