@@ -73,9 +73,19 @@ class AdminAPI:
         self.gw.enforce_context(now)
         return web.json_response({"accepted": len(accepted)})
 
+    async def get_metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text format; any registered identity may scrape (mTLS still required)."""
+        transport = request.transport
+        ssl_obj = transport.get_extra_info("ssl_object") if transport is not None else None
+        ident, why = self.gw.guard.identify(tls.peer_uri_sans(ssl_obj))
+        if ident is None:
+            return web.json_response({"error": why}, status=403)
+        return web.Response(body=self.gw.metrics.render(), content_type="text/plain", charset="utf-8")
+
     async def start(self, host: str, port: int) -> None:
         app = web.Application()
         app.router.add_post("/v1/posture", self.post_posture)
+        app.router.add_get("/metrics", self.get_metrics)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, host, port, ssl_context=self.gw.server_ctx)

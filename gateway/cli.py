@@ -22,9 +22,9 @@ def _run_gateway(config_path: str) -> int:
     from .proxy import Gateway
 
     cfg = load(config_path)
-    if not cfg.policy.allow_all:
+    if not cfg.policy.allow_all and not cfg.policy.file:
         print(
-            f"note: {config_path}: [policy] allow_all is not set, so every application "
+            f"note: {config_path}: no [policy] file and allow_all is not set, so every application "
             "message is refused (default deny)",
             file=sys.stderr,
         )

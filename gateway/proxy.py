@@ -46,6 +46,7 @@ from .fix.signature import Signer
 from .fix.utctime import format_utc_timestamp
 from .guard import Guard
 from .identity import check_private_file, zone_entries
+from .metrics import Metrics
 from .mfa import MFA
 from .policy.anomaly import AnomalyDetector, AnomalySettings
 from .policy.engine import Context, Decision, Policy
@@ -164,6 +165,7 @@ class Gateway:
             self._apply_zones()
         ttl = self.policy_spec.posture.ttl if self.policy_spec else 300.0
         self.posture = PostureFeed(Watched(cfg.resolve(cfg.posture.file) if cfg.posture.file else None), ttl)
+        self.metrics = Metrics()
         self.risk_books: dict[str, RiskBook] = {}
         self.anomaly = AnomalyDetector(self.policy_spec.anomaly.compile() if self.policy_spec else AnomalySettings())
         self.last_px: dict[bytes, float] = {}  # LastPx(31) per Symbol(55) seen from the exchanges
@@ -251,6 +253,7 @@ class Gateway:
         if self.policy is not None:
             self.audit.record("policy_loaded", sha256=self.policy.sha256, rules=len(self.policy.rules),
                               shadow=self.policy.global_shadow, file=str(self.policy_file.path))
+            self.metrics.policy_rules.set(len(self.policy.rules))
         for route in self.routes.values():
             route.upstream.start()
         self._watch_task = loop.create_task(self._watch())
@@ -351,6 +354,7 @@ class Gateway:
             book.limits = self._limits(ident_id)
         self._audit_safe("policy_loaded", sha256=self.policy.sha256, rules=len(self.policy.rules),
                          shadow=self.policy.global_shadow, file=str(self.policy_file.path))
+        self.metrics.policy_rules.set(len(self.policy.rules))
         log.info("policy_loaded", sha256=self.policy.sha256, rules=len(self.policy.rules))
 
     def _reload_feeds(self, force: bool = False) -> bool:
@@ -599,6 +603,7 @@ class Gateway:
             return
         # 2. behaviour against the identity's baseline (alerts; may trip its kill switch)
         for kind, detail in self.anomaly.observe(ident.id, msg, now):
+            self.metrics.anomalies.labels(kind).inc()
             self._audit_safe("anomaly", identity=ident.id, session=route.name, finding=kind, detail=detail)
             log.warning("anomaly", identity=ident.id, finding=kind, detail=detail)
             if kind in self.anomaly.settings.kill_on:
@@ -634,7 +639,9 @@ class Gateway:
         except AuditError as exc:
             self._refuse(conn, msg, T.BRR_APPLICATION_NOT_AVAILABLE, f"refused: audit stream unavailable ({exc})", now)
             return
+        self.metrics.decision("outbound", verdict.outcome)
         if not verdict.allowed:
+            self.metrics.refusals.labels(verdict.rule_ids[0] if verdict.rule_ids else "?").inc()
             self.refuse_decision(conn, msg, verdict, now)
             return
         if not up.logged_on:
@@ -704,6 +711,7 @@ class Gateway:
             except AuditError as exc:
                 log.error("inbound_not_delivered", session=route.name, error=str(exc))
                 return
+            self.metrics.decision("inbound", d.outcome)
             if not d.allowed:
                 return
             conn.session.send_app(msg.msg_type, body, now, header)

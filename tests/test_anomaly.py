@@ -54,11 +54,13 @@ def test_an_anomaly_can_trip_the_identitys_kill_switch_through_the_gateway(tmp_p
     certs = harness.make_pki(tmp_path / "certs")
     pki.issue(certs, "algo9")
     policy = tmp_path / "policy.toml"
-    policy.write_bytes((harness.ROOT / "config" / "policy.toml").read_bytes()
-                       + b'\n[anomaly]\nenabled = true\nlearn_orders = 3\nkill_on = ["new_symbol"]\n')
+    text = (harness.ROOT / "config" / "policy.toml").read_text()
+    text = text.replace("enabled = false", "enabled = true").replace("learn_orders = 200", "learn_orders = 3")
+    policy.write_text(text.replace("kill_on = []", 'kill_on = ["new_symbol"]'))
     identities = '[[identities]]\nid = "spiffe://fixgw.dev/client/algo9"\ncomp_ids = ["ALGO9"]\nroles = ["algo"]\n'
-    gw_port, sim_port = harness.free_port(), harness.free_port()
-    cfg = harness.trading_config(tmp_path, certs, gw_port, sim_port, clients=("ALGO9",), identities=identities)
+    gw_port, sim_port, admin_port = harness.free_port(), harness.free_port(), harness.free_port()
+    cfg = harness.trading_config(tmp_path, certs, gw_port, sim_port, clients=("ALGO9",), identities=identities,
+                                 extra=f"[admin]\nport = {admin_port}\n")
     cfg.write_text(cfg.read_text().replace("[policy]\nallow_all = true", f'[policy]\nfile = "{policy}"'))
     sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp_path / "sim.log", sim_port)
     gw = harness.start(["run", "--config", str(cfg)], tmp_path / "gw.log", gw_port)
@@ -81,6 +83,11 @@ def test_an_anomaly_can_trip_the_identitys_kill_switch_through_the_gateway(tmp_p
         assert any(r["kind"] == "kill_switch" and r.get("automatic") for r in audit)
         state = json.loads((tmp_path / "state" / "killswitch.json").read_text())
         assert state["identities"] == ["spiffe://fixgw.dev/client/algo9"]
+        import http.client
+
+        conn = http.client.HTTPSConnection("127.0.0.1", admin_port, context=client_ssl(certs, "algo9"), timeout=10)
+        conn.request("GET", "/metrics")
+        assert 'fixgw_anomalies_total{finding="new_symbol"} 1.0' in conn.getresponse().read().decode()
     finally:
         gw.stop()
         sim.stop()

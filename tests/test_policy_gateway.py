@@ -352,3 +352,16 @@ def test_only_the_posture_agent_role_may_post_and_every_call_is_audited(world: W
     calls = [r for r in world.audit() if r["kind"] == "admin_call"]
     assert any(not r["allowed"] and "lacks role" in str(r["reason"]) for r in calls)
     assert any(r["allowed"] for r in calls)
+
+
+
+def test_metrics_count_decisions_and_refusals(world: World) -> None:
+    import http.client
+
+    conn = http.client.HTTPSConnection("127.0.0.1", world.admin_port, context=client_ssl(world.certs, "algo"),
+                                       timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    assert 'fixgw_decisions_total{decision="allow",direction="outbound"}' in text
+    assert 'fixgw_decisions_total{decision="allow",direction="inbound"}' in text
+    assert "fixgw_policy_rules" in text and "fixgw_refusals_total" in text
