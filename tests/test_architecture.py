@@ -41,3 +41,11 @@ def test_core_never_imports_the_edges() -> None:
     for f in sorted(CORE.glob("*.py")):
         edges = {n for n in imports_of(f) if n.startswith("gateway.") and n.split(".")[1] in EDGE_MODULES}
         assert not edges, f"{f.name} imports edge modules {edges}"
+
+
+def test_policy_engine_risk_and_anomaly_are_pure() -> None:
+    pure = [ROOT / "gateway" / "policy" / f"{m}.py" for m in ("engine", "risk", "anomaly")]
+    for f in pure:
+        bad = imports_of(f) & (FORBIDDEN - {"datetime"})
+        assert not bad, f"{f.name} imports {bad}"
+        assert "now()" not in f.read_text(), f"{f.name} reads the clock"
