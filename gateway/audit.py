@@ -1,77 +1,55 @@
-"""Audit stream writer (edge): append-only JSON lines, SHA-256 hash chain.
+"""Audit stream (edge): append-only segments, SHA-256 hash chain, Ed25519 checkpoints.
 
-Each record carries ``prev``, the SHA-256 of the previous record's line, so
-an edit anywhere breaks every later link.  The full format (signed
-checkpoints, rotation, encryption, fail-closed durability modes and the
-compliance CLI) grows here with the audit-stream issue; what exists now is
-the seam the proxy calls for every decision, and it already fails closed:
-``record()`` raises ``AuditError`` when the write does not reach the OS,
-and the caller refuses the message.
+Format (so a third party can write a verifier):
+
+* a folder of segment files ``audit-000001.jsonl``, ``audit-000002.jsonl`` …,
+  numbered without gaps; each line is one record, a JSON object, UTF-8;
+* every record starts with ``seq`` (1, 2, 3 … across all segments), ``ts``
+  (UTC, ISO 8601 with microseconds, e.g. ``2026-11-21T12:00:00.123456Z``) and
+  ``kind``, then the fields of that kind, and ends with ``prev``: the hex
+  SHA-256 of the previous record's line (its bytes without the newline);
+  the first record's ``prev`` is 64 zeros;
+* a segment after the first starts with a ``segment_start`` record
+  (``segment``, ``previous_segment``); rotation happens by size or age and
+  the chain simply continues;
+* ``checkpoint`` records (every ``checkpoint_every`` records or
+  ``checkpoint_ms`` milliseconds, at rotation and at shutdown) carry
+  ``head_seq`` and ``head`` (the seq and hash of the record before it),
+  ``key_id`` (first 16 hex of the SHA-256 of the raw public key) and ``sig``:
+  base64 Ed25519 over the ASCII bytes ``"<head_seq>:<head>"``.  The public
+  key is exported as ``audit.pub`` (PEM) in the folder; auditors should take
+  it out of band and pass it to ``fixgw audit verify --pubkey``;
+* after a crash the next start cuts a torn last line and writes a
+  ``recovery`` record (``truncated_bytes``) before anything else.
+
+Every ``record()`` reaches the OS before it returns (the ``write``
+durability mode); a failed write raises ``AuditError`` and the caller
+refuses the message (fail closed).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import re
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 GENESIS = "0" * 64
+SEGMENT_RE = re.compile(r"^audit-(\d{6})\.jsonl$")
 
 
 class AuditError(Exception):
     pass
-
-
-class AuditLog:
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / "audit-000001.jsonl"
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._prev = GENESIS
-        self._seq = 0
-        self._encoder = msgspec.json.Encoder()
-        self._recover()
-
-    def _recover(self) -> None:
-        data = self.path.read_bytes()
-        if not data:
-            return
-        end = data.rfind(b"\n")
-        if end != len(data) - 1:  # torn last record after a crash: cut it
-            os.ftruncate(self._fd, end + 1)
-            data = data[: end + 1]
-        lines = data.splitlines()
-        if lines:
-            last = lines[-1]
-            self._prev = hashlib.sha256(last).hexdigest()
-            self._seq = msgspec.json.decode(last).get("seq", len(lines))
-
-    def record(self, kind: str, **fields: Any) -> int:
-        """Append one record; returns its sequence number. Raises ``AuditError``."""
-        self._seq += 1
-        rec = {"seq": self._seq, "ts": _utc_us(time.time()), "kind": kind, **fields, "prev": self._prev}
-        line = self._encoder.encode(rec) + b"\n"
-        try:
-            n = os.write(self._fd, line)
-        except OSError as exc:
-            self._seq -= 1
-            raise AuditError(f"audit write failed: {exc.strerror}") from None
-        if n != len(line):
-            self._seq -= 1
-            raise AuditError("audit write was short")
-        self._prev = hashlib.sha256(line[:-1]).hexdigest()
-        return self._seq
-
-    def close(self) -> None:
-        try:
-            os.close(self._fd)
-        except OSError:
-            pass
 
 
 def _utc_us(now: float) -> str:
@@ -83,18 +61,261 @@ def _utc_us(now: float) -> str:
     )
 
 
-def verify(folder: Path) -> tuple[bool, str]:
-    """Check the hash chain of every record in ``folder``."""
-    prev = GENESIS
-    count = 0
-    for path in sorted(folder.glob("audit-*.jsonl")):
-        for lineno, line in enumerate(path.read_bytes().splitlines(), 1):
+def segment_name(n: int) -> str:
+    return f"audit-{n:06d}.jsonl"
+
+
+def segments(folder: Path) -> list[tuple[int, Path]]:
+    out = []
+    for p in folder.iterdir():
+        m = SEGMENT_RE.match(p.name)
+        if m:
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def key_id(pub: Ed25519PublicKey) -> str:
+    raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def load_or_create_key(path: Path) -> Ed25519PrivateKey:
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise AuditError(f"{path} is not an Ed25519 private key")
+        return key
+    key = Ed25519PrivateKey.generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return key
+
+
+class AuditLog:
+    def __init__(
+        self,
+        folder: Path,
+        key: Ed25519PrivateKey | None = None,
+        checkpoint_every: int = 1000,
+        checkpoint_ms: float = 1000.0,
+        max_segment_bytes: int = 64 * 1024 * 1024,
+        max_segment_seconds: float = 86400.0,
+    ) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.key = key
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_ms = checkpoint_ms
+        self.max_segment_bytes = max_segment_bytes
+        self.max_segment_seconds = max_segment_seconds
+        self._encoder = msgspec.json.Encoder()
+        self._prev = GENESIS
+        self._seq = 0
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        if key is not None:
+            pub = key.public_key()
+            self.key_id = key_id(pub)
+            pem = pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            (folder / "audit.pub").write_bytes(pem)
+        existing = segments(folder)
+        self.segment = existing[-1][0] if existing else 1
+        self.path = folder / segment_name(self.segment)
+        truncated = self._recover(existing[-1][1]) if existing else 0
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._size = os.fstat(self._fd).st_size
+        self._opened = time.time()
+        if truncated:
+            self.record("recovery", truncated_bytes=truncated, segment=self.path.name)
+
+    def _recover(self, path: Path) -> int:
+        """Find the chain head; cut a torn last record. Returns the bytes cut."""
+        data = path.read_bytes()
+        cut = 0
+        end = data.rfind(b"\n") + 1
+        if end != len(data):
+            cut = len(data) - end
+            data = data[:end]
+        lines = data.splitlines()
+        while lines:  # a complete line that is not valid JSON is torn too
             try:
-                rec = msgspec.json.decode(line)
+                last = msgspec.json.decode(lines[-1])
+                break
             except msgspec.DecodeError:
-                return False, f"{path.name}:{lineno}: record is not valid JSON"
-            if rec.get("prev") != prev:
-                return False, f"{path.name}:{lineno}: record seq {rec.get('seq')} does not chain to the previous record"
-            prev = hashlib.sha256(line).hexdigest()
-            count += 1
-    return True, f"{count} records, chain intact"
+                cut += len(lines[-1]) + 1
+                lines.pop()
+        else:
+            last = None
+        if cut:
+            with open(path, "r+b") as f:
+                f.truncate(sum(len(x) + 1 for x in lines))
+        if last is not None:
+            self._seq = int(last.get("seq", 0))
+            self._prev = hashlib.sha256(lines[-1]).hexdigest()
+        elif self.segment > 1:  # empty newest segment: continue from the previous one
+            prev_path = self.folder / segment_name(self.segment - 1)
+            if prev_path.exists():
+                prev_lines = prev_path.read_bytes().splitlines()
+                if prev_lines:
+                    self._seq = int(msgspec.json.decode(prev_lines[-1]).get("seq", 0))
+                    self._prev = hashlib.sha256(prev_lines[-1]).hexdigest()
+        return cut
+
+    # -- writing -----------------------------------------------------------------
+    def _write(self, kind: str, fields: dict[str, Any]) -> int:
+        seq = self._seq + 1
+        rec = {"seq": seq, "ts": _utc_us(time.time()), "kind": kind, **fields, "prev": self._prev}
+        line = self._encoder.encode(rec)
+        try:
+            n = os.write(self._fd, line + b"\n")
+        except OSError as exc:
+            raise AuditError(f"audit write failed: {exc.strerror}") from None
+        if n != len(line) + 1:
+            raise AuditError("audit write was short")
+        self._seq = seq
+        self._prev = hashlib.sha256(line).hexdigest()
+        self._size += n
+        return seq
+
+    def record(self, kind: str, **fields: Any) -> int:
+        """Append one record; returns its seq. Raises ``AuditError`` (the caller refuses)."""
+        seq = self._write(kind, fields)
+        self._since_checkpoint += 1
+        if self.key is not None and self._since_checkpoint >= self.checkpoint_every:
+            self.checkpoint()
+        if self._size >= self.max_segment_bytes or time.time() - self._opened >= self.max_segment_seconds:
+            self.rotate()
+        return seq
+
+    def checkpoint(self) -> None:
+        if self.key is None or self._since_checkpoint == 0:
+            return
+        head_seq, head = self._seq, self._prev
+        sig = base64.b64encode(self.key.sign(f"{head_seq}:{head}".encode())).decode()
+        self._write("checkpoint", {"head_seq": head_seq, "head": head, "key_id": self.key_id, "sig": sig})
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+
+    def tick(self) -> None:
+        """Time-based checkpoint (called from the gateway's watch loop)."""
+        if time.monotonic() - self._last_checkpoint >= self.checkpoint_ms / 1000:
+            try:
+                self.checkpoint()
+            except AuditError:
+                pass  # the next record() will fail loudly and refuse
+
+    def rotate(self) -> None:
+        self.checkpoint()
+        os.close(self._fd)
+        old = self.path.name
+        self.segment += 1
+        self.path = self.folder / segment_name(self.segment)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._size = 0
+        self._opened = time.time()
+        self._write("segment_start", {"segment": self.path.name, "previous_segment": old})
+
+    def close(self) -> None:
+        try:
+            self.checkpoint()
+        except AuditError:
+            pass
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
+
+
+# --- reading and verifying ----------------------------------------------------------
+
+
+@dataclass
+class Problem:
+    segment: str
+    line: int
+    seq: int | None
+    what: str
+
+    def __str__(self) -> str:
+        where = f"{self.segment} record {self.line}" + (f" (seq {self.seq})" if self.seq is not None else "")
+        return f"{where}: {self.what}"
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    records: int
+    last_checkpoint: int | None
+    problem: Problem | None
+
+    def summary(self) -> str:
+        if not self.ok:
+            return f"FAILED: {self.problem}"
+        cp = f"last checkpoint at seq {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint"
+        return f"{self.records} records, chain intact, {cp}"
+
+
+def iter_records(folder: Path) -> Iterator[tuple[str, int, bytes, dict[str, Any] | None]]:
+    """(segment name, line number, line bytes, decoded record or None) in order."""
+    for _, path in segments(folder):
+        data = path.read_bytes()
+        lines = data.split(b"\n")
+        torn = lines.pop() if lines else b""
+        for i, line in enumerate(lines, 1):
+            try:
+                yield path.name, i, line, msgspec.json.decode(line)
+            except msgspec.DecodeError:
+                yield path.name, i, line, None
+        if torn:
+            yield path.name, len(lines) + 1, torn, None
+
+
+def verify(folder: Path, pubkey: Ed25519PublicKey | None = None, progress: bool = False) -> VerifyResult:
+    """Walk every segment: JSON, seq continuity, hash chain, segment sequence, checkpoint signatures."""
+    segs = segments(folder)
+    prev = GENESIS
+    expected_seq = 1
+    count = 0
+    last_cp: int | None = None
+    if pubkey is None and (folder / "audit.pub").exists():
+        loaded = serialization.load_pem_public_key((folder / "audit.pub").read_bytes())
+        pubkey = loaded if isinstance(loaded, Ed25519PublicKey) else None
+    for idx, (num, path) in enumerate(segs):
+        if idx == 0 and num != 1:
+            return VerifyResult(False, count, last_cp, Problem(path.name, 0, None,
+                                                              f"segments before {path.name} are missing"))
+        if idx > 0 and num != segs[idx - 1][0] + 1:
+            return VerifyResult(False, count, last_cp, Problem(path.name, 0, None,
+                                f"gap between segments: {segment_name(segs[idx - 1][0] + 1)} is missing"))
+    for seg, line_no, line, rec in iter_records(folder):
+        if rec is None:
+            what = "truncated: the last record is incomplete" if not line.endswith(b"}") else "not valid JSON"
+            return VerifyResult(False, count, last_cp, Problem(seg, line_no, None, what))
+        seq = rec.get("seq")
+        if seq != expected_seq:
+            return VerifyResult(False, count, last_cp, Problem(seg, line_no, seq if isinstance(seq, int) else None,
+                                f"sequence gap or reorder: expected seq {expected_seq}, found {seq}"))
+        if rec.get("prev") != prev:
+            return VerifyResult(False, count, last_cp, Problem(seg, line_no, seq,
+                                "hash mismatch: prev does not match the SHA-256 of the previous record"))
+        if rec.get("kind") == "checkpoint":
+            if rec.get("head") != prev or rec.get("head_seq") != expected_seq - 1:
+                return VerifyResult(False, count, last_cp, Problem(seg, line_no, seq,
+                                    "checkpoint does not cover the record before it"))
+            if pubkey is not None:
+                try:
+                    pubkey.verify(base64.b64decode(str(rec.get("sig", ""))),
+                                  f"{rec.get('head_seq')}:{rec.get('head')}".encode())
+                except (InvalidSignature, ValueError):
+                    return VerifyResult(False, count, last_cp, Problem(seg, line_no, seq,
+                                        "bad checkpoint signature"))
+            last_cp = seq
+        prev = hashlib.sha256(line).hexdigest()
+        expected_seq += 1
+        count += 1
+        if progress and count % 100_000 == 0:
+            print(f"  {count} records verified ({seg})", flush=True)
+    return VerifyResult(True, count, last_cp, None)

@@ -128,6 +128,11 @@ class UsersConfig(_S, kw_only=True, forbid_unknown_fields=True):
 
 class AuditConfig(_S, kw_only=True, forbid_unknown_fields=True):
     dir: str
+    key: str | None = None  # Ed25519 signing key for checkpoints (default: state_dir/audit-signing.key, created)
+    checkpoint_every: int = 1000  # records
+    checkpoint_ms: float = 1000.0
+    max_segment_mb: float = 64.0
+    max_segment_hours: float = 24.0
 
 
 class GatewaySection(_S, kw_only=True, forbid_unknown_fields=True):

@@ -29,7 +29,7 @@ import structlog
 from cryptography import x509
 
 from . import tls
-from .audit import AuditError, AuditLog
+from .audit import AuditError, AuditLog, load_or_create_key
 from .client import load_signer
 from .config import Config, ConfigError, SessionConfigToml
 from .feeds import FeedError, JitGrants, KillSwitch, PostureFeed, Watched, read_json, write_json
@@ -117,7 +117,13 @@ class Gateway:
         self.cfg = cfg
         assert cfg.listen is not None and cfg.audit is not None
         self.state_dir = cfg.resolve(cfg.gateway.state_dir)
-        self.audit = AuditLog(cfg.resolve(cfg.audit.dir))
+        ac = cfg.audit
+        try:
+            audit_key = load_or_create_key(cfg.resolve(ac.key) if ac.key else self.state_dir / "audit-signing.key")
+        except (AuditError, ValueError, OSError) as exc:
+            raise ConfigError(cfg.path, "audit.key", str(exc)) from None
+        self.audit = AuditLog(cfg.resolve(ac.dir), audit_key, ac.checkpoint_every, ac.checkpoint_ms,
+                              int(ac.max_segment_mb * 1024 * 1024), ac.max_segment_hours * 3600)
         self.guard = Guard(cfg)
         self.outbound_signer: Signer | None = None
         if cfg.gateway.signing_key:
@@ -523,6 +529,7 @@ class Gateway:
         while not self.stopping:
             await asyncio.sleep(fast)
             mono = time.monotonic()
+            self.audit.tick()
             changed = self._reload_feeds()
             policy_before = self.policy
             self._reload_policy()

@@ -1,0 +1,148 @@
+"""Audit stream: segments, chain, checkpoints; verify names every kind of tampering."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.audit import AuditLog, segments, verify
+from tests.harness import ROOT
+
+
+def make(folder: Path, n: int = 30, key: Ed25519PrivateKey | None = None, **kw: object) -> Ed25519PrivateKey:
+    key = key or Ed25519PrivateKey.generate()
+    log = AuditLog(folder, key, **kw)  # type: ignore[arg-type]
+    for i in range(n):
+        log.record("decision", n=i, decision="allow", identity="spiffe://fixgw.dev/client/a")
+    log.close()
+    return key
+
+
+def lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines()
+
+
+def test_an_untouched_log_verifies_with_checkpoints(tmp_path: Path) -> None:
+    key = make(tmp_path, 25, checkpoint_every=10)
+    r = verify(tmp_path, key.public_key())
+    assert r.ok and r.records == 25 + 3 and r.last_checkpoint is not None, r.summary()
+    assert "chain intact" in r.summary() and "last checkpoint" in r.summary()
+
+
+def test_rotation_carries_the_chain_across_segments(tmp_path: Path) -> None:
+    key = make(tmp_path, 60, max_segment_bytes=2000)
+    segs = segments(tmp_path)
+    assert len(segs) >= 3
+    first = json.loads(lines(segs[1][1])[0])
+    assert first["kind"] == "segment_start" and first["previous_segment"] == segs[0][1].name
+    assert verify(tmp_path, key.public_key()).ok
+
+
+def test_one_changed_byte_is_a_hash_mismatch(tmp_path: Path) -> None:
+    make(tmp_path)
+    p = segments(tmp_path)[0][1]
+    p.write_bytes(p.read_bytes().replace(b'"n":7,', b'"n":8,', 1))
+    r = verify(tmp_path)
+    assert not r.ok and r.problem is not None
+    assert r.problem.line == 9 and "hash mismatch" in r.problem.what  # the record after the edited one
+
+
+def test_a_deleted_record_is_a_sequence_gap(tmp_path: Path) -> None:
+    make(tmp_path)
+    p = segments(tmp_path)[0][1]
+    ls = lines(p)
+    p.write_bytes(b"\n".join(ls[:5] + ls[6:]) + b"\n")
+    r = verify(tmp_path)
+    assert not r.ok and "expected seq 6, found 7" in r.problem.what  # type: ignore[union-attr]
+
+
+def test_swapped_records_are_caught(tmp_path: Path) -> None:
+    make(tmp_path)
+    p = segments(tmp_path)[0][1]
+    ls = lines(p)
+    ls[3], ls[4] = ls[4], ls[3]
+    p.write_bytes(b"\n".join(ls) + b"\n")
+    r = verify(tmp_path)
+    assert not r.ok and r.problem.line == 4  # type: ignore[union-attr]
+
+
+def test_a_truncated_segment_is_caught_at_the_next_segment(tmp_path: Path) -> None:
+    make(tmp_path, 60, max_segment_bytes=2000)
+    p = segments(tmp_path)[0][1]
+    ls = lines(p)
+    p.write_bytes(b"\n".join(ls[:-2]) + b"\n")
+    r = verify(tmp_path)
+    assert not r.ok and r.problem.segment == segments(tmp_path)[1][1].name  # type: ignore[union-attr]
+
+
+def test_a_torn_last_record_is_reported_as_truncation(tmp_path: Path) -> None:
+    make(tmp_path)
+    p = segments(tmp_path)[0][1]
+    p.write_bytes(p.read_bytes()[:-25])
+    r = verify(tmp_path)
+    assert not r.ok and "truncated" in r.problem.what  # type: ignore[union-attr]
+
+
+def test_a_dropped_segment_is_a_gap_between_segments(tmp_path: Path) -> None:
+    make(tmp_path, 60, max_segment_bytes=2000)
+    segments(tmp_path)[1][1].unlink()
+    r = verify(tmp_path)
+    assert not r.ok and "gap between segments" in r.problem.what  # type: ignore[union-attr]
+
+
+def test_a_forged_checkpoint_fails_with_the_real_public_key(tmp_path: Path) -> None:
+    real = make(tmp_path, 25, checkpoint_every=10)
+    # an attacker rewrites the whole folder with their own key: the chain is consistent again...
+    for _, p in segments(tmp_path):
+        p.unlink()
+    make(tmp_path, 25, checkpoint_every=10)
+    assert verify(tmp_path).ok  # ...and verifies against the exported (replaced) audit.pub
+    r = verify(tmp_path, real.public_key())  # but not against the key the auditor holds
+    assert not r.ok and "bad checkpoint signature" in r.problem.what  # type: ignore[union-attr]
+
+
+def test_after_a_crash_the_torn_record_is_cut_recorded_and_the_chain_continues(tmp_path: Path) -> None:
+    key = make(tmp_path, 10)
+    p = segments(tmp_path)[0][1]
+    p.write_bytes(p.read_bytes() + b'{"seq":99,"ts":"2026-')  # SIGKILL mid-write
+    log = AuditLog(tmp_path, key)
+    log.record("decision", n=100)
+    log.close()
+    recs = [json.loads(x) for x in lines(p)]
+    recovery = [r for r in recs if r["kind"] == "recovery"]
+    assert recovery and recovery[0]["truncated_bytes"] == len(b'{"seq":99,"ts":"2026-')
+    assert verify(tmp_path, key.public_key()).ok
+
+
+def test_audit_cli_verify_query_and_tail(tmp_path: Path) -> None:
+    make(tmp_path / "a", 12, checkpoint_every=5)
+    run = [sys.executable, "-m", "gateway", "audit"]
+    v = subprocess.run([*run, "verify", str(tmp_path / "a"), "--pubkey", str(tmp_path / "a" / "audit.pub")],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert v.returncode == 0 and "chain intact" in v.stdout
+    q = subprocess.run([*run, "query", str(tmp_path / "a"), "--kind", "decision", "--format", "json"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert q.returncode == 0 and len(q.stdout.splitlines()) == 12
+    c = subprocess.run([*run, "query", str(tmp_path / "a"), "--kind", "checkpoint", "--format", "csv"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert c.stdout.splitlines()[0].startswith("seq,ts,kind") and len(c.stdout.splitlines()) == 1 + 3
+    t = subprocess.run([*run, "tail", str(tmp_path / "a"), "-n", "3"], cwd=ROOT, capture_output=True, text=True)
+    assert t.returncode == 0 and len(t.stdout.splitlines()) == 3
+    p = segments(tmp_path / "a")[0][1]
+    p.write_bytes(p.read_bytes().replace(b'"n":3,', b'"n":4,', 1))
+    bad = subprocess.run([*run, "verify", str(tmp_path / "a")], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 1 and "audit-000001.jsonl record 5" in bad.stdout and "hash mismatch" in bad.stdout
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_record_reaches_the_os_before_returning(tmp_path: Path, n: int) -> None:
+    log = AuditLog(tmp_path, Ed25519PrivateKey.generate())
+    for i in range(n):
+        log.record("decision", n=i)
+        assert len(lines(segments(tmp_path)[0][1])) == i + 1  # visible to another reader at once
+    log.close()
