@@ -10,7 +10,9 @@ the client-leg ``Session``.  Application messages go to
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from .proxy import Gateway, Route
 
 log = structlog.get_logger("fixgw.client_leg")
+_PASSWORD_RE = re.compile(rb"(^|\x01)554=[^\x01]*\x01")
 
 
 class TLSConnection(asyncio.Protocol):
@@ -236,6 +239,8 @@ class ClientProtocol(SessionProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self.session is not None:
+            if self.full_capture:
+                self._capture("in", data)
             self.session.receive_data(data, time.time())
             self.pump()
             return
@@ -369,6 +374,17 @@ class ClientProtocol(SessionProtocol):
             self.gw._audit_safe("logout", session=route.name, reason=event.reason, by_peer=event.by_peer)
         elif isinstance(event, Disconnected):
             self._release()
+
+    def on_frames_out(self, frames: list[bytes]) -> None:
+        if self.full_capture:
+            self._capture("out", b"".join(frames))
+
+    def _capture(self, direction: str, data: bytes) -> None:
+        """Full capture: the session's bytes verbatim (base64) — Password(554) values redacted."""
+        data = _PASSWORD_RE.sub(b"\\g<1>554=REDACTED\x01", data)
+        self.gw._audit_safe("capture", session=self.route.name if self.route else None,
+                            identity=self.identity.id if self.identity else None, direction=direction,
+                            data=base64.b64encode(data).decode())
 
     def revoke(self, reason: str, now: float) -> None:
         """Identity or certificate no longer good: Logout with the reason, then close now."""

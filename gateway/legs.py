@@ -71,6 +71,9 @@ class SessionProtocol(asyncio.Protocol):
     def on_closed(self, exc: Exception | None) -> None:  # pragma: no cover - overridden
         pass
 
+    def on_frames_out(self, frames: list[bytes]) -> None:
+        """Frames about to be written (full capture hooks in here)."""
+
     # -- driving the session ----------------------------------------------------
     def pump(self) -> None:
         """Write what the session produced, hand over its events, re-arm the timer."""
@@ -81,6 +84,7 @@ class SessionProtocol(asyncio.Protocol):
         for _ in range(1000):
             frames = s.frames_to_send()
             if frames and self.transport is not None and not self._closed:
+                self.on_frames_out(frames)
                 self.transport.writelines(frames)
             events = s.events()
             if not events:
@@ -93,6 +97,7 @@ class SessionProtocol(asyncio.Protocol):
             if disconnect:
                 frames = s.frames_to_send()
                 if frames and self.transport is not None and not self._closed:
+                    self.on_frames_out(frames)
                     self.transport.writelines(frames)
                 self.close_transport()
                 return

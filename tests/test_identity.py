@@ -412,3 +412,13 @@ def test_secrets_file_readable_by_others_stops_the_gateway(tmp_path: Path) -> No
 
     with pytest.raises(ConfigError, match="chmod 600"):
         MFA(tmp_path / "u.toml", tmp_path / "s.secrets", None)
+
+
+def test_no_password_totp_code_key_or_secret_appears_in_any_audit_record(world: World) -> None:
+    audit = (world.tmp / "state" / "audit").glob("audit-*.jsonl")
+    text = "".join(p.read_text() for p in audit)
+    secrets = [*PASSWORDS.values(), *world.totp.values(),  # type: ignore[attr-defined]
+               (world.keys / "hm.hmac").read_text().strip(), "PRIVATE KEY"]
+    secrets += [line for line in (world.keys / "ed.key").read_text().splitlines() if "---" not in line]
+    leaked = [s for s in secrets if s and s in text]
+    assert not leaked, f"secret material in the audit stream: {leaked}"

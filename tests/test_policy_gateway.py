@@ -185,6 +185,18 @@ def test_row6_it_admin_system_configuration_needs_jit_mfa_and_gets_full_capture(
     d = last_decision(world, "ADMIN/FIXGW")
     assert d["decision"] == "allow" and {"jit", "mfa", "full_capture"} <= set(d["controls"])  # type: ignore[arg-type]
     assert any(r["kind"] == "full_capture_on" for r in world.audit())
+    c.send("1", [(112, "SECRETTRY"), (554, "not-a-real-password")])  # from now on every byte is kept
+    assert c.recv_type(b"3").get(371) == b"554"  # (554 is not defined for TestRequest)
+    c.send("1", [(112, "CAPTURED")])
+    assert c.recv_type(b"0").get(112) == b"CAPTURED"
+    time.sleep(0.1)
+    import base64
+
+    caps = [(r["direction"], base64.b64decode(str(r["data"]))) for r in world.audit()
+            if r["kind"] == "capture" and str(r.get("session", "")).startswith("FIX.4.4/ADMIN")]
+    assert any(d == "in" and b"112=CAPTURED" in b for d, b in caps)
+    assert any(d == "out" and b"35=0" in b and b"112=CAPTURED" in b for d, b in caps)
+    assert not any(b"not-a-real-password" in b for _, b in caps)  # Password(554) is redacted
 
 
 def test_row7_trader_create_rfq_public_wifi_non_compliant_is_denied(world: World) -> None:
