@@ -616,10 +616,15 @@ class Gateway:
             if kind in self.anomaly.settings.kill_on:
                 self.trip_kill_switch(ident.id, f"anomaly {kind}: {detail}")
         # 3. kill switch, policy, then pre-trade risk
+        t0 = time.perf_counter_ns()
         verdict = self.decide(conn, msg, now, "outbound")
         if verdict.allowed and verdict.outcome == "allow":
             verdict = self.risk_check(ident.id, msg, now) or verdict
+        decide_us = (time.perf_counter_ns() - t0) // 1000
         up = route.upstream
+        up_session = up.protocol.session if up.protocol is not None else None
+        # the exchange-leg MsgSeqNum this message will carry if it goes on
+        up_seq = up_session.store.next_sender_seq() if up_session is not None and up.logged_on else None
         try:
             self.audit.record(
                 "decision",
@@ -634,6 +639,9 @@ class Gateway:
                 session=route.name,
                 msg_type=msg.msg_type.decode("latin-1"),
                 client_seq=msg.seq_num,
+                upstream_seq=up_seq if verdict.allowed else None,
+                decide_us=decide_us,
+                roles=list(ident.roles),
                 cl_ord_id=_s(msg.get(T.ClOrdID)),
                 symbol=_s(msg.get(T.Symbol)),
                 side=_s(msg.get(T.Side)),
