@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all demo test test-fast lint typecheck bench bench-codec bench-signatures bench-policy bench-posture certs clean system-deps
+.PHONY: all demo test test-fast soak lint typecheck bench bench-codec bench-signatures bench-policy bench-posture certs clean system-deps
 
 all: test
 
@@ -34,6 +34,10 @@ test: $(STAMP) system-deps lint typecheck
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m 'not conformance and not interop'
+
+# long runs, not part of `make test`
+soak: $(STAMP)
+	FIXGW_CRASH_CYCLES=50 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_crash.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway tests bench examples

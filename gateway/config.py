@@ -158,6 +158,7 @@ class ExchangeSimConfig(_S, kw_only=True, forbid_unknown_fields=True):
     reset_on_logon: bool = True
     validate: bool = True
     rest_symbols: list[str] = []  # fill mode: orders in these symbols rest (New, no fill) until cancelled
+    journal: str | None = None  # append "<session> <MsgType> <ClOrdID>" per received application message
 
 
 class PolicySection(_S, kw_only=True, forbid_unknown_fields=True):

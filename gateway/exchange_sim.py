@@ -239,6 +239,11 @@ class SimProtocol(SessionProtocol):
         if self.entry is None or self.session is None:
             return
         if isinstance(event, AppMessageReceived):
+            if self.sim.journal is not None:
+                m = event.message
+                self.sim.journal.write(b"%s %s %s\n" % (m.get(T.SenderCompID) or b"-", m.msg_type,
+                                                        m.get(T.ClOrdID) or b"-"))
+                self.sim.journal.flush()
             app = self.entry.app
             if isinstance(app, FillApp):
                 from .fix.utctime import format_utc_timestamp
@@ -304,6 +309,7 @@ class ExchangeSim:
             )
             self.sessions[key] = SimSession(config, store, app)
         self.server: asyncio.AbstractServer | None = None
+        self.journal = open(cfg.resolve(self.sim.journal), "ab") if self.sim.journal else None  # noqa: SIM115
 
     async def start(self) -> None:
         ctx = None
