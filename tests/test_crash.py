@@ -34,7 +34,7 @@ def test_sigkill_under_load_keeps_the_chain_and_every_forwarded_order_has_its_al
             c.logon(reset=True)
             stop = threading.Event()
 
-            def load(c: FixClient = c, cycle: int = cycle) -> None:
+            def load(c: FixClient = c, cycle: int = cycle, stop: threading.Event = stop) -> None:
                 i = 0
                 while not stop.is_set():
                     try:
