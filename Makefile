@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all demo test test-fast soak lint typecheck bench bench-codec bench-signatures bench-policy bench-posture certs clean system-deps
+.PHONY: all demo test test-fast soak lint typecheck bench bench-codec bench-signatures bench-policy bench-posture bench-audit certs clean system-deps
 
 all: test
 
@@ -45,7 +45,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-bench: bench-codec bench-signatures bench-policy bench-posture
+bench: bench-codec bench-signatures bench-policy bench-posture bench-audit
 
 bench-codec: $(STAMP)
 	$(BIN)/python -m bench.codec
@@ -58,6 +58,9 @@ bench-policy: $(STAMP)
 
 bench-posture: $(STAMP)
 	$(BIN)/python -m bench.posture
+
+bench-audit: $(STAMP)
+	$(BIN)/python -m bench.audit
 
 # Debian packages the tests need: QuickFIX (the interop peer) and a C++ compiler.
 system-deps:

@@ -1,5 +1,5 @@
-"""``python -m bench`` — runs the benchmarks that exist so far (codec, signatures, policy, posture)."""
+"""``python -m bench`` — runs the benchmarks that exist so far (codec, signatures, policy, audit, posture)."""
 
-from bench import codec, policy, posture, signatures
+from bench import audit, codec, policy, posture, signatures
 
-raise SystemExit(codec.main([]) or signatures.main([]) or policy.main([]) or posture.main([]))
+raise SystemExit(codec.main([]) or signatures.main([]) or policy.main([]) or audit.main([]) or posture.main([]))

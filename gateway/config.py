@@ -133,6 +133,9 @@ class AuditConfig(_S, kw_only=True, forbid_unknown_fields=True):
     checkpoint_ms: float = 1000.0
     max_segment_mb: float = 64.0
     max_segment_hours: float = 24.0
+    # write: each record reaches the OS before its message is forwarded (survives a gateway crash);
+    # fsync: forwarded once a group commit (one fsync per batch) made it durable (survives power loss)
+    durability: Literal["write", "fsync"] = "write"
 
 
 class GatewaySection(_S, kw_only=True, forbid_unknown_fields=True):

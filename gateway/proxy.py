@@ -20,7 +20,8 @@ import asyncio
 import ipaddress
 import ssl
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +30,7 @@ import structlog
 from cryptography import x509
 
 from . import tls
-from .audit import AuditError, AuditLog, load_or_create_key
+from .audit import AuditError, AuditLog, GroupCommit, load_or_create_key
 from .client import load_signer
 from .config import Config, ConfigError, SessionConfigToml
 from .feeds import FeedError, JitGrants, KillSwitch, PostureFeed, Watched, read_json, write_json
@@ -154,6 +155,8 @@ class Gateway:
             raise ConfigError(cfg.path, "revocation", str(exc)) from None
         self._watch_task: asyncio.Task[None] | None = None
         self.admin: AdminAPI | None = None
+        self.commit: GroupCommit | None = None  # fsync durability (started with the loop)
+        self._pending: deque[tuple[int, Callable[[], None]]] = deque()
         # policy and the context that changes while sessions live
         self.policy: Policy | None = None
         self.policy_spec: PolicySpec | None = None
@@ -263,6 +266,11 @@ class Gateway:
         for route in self.routes.values():
             route.upstream.start()
         self._watch_task = loop.create_task(self._watch())
+        if self.cfg.audit is not None and self.cfg.audit.durability == "fsync":
+            def durable(seq: int) -> None:  # called on the commit thread
+                loop.call_soon_threadsafe(self._on_durable, seq)
+
+            self.commit = GroupCommit(self.audit, durable)
         if self.cfg.admin is not None:
             from .admin import AdminAPI
 
@@ -573,6 +581,8 @@ class Gateway:
         for route in self.routes.values():
             route.upstream.abort()
         self._audit_safe("gateway_stopped")
+        if self.commit is not None:
+            self.commit.close()
         for route in self.routes.values():
             route.client_store.close()
             route.upstream.store.close()
@@ -626,7 +636,7 @@ class Gateway:
         # the exchange-leg MsgSeqNum this message will carry if it goes on
         up_seq = up_session.store.next_sender_seq() if up_session is not None and up.logged_on else None
         try:
-            self.audit.record(
+            audit_seq = self.audit.record(
                 "decision",
                 direction="outbound",
                 decision=verdict.outcome,
@@ -658,6 +668,34 @@ class Gateway:
         if not verdict.allowed:
             self.metrics.refusals.labels(verdict.rule_ids[0] if verdict.rule_ids else "?").inc()
             self.refuse_decision(conn, msg, verdict, now)
+            return
+        self.after_durable(audit_seq, lambda: self._forward(route, conn, msg, time.time()))
+
+    def after_durable(self, seq: int, action: Callable[[], None]) -> None:
+        """Run ``action`` once the audit record ``seq`` is durable in the configured mode.
+
+        ``write``: the record is already in the OS, run now.  ``fsync``: queue it
+        (FIFO, so per-session order holds) until the group commit covers ``seq``.
+        """
+        if self.commit is None or self.commit.durable_seq >= seq:
+            action()
+            return
+        self._pending.append((seq, action))
+        self.commit.request()
+
+    def _on_durable(self, seq: int) -> None:
+        while self._pending and self._pending[0][0] <= seq:
+            _, action = self._pending.popleft()
+            action()
+
+    def _forward(self, route: Route, conn: ClientProtocol, msg: Message, now: float) -> None:
+        """Carry an allowed (and audited) application message to the exchange leg."""
+        assert conn.session is not None and conn.identity is not None
+        ident = conn.identity
+        up = route.upstream
+        if conn.session.closed:
+            self._audit_safe("forward_dropped", session=route.name, client_seq=msg.seq_num,
+                             reason="client session ended before the record was durable")
             return
         if not up.logged_on:
             if route.cfg.on_exchange_down == "logout":
@@ -691,6 +729,7 @@ class Gateway:
         up.protocol.pump()
 
     def exchange_to_client(self, route: Route, msg: Message, header_tags: frozenset[int], now: float) -> None:
+        """Carry an application message from the exchange to the client leg (policy, audit first)."""
         header, body = split_for_carry(msg, header_tags)
         if msg.msg_type == T.MT_BUSINESS_MESSAGE_REJECT:
             body = [
@@ -716,7 +755,7 @@ class Gateway:
         if conn is not None and conn.session is not None and conn.session.is_logged_on and conn.identity:
             d = self.decide(conn, msg, now, "inbound")
             try:  # the decision record goes to the audit stream before delivery (fail closed)
-                self.audit.record(
+                inbound_seq = self.audit.record(
                     "decision", direction="inbound", decision=d.outcome, rules=list(d.rule_ids),
                     identity=conn.identity.id, session=route.name, msg_type=_s(msg.msg_type),
                     upstream_seq=msg.seq_num, cl_ord_id=_s(msg.get(T.ClOrdID)),
@@ -729,8 +768,16 @@ class Gateway:
             self.metrics.decision("inbound", d.outcome)
             if not d.allowed:
                 return
-            conn.session.send_app(msg.msg_type, body, now, header)
-            conn.pump()
+
+            def deliver(conn: ClientProtocol = conn) -> None:
+                if conn.session is not None and conn.session.is_logged_on:
+                    conn.session.send_app(msg.msg_type, body, time.time(), header)
+                    conn.pump()
+                else:  # the client left meanwhile: keep it for its next Logon
+                    assert route.offline is not None
+                    route.offline.store_app(msg.msg_type, body, time.time(), header)
+
+            self.after_durable(inbound_seq, deliver)
             return
         assert route.offline is not None
         stored = route.offline.store_app(msg.msg_type, body, now, header)

@@ -146,3 +146,57 @@ def test_record_reaches_the_os_before_returning(tmp_path: Path, n: int) -> None:
         log.record("decision", n=i)
         assert len(lines(segments(tmp_path)[0][1])) == i + 1  # visible to another reader at once
     log.close()
+
+
+def test_group_commit_reports_durability_for_a_whole_batch(tmp_path: Path) -> None:
+    import threading
+
+    from gateway.audit import GroupCommit
+
+    log = AuditLog(tmp_path, Ed25519PrivateKey.generate())
+    seen: list[int] = []
+    done = threading.Event()
+
+    def durable(seq: int) -> None:
+        seen.append(seq)
+        if seq >= 50:
+            done.set()
+
+    commit = GroupCommit(log, durable)
+    for i in range(50):
+        log.record("decision", n=i)
+        commit.request()
+    assert done.wait(5)
+    assert seen == sorted(seen) and seen[-1] == 50 and len(seen) <= 50  # batches share fsyncs
+    commit.close()
+    log.close()
+
+
+def test_gateway_in_fsync_mode_forwards_after_the_group_commit(tmp_path: Path) -> None:
+    import time as _time
+
+    from tests import harness
+    from tests.harness import FixClient, client_ssl
+
+    certs = harness.make_pki(tmp_path / "certs")
+    gw_port, sim_port = harness.free_port(), harness.free_port()
+    cfg = harness.trading_config(tmp_path, certs, gw_port, sim_port, reset_on_logon=True)
+    cfg.write_text(cfg.read_text().replace(f'dir = "{tmp_path}/state/audit"',
+                                           f'dir = "{tmp_path}/state/audit"\ndurability = "fsync"'))
+    sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp_path / "sim.log", sim_port)
+    gw = harness.start(["run", "--config", str(cfg)], tmp_path / "gw.log", gw_port)
+    try:
+        _time.sleep(0.3)
+        c = FixClient(gw_port, client_ssl(certs, "algo1"), "ALGO1")
+        c.logon(reset=True)
+        for i in range(20):
+            c.send("D", [(11, f"F{i}"), (21, "1"), (38, "10"), (40, "2"), (44, "10"), (54, "1"), (55, "INTC"),
+                         (60, "20240101-00:00:00")])
+        fills = 0
+        while fills < 20:
+            if c.recv_type(b"8").get(150) == b"F":
+                fills += 1
+    finally:
+        gw.stop()
+        sim.stop()
+    assert verify(tmp_path / "state" / "audit").ok

@@ -43,3 +43,11 @@ def test_posture_bench_runs_end_to_end(tmp_path: Path) -> None:
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr + r.stdout
     assert json.loads(out.read_text())["rounds"] == 2
+
+
+def test_audit_bench_runs_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "audit.json"
+    r = subprocess.run([sys.executable, "-m", "bench.audit", "--n", "300", "--json", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert [row["mode"] for row in json.loads(out.read_text())["rows"]][0] == "write"
