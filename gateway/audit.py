@@ -160,6 +160,7 @@ class AuditLog:
         self.max_segment_bytes = max_segment_bytes
         self.max_segment_seconds = max_segment_seconds
         self._encoder = msgspec.json.Encoder()
+        self.fault_file: Path | None = None
         self._prev = GENESIS
         self._seq = 0
         self._since_checkpoint = 0
@@ -222,6 +223,8 @@ class AuditLog:
 
     # -- writing -----------------------------------------------------------------
     def _write(self, kind: str, fields: dict[str, Any]) -> int:
+        if self.fault_file is not None and self.fault_file.exists():  # drills: an injected full disk
+            raise AuditError("audit write failed: No space left on device (injected)")
         seq = self._seq + 1
         rec = {"seq": seq, "ts": _utc_us(time.time()), "kind": kind, **fields, "prev": self._prev}
         line = self._encoder.encode(rec)

@@ -136,6 +136,10 @@ class AuditConfig(_S, kw_only=True, forbid_unknown_fields=True):
     # write: each record reaches the OS before its message is forwarded (survives a gateway crash);
     # fsync: forwarded once a group commit (one fsync per batch) made it durable (survives power loss)
     durability: Literal["write", "fsync"] = "write"
+    # while the audit stream cannot write: "refuse" every message (default) or "allow" cancels,
+    # whose decision records are kept in memory and written when the stream recovers
+    cancels_when_unavailable: Literal["refuse", "allow"] = "refuse"
+    inject_enospc_if_exists: str | None = None  # drills and tests: writes fail while this file exists
 
 
 class GatewaySection(_S, kw_only=True, forbid_unknown_fields=True):

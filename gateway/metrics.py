@@ -20,6 +20,8 @@ class Metrics:
         self.refusals = Counter("fixgw_refusals_total", "Refusals by rule or check", ["rule"],
                                 registry=self.registry)
         self.policy_rules = Gauge("fixgw_policy_rules", "Rules in the loaded policy", registry=self.registry)
+        self.audit_failures = Counter("fixgw_audit_write_failures_total", "Audit records that could not be written",
+                                      registry=self.registry)
         self._decision_children: dict[tuple[str, str], object] = {}
 
     def decision(self, direction: str, outcome: str) -> None:

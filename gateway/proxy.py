@@ -67,6 +67,8 @@ log = structlog.get_logger("fixgw.proxy")
 SEQ_MAP_SIZE = 100_000
 #: New orders: what the kill switch blocks and what gets an ExecutionReport(8) refusal.
 ORDER_TYPES = frozenset({T.MT_NEW_ORDER_SINGLE, T.MT_ORDER_CANCEL_REPLACE_REQUEST})
+#: Cancels: allowed through a kill switch, and optionally through an audit outage.
+CANCEL_TYPES = frozenset({T.MT_ORDER_CANCEL_REQUEST, b"q"})
 #: What a read-only session may never send.
 WRITE_TYPES = ORDER_TYPES | {T.MT_ORDER_CANCEL_REQUEST, b"q", T.MT_QUOTE_REQUEST, b"BE"}
 
@@ -125,6 +127,11 @@ class Gateway:
             raise ConfigError(cfg.path, "audit.key", str(exc)) from None
         self.audit = AuditLog(cfg.resolve(ac.dir), audit_key, ac.checkpoint_every, ac.checkpoint_ms,
                               int(ac.max_segment_mb * 1024 * 1024), ac.max_segment_hours * 3600)
+        if ac.inject_enospc_if_exists:
+            self.audit.fault_file = cfg.resolve(ac.inject_enospc_if_exists)
+        self.audit_outage: dict[str, Any] | None = None  # since when writes fail, what was refused
+        self._late_records: list[tuple[str, dict[str, Any]]] = []  # cancels let through during an outage
+        self._held: list[Callable[[], None]] = []  # exchange messages waiting for the stream to recover
         self.guard = Guard(cfg)
         self.outbound_signer: Signer | None = None
         if cfg.gateway.signing_key:
@@ -537,6 +544,8 @@ class Gateway:
         while not self.stopping:
             await asyncio.sleep(fast)
             mono = time.monotonic()
+            if self.audit_outage is not None:  # probe: recovery should not wait for traffic
+                self._audit_safe("audit_probe", outage_since=_iso(self.audit_outage["since"]))
             self.audit.tick()
             changed = self._reload_feeds()
             policy_before = self.policy
@@ -590,11 +599,36 @@ class Gateway:
 
     def _audit_safe(self, kind: str, **fields: Any) -> bool:
         try:
-            self.audit.record(kind, **fields)
+            self.audit_record(kind, **fields)
             return True
         except AuditError as exc:
             log.error("audit_failed", kind=kind, error=str(exc))
             return False
+
+    def audit_record(self, kind: str, **fields: Any) -> int:
+        """Append through the outage tracker: a failure starts an outage (alert in logs and metrics);
+        the first success after it writes the held records and an ``audit_outage`` alert record."""
+        try:
+            seq = self.audit.record(kind, **fields)
+        except AuditError as exc:
+            if self.audit_outage is None:
+                self.audit_outage = {"since": time.time(), "error": str(exc), "refused": 0, "late": 0}
+                log.error("audit_outage_started", error=str(exc))
+            self.metrics.audit_failures.inc()
+            raise
+        if self.audit_outage is not None:
+            outage, self.audit_outage = self.audit_outage, None
+            late, self._late_records = self._late_records, []
+            for k, f in late:
+                self.audit.record(k, **f, written_late=True)
+            held, self._held = self._held, []
+            self.audit.record("alert", what="audit stream was unavailable; service resumed",
+                              error=outage["error"], seconds=round(time.time() - outage["since"], 3),
+                              refused=outage["refused"], late_records=len(late), held_inbound=len(held))
+            log.warning("audit_outage_ended", refused=outage["refused"], late_records=len(late))
+            for deliver in held:  # exchange messages that waited, in arrival order
+                deliver()
+        return seq
 
     # -- crossing legs -----------------------------------------------------------
     def client_to_exchange(self, route: Route, conn: ClientProtocol, msg: Message, now: float) -> None:
@@ -636,7 +670,7 @@ class Gateway:
         # the exchange-leg MsgSeqNum this message will carry if it goes on
         up_seq = up_session.store.next_sender_seq() if up_session is not None and up.logged_on else None
         try:
-            audit_seq = self.audit.record(
+            audit_seq = self.audit_record(
                 "decision",
                 direction="outbound",
                 decision=verdict.outcome,
@@ -662,7 +696,24 @@ class Gateway:
                 signature=_s(msg.get(T.Signature)),  # kept so non-repudiation survives
             )
         except AuditError as exc:
-            self._refuse(conn, msg, T.BRR_APPLICATION_NOT_AVAILABLE, f"refused: audit stream unavailable ({exc})", now)
+            assert self.cfg.audit is not None
+            if (self.cfg.audit.cancels_when_unavailable == "allow" and verdict.allowed
+                    and msg.msg_type in CANCEL_TYPES):
+                # risk reduction: the cancel goes on, its record is written when the stream recovers
+                decision_fields: dict[str, Any] = {"direction": "outbound", "decision": verdict.outcome,
+                                   "rules": list(verdict.rule_ids), "identity": ident.id, "session": route.name,
+                                   "msg_type": _s(msg.msg_type),
+                                   "client_seq": msg.seq_num, "cl_ord_id": _s(msg.get(T.ClOrdID)),
+                                   "orig_cl_ord_id": _s(msg.get(T.OrigClOrdID))}
+                self._late_records.append(("decision", decision_fields))
+                if self.audit_outage is not None:
+                    self.audit_outage["late"] += 1
+                self._forward(route, conn, msg, now)
+                return
+            if self.audit_outage is not None:
+                self.audit_outage["refused"] += 1
+            self._refuse(conn, msg, T.BRR_APPLICATION_NOT_AVAILABLE,
+                         f"refused: the audit stream cannot record it ({exc}); nothing crosses unrecorded", now)
             return
         self.metrics.decision("outbound", verdict.outcome)
         if not verdict.allowed:
@@ -755,7 +806,7 @@ class Gateway:
         if conn is not None and conn.session is not None and conn.session.is_logged_on and conn.identity:
             d = self.decide(conn, msg, now, "inbound")
             try:  # the decision record goes to the audit stream before delivery (fail closed)
-                inbound_seq = self.audit.record(
+                inbound_seq = self.audit_record(
                     "decision", direction="inbound", decision=d.outcome, rules=list(d.rule_ids),
                     identity=conn.identity.id, session=route.name, msg_type=_s(msg.msg_type),
                     upstream_seq=msg.seq_num, cl_ord_id=_s(msg.get(T.ClOrdID)),
@@ -763,7 +814,9 @@ class Gateway:
                     symbol=_s(msg.get(T.Symbol)), last_qty=_s(msg.get(T.LastQty)), last_px=_s(msg.get(T.LastPx)),
                 )
             except AuditError as exc:
-                log.error("inbound_not_delivered", session=route.name, error=str(exc))
+                # never delivered unrecorded, never dropped: held until the stream writes again
+                log.error("inbound_held", session=route.name, error=str(exc))
+                self._held.append(lambda: self.exchange_to_client(route, msg, header_tags, time.time()))
                 return
             self.metrics.decision("inbound", d.outcome)
             if not d.allowed:
@@ -835,6 +888,10 @@ class Gateway:
         body.append((T.BusinessRejectReason, b"%d" % reason))
         conn.session.send_app(T.MT_BUSINESS_MESSAGE_REJECT, body, now)
         conn.pump()
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def _s(v: bytes | None) -> str | None:

@@ -200,3 +200,50 @@ def test_gateway_in_fsync_mode_forwards_after_the_group_commit(tmp_path: Path) -
         gw.stop()
         sim.stop()
     assert verify(tmp_path / "state" / "audit").ok
+
+
+def test_a_full_disk_refuses_new_orders_lets_cancels_through_and_recovers(tmp_path: Path) -> None:
+    import time as _time
+
+    from tests import harness
+    from tests.harness import FixClient, client_ssl
+
+    certs = harness.make_pki(tmp_path / "certs")
+    gw_port, sim_port = harness.free_port(), harness.free_port()
+    full = tmp_path / "disk-full"
+    cfg = harness.trading_config(tmp_path, certs, gw_port, sim_port, reset_on_logon=True,
+                                 sim_extra=f'journal = "{tmp_path}/received.log"')
+    cfg.write_text(cfg.read_text().replace(
+        f'dir = "{tmp_path}/state/audit"',
+        f'dir = "{tmp_path}/state/audit"\ncancels_when_unavailable = "allow"\ninject_enospc_if_exists = "{full}"'))
+    sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp_path / "sim.log", sim_port)
+    gw = harness.start(["run", "--config", str(cfg)], tmp_path / "gw.log", gw_port)
+    base = [(21, "1"), (38, "10"), (40, "2"), (44, "10"), (54, "1"), (55, "INTC"), (60, "20240101-00:00:00")]
+    try:
+        _time.sleep(0.3)
+        c = FixClient(gw_port, client_ssl(certs, "algo1"), "ALGO1")
+        c.logon(reset=True)
+        c.send("D", [(11, "OK1"), *base])
+        assert c.recv_type(b"8").get(150) == b"0"
+        c.recv_type(b"8")
+        full.touch()  # the disk fills up
+        c.send("D", [(11, "DISKFULL"), *base])
+        bmr = c.recv_type(b"j")
+        assert bmr.get(380) == b"4" and b"audit stream cannot record" in (bmr.get(58) or b"")
+        c.send("F", [(11, "CXL1"), (41, "OK1"), (54, "1"), (55, "INTC"), (60, "20240101-00:00:00")])
+        _time.sleep(0.3)
+        full.unlink()  # space again
+        cxl_reply = c.recv_type(b"9", timeout=5)  # held during the outage, delivered after it
+        assert cxl_reply.get(41) == b"OK1"
+        c.send("D", [(11, "OK2"), *base])
+        assert c.recv_type(b"8").get(150) == b"0"
+    finally:
+        gw.stop()
+        sim.stop()
+    received = [line.split()[2] for line in (tmp_path / "received.log").read_text().splitlines()]
+    assert "DISKFULL" not in received and "CXL1" in received and "OK2" in received
+    recs = [json.loads(x) for _, p in segments(tmp_path / "state" / "audit") for x in lines(p)]
+    alert = [r for r in recs if r["kind"] == "alert" and "resumed" in str(r.get("what"))]
+    assert alert and alert[0]["refused"] >= 1 and alert[0]["late_records"] == 1
+    assert any(r["kind"] == "decision" and r.get("cl_ord_id") == "CXL1" and r.get("written_late") for r in recs)
+    assert verify(tmp_path / "state" / "audit").ok
