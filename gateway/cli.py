@@ -279,96 +279,6 @@ def _jit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _audit_verify(args: argparse.Namespace) -> int:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    from .audit import verify
-
-    folder = Path(args.dir)
-    if not folder.is_dir():
-        print(f"fixgw audit verify: {folder} is not a folder", file=sys.stderr)
-        return 2
-    pub = None
-    if args.pubkey:
-        loaded = serialization.load_pem_public_key(Path(args.pubkey).read_bytes())
-        if not isinstance(loaded, Ed25519PublicKey):
-            print(f"fixgw audit verify: {args.pubkey} is not an Ed25519 public key", file=sys.stderr)
-            return 2
-        pub = loaded
-    result = verify(folder, pub, progress=sys.stdout.isatty())
-    print(result.summary())
-    return 0 if result.ok else 1
-
-
-QUERY_FIELDS = ("seq", "ts", "kind", "decision", "direction", "identity", "session", "msg_type", "cl_ord_id",
-                "rules", "reason")
-
-
-def _matches(rec: dict[str, object], args: argparse.Namespace) -> bool:
-    def has(field: str, want: str | None) -> bool:
-        return want is None or str(rec.get(field, "")) == want
-
-    rules = rec.get("rules") or ([rec["rule"]] if "rule" in rec else [])
-    return (has("kind", args.kind) and has("identity", args.identity) and has("decision", args.decision)
-            and has("msg_type", args.msg_type) and has("cl_ord_id", args.cl_ord_id)
-            and (args.session is None or args.session in str(rec.get("session", "")))
-            and (args.rule is None or args.rule in (rules if isinstance(rules, list) else []))
-            and (args.since is None or str(rec.get("ts", "")) >= args.since)
-            and (args.until is None or str(rec.get("ts", "")) <= args.until))
-
-
-def _emit(records: list[dict[str, object]], fmt: str) -> None:
-    import csv
-
-    if fmt == "json":
-        for r in records:
-            print(json.dumps(r))
-    elif fmt == "csv":
-        w = csv.writer(sys.stdout)
-        w.writerow(QUERY_FIELDS)
-        for r in records:
-            w.writerow([json.dumps(r[f]) if isinstance(r.get(f), list) else r.get(f, "") for f in QUERY_FIELDS])
-    else:
-        for r in records:
-            rules = r.get("rules")
-            print(f"{r.get('seq', ''):>7} {str(r.get('ts', ''))[:26]:<26} {str(r.get('kind', '')):<20} "
-                  f"{str(r.get('decision', '')):<11} {str(r.get('identity', r.get('leg', '')))[-34:]:<34} "
-                  f"{str(r.get('msg_type', '')):<3} {str(r.get('cl_ord_id', '') or ''):<12} "
-                  f"{','.join(rules) if isinstance(rules, list) else ''} {str(r.get('reason', ''))[:60]}")
-
-
-def _audit_query(args: argparse.Namespace) -> int:
-    from .audit import iter_records
-
-    folder = Path(args.dir)
-    if not folder.is_dir():
-        print(f"fixgw audit query: {folder} is not a folder", file=sys.stderr)
-        return 2
-    out = [rec for _, _, _, rec in iter_records(folder) if rec is not None and _matches(rec, args)]
-    _emit(out[-args.limit:] if args.limit else out, args.format)
-    return 0
-
-
-def _audit_tail(args: argparse.Namespace) -> int:
-    import time as _time
-
-    from .audit import iter_records
-
-    folder = Path(args.dir)
-    recs = [rec for _, _, _, rec in iter_records(folder) if rec is not None]
-    _emit(recs[-args.n:], args.format)
-    last = recs[-1]["seq"] if recs else 0
-    while args.follow:
-        _time.sleep(0.5)
-        new = [rec for _, _, _, rec in iter_records(folder) if rec is not None and rec["seq"] > last]
-        if new:
-            _emit(new, args.format)
-            last = new[-1]["seq"]
-            sys.stdout.flush()
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fixgw", description="Zero-trust FIX session gateway")
     p.add_argument("--log-level", default="info", help="debug, info, warning, error")
@@ -462,6 +372,16 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("-n", type=int, default=20)
     at.add_argument("-f", "--follow", action="store_true")
     at.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    af = asub.add_parser("flows", help="who talks to whom: identity x zone x session x message types")
+    af.add_argument("dir")
+    af.add_argument("--format", choices=["table", "json"], default="table")
+    ar = asub.add_parser("report", help="a day's compliance summary")
+    ar.add_argument("dir")
+    ar.add_argument("--day", required=True, help="YYYY-MM-DD (UTC)")
+    ar.add_argument("--format", choices=["table", "json"], default="table")
+    ae = asub.add_parser("export", help="OCSF-shaped JSON lines for SIEM ingestion")
+    ae.add_argument("dir")
+    ae.add_argument("--format", choices=["ocsf"], default="ocsf")
     return p
 
 
@@ -481,7 +401,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "certs":
             return {"init": _certs_init, "issue": _certs_issue, "revoke": _certs_revoke}[args.certs_command](args)
         if args.command == "audit":
-            return {"verify": _audit_verify, "query": _audit_query, "tail": _audit_tail}[args.audit_command](args)
+            from . import audit_cli
+
+            return audit_cli.run(args)
         if args.command == "keys":
             return _keys_new(args)
         if args.command == "users":

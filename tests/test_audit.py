@@ -247,3 +247,48 @@ def test_a_full_disk_refuses_new_orders_lets_cancels_through_and_recovers(tmp_pa
     assert alert and alert[0]["refused"] >= 1 and alert[0]["late_records"] == 1
     assert any(r["kind"] == "decision" and r.get("cl_ord_id") == "CXL1" and r.get("written_late") for r in recs)
     assert verify(tmp_path / "state" / "audit").ok
+
+
+def test_flows_report_and_ocsf_export_over_a_real_gateways_stream(tmp_path: Path) -> None:
+    from tests import harness
+    from tests.harness import FixClient, client_ssl
+
+    certs = harness.make_pki(tmp_path / "certs")
+    gw_port, sim_port = harness.free_port(), harness.free_port()
+    cfg = harness.trading_config(tmp_path, certs, gw_port, sim_port, reset_on_logon=True)
+    sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp_path / "sim.log", sim_port)
+    gw = harness.start(["run", "--config", str(cfg)], tmp_path / "gw.log", gw_port)
+    try:
+        import time as _time
+
+        _time.sleep(0.3)
+        c = FixClient(gw_port, client_ssl(certs, "algo1"), "ALGO1")
+        c.logon(reset=True)
+        for i in range(3):
+            c.send("D", [(11, f"R{i}"), (21, "1"), (38, "10"), (40, "2"), (44, "10"), (54, "1"), (55, "INTC"),
+                         (60, "20240101-00:00:00")])
+            c.recv_type(b"8")
+            c.recv_type(b"8")
+        bad = FixClient(gw_port, client_ssl(certs, "algo1"), "ALGO2")  # not its CompID
+        bad.send("A", [(98, "0"), (108, "30")])
+        assert bad.recv() is None
+    finally:
+        gw.stop()
+        sim.stop()
+    audit = str(tmp_path / "state" / "audit")
+    run = [sys.executable, "-m", "gateway", "audit"]
+    flows = subprocess.run([*run, "flows", audit, "--format", "json"], cwd=ROOT, capture_output=True, text=True)
+    rows = [json.loads(x) for x in flows.stdout.splitlines()]
+    assert rows and rows[0]["identity"].endswith("/algo1") and rows[0]["msg_types"] == {"D": 3}
+    day = json.loads((tmp_path / "state" / "audit" / "audit-000001.jsonl").read_text().splitlines()[0])["ts"][:10]
+    rep = subprocess.run([*run, "report", audit, "--day", day, "--format", "json"], cwd=ROOT, capture_output=True,
+                         text=True)
+    report = json.loads(rep.stdout)
+    assert report["logons"] == 1 and report["logons_refused"] == 1 and report["decisions"] == {"allow": 3}
+    exp = subprocess.run([*run, "export", audit, "--format", "ocsf"], cwd=ROOT, capture_output=True, text=True)
+    events = [json.loads(x) for x in exp.stdout.splitlines()]
+    auth = [e for e in events if e["class_uid"] == 3002]
+    assert any(e["status_id"] == 2 for e in auth) and any(e["status_id"] == 1 for e in auth)
+    api = [e for e in events if e["class_uid"] == 6003 and "api" in e]
+    assert len(api) >= 3 and all(e["type_uid"] == 600399 for e in api)
+    assert all(e["metadata"]["product"]["name"] == "fixgw" for e in events)
