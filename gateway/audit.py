@@ -20,7 +20,13 @@ Format (so a third party can write a verifier):
   key is exported as ``audit.pub`` (PEM) in the folder; auditors should take
   it out of band and pass it to ``fixgw audit verify --pubkey``;
 * after a crash the next start cuts a torn last line and writes a
-  ``recovery`` record (``truncated_bytes``) before anything else.
+  ``recovery`` record (``truncated_bytes``) before anything else;
+* encryption at rest (optional): every record except ``checkpoint``,
+  ``segment_start`` and ``recovery`` is stored as ``kind: "sealed"`` with
+  ``nonce`` and ``data`` (base64): AES-256-GCM of the JSON object
+  ``{"kind": ..., <fields>}`` with the record's seq (ASCII) as associated
+  data.  ``seq``, ``ts`` and ``prev`` stay in clear and the chain is over the
+  stored bytes, so integrity verifies without the key; reading needs it.
 
 Every ``record()`` reaches the OS before it returns (the ``write``
 durability mode); a failed write raises ``AuditError`` and the caller
@@ -44,8 +50,11 @@ import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 GENESIS = "0" * 64
+#: record kinds never encrypted: what verification needs without the key
+CLEAR_KINDS = frozenset({"checkpoint", "segment_start", "recovery"})
 SEGMENT_RE = re.compile(r"^audit-(\d{6})\.jsonl$")
 
 
@@ -161,6 +170,7 @@ class AuditLog:
         self.max_segment_seconds = max_segment_seconds
         self._encoder = msgspec.json.Encoder()
         self.fault_file: Path | None = None
+        self.aead: AESGCM | None = None  # set by the owner when records are encrypted at rest
         self._prev = GENESIS
         self._seq = 0
         self._since_checkpoint = 0
@@ -226,6 +236,11 @@ class AuditLog:
         if self.fault_file is not None and self.fault_file.exists():  # drills: an injected full disk
             raise AuditError("audit write failed: No space left on device (injected)")
         seq = self._seq + 1
+        if self.aead is not None and kind not in CLEAR_KINDS:
+            nonce = os.urandom(12)
+            sealed = self.aead.encrypt(nonce, self._encoder.encode({"kind": kind, **fields}), str(seq).encode())
+            fields = {"nonce": base64.b64encode(nonce).decode(), "data": base64.b64encode(sealed).decode()}
+            kind = "sealed"
         rec = {"seq": seq, "ts": _utc_us(time.time()), "kind": kind, **fields, "prev": self._prev}
         line = self._encoder.encode(rec)
         try:
@@ -382,3 +397,31 @@ def verify(folder: Path, pubkey: Ed25519PublicKey | None = None, progress: bool 
         if progress and count % 100_000 == 0:
             print(f"  {count} records verified ({seg})", flush=True)
     return VerifyResult(True, count, last_cp, None)
+
+
+def load_encryption_key(path: Path) -> AESGCM:
+    """AES-256 key: 64 hex characters in a file nobody else can read."""
+    import stat
+
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise AuditError(f"{path} is readable by other users; chmod 600 {path}")
+    raw = bytes.fromhex(path.read_text().strip())
+    if len(raw) != 32:
+        raise AuditError(f"{path}: an AES-256 key is 32 bytes (64 hex characters), not {len(raw)}")
+    return AESGCM(raw)
+
+
+def open_record(rec: dict[str, Any], aead: AESGCM | None) -> dict[str, Any]:
+    """The readable record: decrypted when sealed (needs the key)."""
+    if rec.get("kind") != "sealed":
+        return rec
+    if aead is None:
+        raise AuditError("this audit stream is encrypted at rest: pass --key FILE to read it")
+    try:
+        plain = aead.decrypt(base64.b64decode(str(rec["nonce"])), base64.b64decode(str(rec["data"])),
+                             str(rec["seq"]).encode())
+    except Exception as exc:  # noqa: BLE001 - InvalidTag and friends: wrong key or altered record
+        raise AuditError(f"record seq {rec.get('seq')} does not decrypt with this key ({type(exc).__name__})") from None
+    inner = msgspec.json.decode(plain)
+    return {"seq": rec["seq"], "ts": rec["ts"], **inner, "prev": rec["prev"]}

@@ -74,13 +74,12 @@ def _emit(records: list[dict[str, object]], fmt: str) -> None:
 
 
 def query_cmd(args: argparse.Namespace) -> int:
-    from .audit import iter_records
 
     folder = Path(args.dir)
     if not folder.is_dir():
         print(f"fixgw audit query: {folder} is not a folder", file=sys.stderr)
         return 2
-    out = [rec for _, _, _, rec in iter_records(folder) if rec is not None and _matches(rec, args)]
+    out = [rec for rec in _records(folder, args.key) if _matches(rec, args)]
     _emit(out[-args.limit:] if args.limit else out, args.format)
     return 0
 
@@ -88,15 +87,14 @@ def query_cmd(args: argparse.Namespace) -> int:
 def tail_cmd(args: argparse.Namespace) -> int:
     import time as _time
 
-    from .audit import iter_records
 
     folder = Path(args.dir)
-    recs = [rec for _, _, _, rec in iter_records(folder) if rec is not None]
+    recs = _records(folder, args.key)
     _emit(recs[-args.n:], args.format)
     last = recs[-1]["seq"] if recs else 0
     while args.follow:
         _time.sleep(0.5)
-        new = [rec for _, _, _, rec in iter_records(folder) if rec is not None and rec["seq"] > last]
+        new = [rec for rec in _records(folder, args.key) if rec["seq"] > last]
         if new:
             _emit(new, args.format)
             last = new[-1]["seq"]
@@ -105,19 +103,23 @@ def tail_cmd(args: argparse.Namespace) -> int:
 
 
 
-def _records(folder: Path) -> list[dict[str, Any]]:
-    from .audit import iter_records
+def _records(folder: Path, key: str | None = None) -> list[dict[str, Any]]:
+    from .audit import AuditError, iter_records, load_encryption_key, open_record
 
     if not folder.is_dir():
         raise SystemExit(f"fixgw audit: {folder} is not a folder")
-    return [rec for _, _, _, rec in iter_records(folder) if rec is not None]
+    try:
+        aead = load_encryption_key(Path(key)) if key else None
+        return [open_record(rec, aead) for _, _, _, rec in iter_records(folder) if rec is not None]
+    except (AuditError, OSError, ValueError) as exc:
+        raise SystemExit(f"fixgw audit: {exc}") from None
 
 
 def flows_cmd(args: argparse.Namespace) -> int:
     """Identity x zone x session x message types, with counts and denials (traffic analysis)."""
     flows: dict[tuple[str, str, str], Counter[str]] = defaultdict(Counter)
     denied: Counter[tuple[str, str, str]] = Counter()
-    for r in _records(Path(args.dir)):
+    for r in _records(Path(args.dir), args.key):
         if r.get("kind") != "decision" or r.get("direction") == "inbound":
             continue
         key = (str(r.get("identity")), str(r.get("zone")), str(r.get("session")))
@@ -142,7 +144,7 @@ def flows_cmd(args: argparse.Namespace) -> int:
 def report_cmd(args: argparse.Namespace) -> int:
     """A day's compliance summary."""
     day = args.day
-    recs = [r for r in _records(Path(args.dir)) if str(r.get("ts", "")).startswith(day)]
+    recs = [r for r in _records(Path(args.dir), args.key) if str(r.get("ts", "")).startswith(day)]
     kinds = Counter(str(r.get("kind")) for r in recs)
     decisions = [r for r in recs if r.get("kind") == "decision" and r.get("direction") != "inbound"]
     by_outcome = Counter(str(r.get("decision")) for r in decisions)
@@ -218,7 +220,7 @@ def _ocsf(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def export_cmd(args: argparse.Namespace) -> int:
-    for r in _records(Path(args.dir)):
+    for r in _records(Path(args.dir), args.key):
         print(json.dumps(_ocsf(r)))
     return 0
 

@@ -140,6 +140,7 @@ class AuditConfig(_S, kw_only=True, forbid_unknown_fields=True):
     # whose decision records are kept in memory and written when the stream recovers
     cancels_when_unavailable: Literal["refuse", "allow"] = "refuse"
     inject_enospc_if_exists: str | None = None  # drills and tests: writes fail while this file exists
+    encryption_key: str | None = None  # AES-256 key (64 hex, mode 0600): records encrypted at rest
 
 
 class GatewaySection(_S, kw_only=True, forbid_unknown_fields=True):

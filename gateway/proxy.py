@@ -30,7 +30,7 @@ import structlog
 from cryptography import x509
 
 from . import tls
-from .audit import AuditError, AuditLog, GroupCommit, load_or_create_key
+from .audit import AuditError, AuditLog, GroupCommit, load_encryption_key, load_or_create_key
 from .client import load_signer
 from .config import Config, ConfigError, SessionConfigToml
 from .feeds import FeedError, JitGrants, KillSwitch, PostureFeed, Watched, read_json, write_json
@@ -127,6 +127,11 @@ class Gateway:
             raise ConfigError(cfg.path, "audit.key", str(exc)) from None
         self.audit = AuditLog(cfg.resolve(ac.dir), audit_key, ac.checkpoint_every, ac.checkpoint_ms,
                               int(ac.max_segment_mb * 1024 * 1024), ac.max_segment_hours * 3600)
+        if ac.encryption_key:
+            try:
+                self.audit.aead = load_encryption_key(cfg.resolve(ac.encryption_key))
+            except (AuditError, OSError, ValueError) as exc:
+                raise ConfigError(cfg.path, "audit.encryption_key", str(exc)) from None
         if ac.inject_enospc_if_exists:
             self.audit.fault_file = cfg.resolve(ac.inject_enospc_if_exists)
         self.audit_outage: dict[str, Any] | None = None  # since when writes fail, what was refused

@@ -292,3 +292,34 @@ def test_flows_report_and_ocsf_export_over_a_real_gateways_stream(tmp_path: Path
     api = [e for e in events if e["class_uid"] == 6003 and "api" in e]
     assert len(api) >= 3 and all(e["type_uid"] == 600399 for e in api)
     assert all(e["metadata"]["product"]["name"] == "fixgw" for e in events)
+
+
+def test_encrypted_stream_verifies_without_the_key_and_reads_only_with_it(tmp_path: Path) -> None:
+    import os as _os
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from gateway.audit import load_encryption_key
+
+    key_file = tmp_path / "audit.aes"
+    key_file.write_text(_os.urandom(32).hex())
+    key_file.chmod(0o600)
+    signer = Ed25519PrivateKey.generate()
+    log = AuditLog(tmp_path / "a", signer, checkpoint_every=4)
+    log.aead = load_encryption_key(key_file)
+    for i in range(10):
+        log.record("decision", cl_ord_id=f"SECRET-ORDER-{i}", identity="spiffe://fixgw.dev/client/a")
+    log.close()
+    stored = b"".join(p.read_bytes() for _, p in segments(tmp_path / "a"))
+    assert b"SECRET-ORDER" not in stored and b'"kind":"sealed"' in stored and b'"kind":"checkpoint"' in stored
+    assert verify(tmp_path / "a", signer.public_key()).ok  # no key needed for integrity
+    run = [sys.executable, "-m", "gateway", "audit", "query", str(tmp_path / "a"), "--format", "json"]
+    denied = subprocess.run(run, cwd=ROOT, capture_output=True, text=True)
+    assert denied.returncode != 0 and "encrypted at rest" in denied.stderr
+    ok = subprocess.run([*run, "--key", str(key_file), "--kind", "decision"], cwd=ROOT, capture_output=True, text=True)
+    assert ok.returncode == 0 and len(ok.stdout.splitlines()) == 10 and "SECRET-ORDER-3" in ok.stdout
+    wrong = tmp_path / "wrong.aes"
+    wrong.write_text(AESGCM.generate_key(bit_length=256).hex())
+    wrong.chmod(0o600)
+    bad = subprocess.run([*run, "--key", str(wrong)], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode != 0 and "does not decrypt" in bad.stderr
