@@ -41,7 +41,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -354,21 +354,27 @@ def iter_records(folder: Path) -> Iterator[tuple[str, int, bytes, dict[str, Any]
 def verify(folder: Path, pubkey: Ed25519PublicKey | None = None, progress: bool = False) -> VerifyResult:
     """Walk every segment: JSON, seq continuity, hash chain, segment sequence, checkpoint signatures."""
     segs = segments(folder)
-    prev = GENESIS
-    expected_seq = 1
-    count = 0
-    last_cp: int | None = None
     if pubkey is None and (folder / "audit.pub").exists():
         loaded = serialization.load_pem_public_key((folder / "audit.pub").read_bytes())
         pubkey = loaded if isinstance(loaded, Ed25519PublicKey) else None
     for idx, (num, path) in enumerate(segs):
         if idx == 0 and num != 1:
-            return VerifyResult(False, count, last_cp, Problem(path.name, 0, None,
-                                                              f"segments before {path.name} are missing"))
+            return VerifyResult(False, 0, None, Problem(path.name, 0, None,
+                                                        f"segments before {path.name} are missing"))
         if idx > 0 and num != segs[idx - 1][0] + 1:
-            return VerifyResult(False, count, last_cp, Problem(path.name, 0, None,
+            return VerifyResult(False, 0, None, Problem(path.name, 0, None,
                                 f"gap between segments: {segment_name(segs[idx - 1][0] + 1)} is missing"))
-    for seg, line_no, line, rec in iter_records(folder):
+    return verify_lines(iter_records(folder), pubkey, progress)
+
+
+def verify_lines(records: Iterable[tuple[str, int, bytes, dict[str, Any] | None]],
+                 pubkey: Ed25519PublicKey | None = None, progress: bool = False) -> VerifyResult:
+    """The chain checks over any ordered sequence of stored lines (segments, or a NATS stream)."""
+    prev = GENESIS
+    expected_seq = 1
+    count = 0
+    last_cp: int | None = None
+    for seg, line_no, line, rec in records:
         if rec is None:
             what = "truncated: the last record is incomplete" if not line.endswith(b"}") else "not valid JSON"
             return VerifyResult(False, count, last_cp, Problem(seg, line_no, None, what))

@@ -20,10 +20,6 @@ def verify_cmd(args: argparse.Namespace) -> int:
 
     from .audit import verify
 
-    folder = Path(args.dir)
-    if not folder.is_dir():
-        print(f"fixgw audit verify: {folder} is not a folder", file=sys.stderr)
-        return 2
     pub = None
     if args.pubkey:
         loaded = serialization.load_pem_public_key(Path(args.pubkey).read_bytes())
@@ -31,6 +27,32 @@ def verify_cmd(args: argparse.Namespace) -> int:
             print(f"fixgw audit verify: {args.pubkey} is not an Ed25519 public key", file=sys.stderr)
             return 2
         pub = loaded
+    if args.nats:
+        import asyncio
+
+        from .audit import verify_lines
+        from .replicate import fetch_stream
+
+        try:
+            msgs = asyncio.run(fetch_stream(args.nats, args.stream))
+        except Exception as exc:  # noqa: BLE001 - unreachable server, unknown stream ...
+            print(f"fixgw audit verify: cannot read stream {args.stream} at {args.nats}: {exc}", file=sys.stderr)
+            return 2
+        import msgspec
+
+        def decoded(data: bytes) -> dict[str, Any] | None:
+            try:
+                return dict(msgspec.json.decode(data))
+            except msgspec.DecodeError:
+                return None
+
+        result = verify_lines(((f"nats:{args.stream}", seq, data, decoded(data)) for seq, data in msgs), pub)
+        print(result.summary())
+        return 0 if result.ok else 1
+    if not args.dir or not Path(args.dir).is_dir():
+        print(f"fixgw audit verify: {args.dir} is not a folder", file=sys.stderr)
+        return 2
+    folder = Path(args.dir)
     result = verify(folder, pub, progress=sys.stdout.isatty())
     print(result.summary())
     return 0 if result.ok else 1

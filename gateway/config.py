@@ -126,8 +126,19 @@ class UsersConfig(_S, kw_only=True, forbid_unknown_fields=True):
     lockout: float = 900.0  # seconds
 
 
+class NatsConfig(_S, kw_only=True, forbid_unknown_fields=True):
+    """Replicate the audit stream to NATS JetStream (local segments stay the source and the spool)."""
+
+    url: str = "nats://127.0.0.1:4222"
+    stream: str = "FIXGW_AUDIT"
+    subject: str = "fixgw.audit"
+    instance: str = "gw1"  # Nats-Msg-Id = <instance>-<seq>: unique per gateway
+    replicas: int = 1
+
+
 class AuditConfig(_S, kw_only=True, forbid_unknown_fields=True):
     dir: str
+    nats: NatsConfig | None = None
     key: str | None = None  # Ed25519 signing key for checkpoints (default: state_dir/audit-signing.key, created)
     checkpoint_every: int = 1000  # records
     checkpoint_ms: float = 1000.0

@@ -54,6 +54,7 @@ from .policy.engine import Context, Decision, Policy
 from .policy.load import PolicySpec
 from .policy.load import load as load_policy
 from .policy.risk import TERMINAL_STATUS, Limits, RiskBook
+from .replicate import Replicator
 from .revocation import RevocationError, Revoked, load_crl, load_denylist, mtime
 from .store import FileStore, session_dir_name
 
@@ -168,6 +169,7 @@ class Gateway:
         self._watch_task: asyncio.Task[None] | None = None
         self.admin: AdminAPI | None = None
         self.commit: GroupCommit | None = None  # fsync durability (started with the loop)
+        self.replicator: Replicator | None = None
         self._pending: deque[tuple[int, Callable[[], None]]] = deque()
         # policy and the context that changes while sessions live
         self.policy: Policy | None = None
@@ -278,6 +280,12 @@ class Gateway:
         for route in self.routes.values():
             route.upstream.start()
         self._watch_task = loop.create_task(self._watch())
+        if self.cfg.audit is not None and self.cfg.audit.nats is not None:
+            nc = self.cfg.audit.nats
+            self.replicator = Replicator(self.audit.folder, nc.url, nc.stream, nc.subject, nc.instance, nc.replicas,
+                                         self.state_dir / "nats-cursor.json",
+                                         lambda text: self._audit_safe("alert", what=text))
+            self.replicator.start()
         if self.cfg.audit is not None and self.cfg.audit.durability == "fsync":
             def durable(seq: int) -> None:  # called on the commit thread
                 loop.call_soon_threadsafe(self._on_durable, seq)
@@ -595,6 +603,8 @@ class Gateway:
         for route in self.routes.values():
             route.upstream.abort()
         self._audit_safe("gateway_stopped")
+        if self.replicator is not None:
+            await self.replicator.stop()
         if self.commit is not None:
             self.commit.close()
         for route in self.routes.values():
@@ -621,6 +631,8 @@ class Gateway:
                 log.error("audit_outage_started", error=str(exc))
             self.metrics.audit_failures.inc()
             raise
+        if self.replicator is not None:
+            self.replicator.notify()
         if self.audit_outage is not None:
             outage, self.audit_outage = self.audit_outage, None
             late, self._late_records = self._late_records, []
