@@ -250,3 +250,52 @@ def export_cmd(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     return {"verify": verify_cmd, "query": query_cmd, "tail": tail_cmd, "flows": flows_cmd, "report": report_cmd,
             "export": export_cmd}[args.audit_command](args)
+
+
+def replay(args: argparse.Namespace) -> int:
+    """Re-decide every recorded outbound decision under a new policy; report what would change."""
+    import ipaddress
+
+    from .fix import codec
+    from .fix import tags as T
+    from .policy.engine import Context
+    from .policy.load import load as load_policy
+
+    policy, _ = load_policy(args.policy)
+    changes: dict[tuple[str, str, str, str], list[str]] = defaultdict(list)
+    total = 0
+    for r in _records(Path(args.audit), args.key):
+        if r.get("kind") != "decision" or r.get("direction") != "outbound":
+            continue
+        old_rules = ",".join(r.get("rules") or [])
+        if old_rules in ("kill-switch", "read-only") or old_rules.startswith("risk."):
+            continue  # not a policy outcome: state at the time, not rules
+        total += 1
+        fields: list[tuple[int, bytes]] = [(35, str(r.get("msg_type", "")).encode()), (34, b"1")]
+        for tag, key in ((T.Symbol, "symbol"), (T.Side, "side"), (T.OrderQty, "qty"), (T.Price, "price"),
+                         (T.Account, "account"), (T.ClOrdID, "cl_ord_id")):
+            if r.get(key) is not None:
+                fields.append((tag, str(r[key]).encode()))
+        try:
+            peer = ipaddress.ip_address(str(r["peer"])) if r.get("peer") else None
+        except ValueError:
+            peer = None
+        import calendar
+        import time as _time
+
+        ts = str(r.get("ts", ""))
+        now = calendar.timegm(_time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")) if len(ts) >= 19 else 0.0
+        ctx = Context(str(r.get("identity")), frozenset(r.get("roles") or []), r.get("zone"),
+                      str(r.get("posture", "unknown")), bool(r.get("mfa")), peer, bool(r.get("jit")), float(now))
+        d = policy.decide(ctx, codec.parse(codec.encode(b"FIX.4.4", fields)))
+        old = str(r.get("decision"))
+        new_rules = ",".join(d.rule_ids)
+        if d.outcome != old or (old == "deny") != (not d.allowed):
+            changes[(old, old_rules, d.outcome, new_rules)].append(str(r.get("cl_ord_id") or r.get("seq")))
+    changed = sum(len(v) for v in changes.values())
+    print(f"replayed {total} recorded decisions under {args.policy} (sha256 {policy.sha256[:16]}): "
+          f"{changed} would change")
+    for (old, old_rules, new, new_rules), ids in sorted(changes.items(), key=lambda kv: -len(kv[1])):
+        sample = ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else "")
+        print(f"  {len(ids):>5}  {old} by {old_rules or '-'}  ->  {new} by {new_rules}   e.g. {sample}")
+    return 1 if changed and args.fail_on_change else 0

@@ -158,6 +158,10 @@ def _policy(args: argparse.Namespace) -> int:
         return 0
     if args.policy_command == "test":
         return _policy_test(args)
+    if args.policy_command == "replay":
+        from . import audit_cli
+
+        return audit_cli.replay(args)
     policy, spec = load_policy(args.file if args.policy_command == "check" else args.policy)
     if args.policy_command == "check":
         shadow = sum(r.shadow for r in policy.rules)
@@ -326,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     pt = psub.add_parser("test", help="run a table of expected decisions (exit 1 on any mismatch)")
     pt.add_argument("cases")
     pt.add_argument("--policy", help="policy file (default: `policy` in the cases file)")
+    pr = psub.add_parser("replay", help="re-decide recorded traffic under a new policy; report what changes")
+    pr.add_argument("--audit", required=True, help="the audit folder")
+    pr.add_argument("--policy", required=True, help="the new policy file")
+    pr.add_argument("--key", help="AES-256 key file, for a stream encrypted at rest")
+    pr.add_argument("--fail-on-change", action="store_true", help="exit 1 when any decision would change")
     ps = psub.add_parser("sign", help="write FILE.sig, a detached Ed25519 signature by an admin key")
     ps.add_argument("file")
     ps.add_argument("--key", required=True, help="admin Ed25519 private key (fixgw keys new --scheme ed25519)")

@@ -377,3 +377,25 @@ def test_metrics_count_decisions_and_refusals(world: World) -> None:
     assert 'fixgw_decisions_total{decision="allow",direction="outbound"}' in text
     assert 'fixgw_decisions_total{decision="allow",direction="inbound"}' in text
     assert "fixgw_policy_rules" in text and "fixgw_refusals_total" in text
+
+
+def test_policy_replay_reports_every_decision_a_new_policy_would_change(world: World, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    c = world.logon("quant-sandbox")  # make sure the stream holds a sandbox denial
+    c.send("V", [(262, "MDR"), (263, "0"), (264, "0"), (267, "1"), (269, "0"), (146, "1"), (55, "INTC")])
+    c.recv_type(b"j")
+    time.sleep(0.1)
+    new = tmp_path / "new-policy.toml"
+    new.write_text(POLICY.read_text().replace(
+        'zones = ["dev_sandbox"]\ndecision = "deny"', 'zones = ["dev_sandbox"]\ndecision = "allow"'))
+    run = [sys.executable, "-m", "gateway", "policy", "replay", "--audit", str(world.tmp / "state" / "audit")]
+    same = subprocess.run([*run, "--policy", str(POLICY), "--fail-on-change"], cwd=harness.ROOT,
+                          capture_output=True, text=True)
+    assert same.returncode == 0 and " 0 would change" in same.stdout, same.stdout
+    r = subprocess.run([*run, "--policy", str(new), "--fail-on-change"], cwd=harness.ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "deny by quant-analytics-sandbox-deny  ->  allow by quant-analytics-sandbox-deny" in r.stdout, r.stdout
+    assert "e.g. " in r.stdout  # ClOrdID, or the record's seq for messages without one
