@@ -15,7 +15,7 @@ from gateway.audit import verify
 from tests import harness
 from tests.harness import FixClient, client_ssl
 
-CYCLES = int(os.environ.get("FIXGW_CRASH_CYCLES", "5"))
+CYCLES = int(os.environ.get("FIXGW_CRASH_CYCLES", "20"))
 
 
 def test_sigkill_under_load_keeps_the_chain_and_every_forwarded_order_has_its_allow_record(tmp_path: Path) -> None:
