@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 
 from ..fix import tags as T
 from ..fix.codec import Message
+from .engine import _num
 
 NEW_ORDER_TYPES = frozenset({T.MT_NEW_ORDER_SINGLE, T.MT_ORDER_CANCEL_REPLACE_REQUEST})
 TERMINAL_STATUS = frozenset({b"2", b"3", b"4", b"8", b"C"})  # filled, done, canceled, rejected, expired
@@ -126,15 +127,6 @@ class RiskBook:
                 v = msg.get(tag)
                 if v:
                     self.open_orders.discard(v)
-
-
-def _num(v: bytes | None) -> float | None:
-    if v is None:
-        return None
-    try:
-        return float(v)
-    except ValueError:
-        return None
 
 
 def _fmt(v: float | None) -> str:
