@@ -1,10 +1,12 @@
 """The checks every connection, Logon and application message passes.
 
 One seam per check, called in this order (DESIGN §1): identity (certificate
--> registry entry, zone, pin, revocation) -> Logon binding (CompID, SubID,
-signed Logon, MFA) -> per-message signature -> policy + risk.  The audit
-append is the last seam and lives with the proxy because it does I/O.
-Every check returns a ``Verdict``; whatever cannot say yes says no.
+-> registry entry, zone, pin) -> Logon binding (CompID, SubID, signed Logon)
+-> per-message signature.  The later seams live elsewhere: MFA in
+``gateway.mfa``, revocation in ``Gateway.cut_reason``, policy and risk in
+``Gateway.decide`` / ``Gateway.risk_check`` (``gateway.policy``), the audit
+append in ``Gateway.audit_record``.  Every check returns a ``Verdict``;
+whatever cannot say yes says no.
 """
 
 from __future__ import annotations
@@ -26,15 +28,12 @@ class Verdict:
     reason: str
 
 
-ALLOW_ALL = Verdict(True, "allow_all", "policy.allow_all is set")
-
 
 class Guard:
     def __init__(self, cfg: Config) -> None:
         self.trust_domain = cfg.gateway.trust_domain
         self.identities = load_registry(cfg)
         self.zones = zone_table(cfg)
-        self.allow_all = cfg.policy.allow_all
         self.denylist: frozenset[str] = frozenset()
 
     def zone(self, address: str | None, listener: str | None = None) -> str | None:
@@ -97,9 +96,3 @@ class Guard:
             if sub not in ident.sub_ids:
                 return Verdict(False, "identity.sub_id", f"{ident.id} may not use SenderSubID(50)={sub or '(none)'}")
         return Verdict(True, "identity.sub_id", "ok")
-
-    def check_app(self, ident: Identity, msg: Message) -> Verdict:
-        # policy + risk seam: default deny unless the config explicitly allows all
-        if self.allow_all:
-            return ALLOW_ALL
-        return Verdict(False, "default_deny", "no policy allows this message (default deny)")

@@ -164,7 +164,3 @@ class ServerTLS:
         except (ssl.SSLError, ValueError):
             pass
         return self._out.read()
-
-    @property
-    def version(self) -> str | None:
-        return self.obj.version()

@@ -411,12 +411,6 @@ def encode(begin_string: bytes, fields: Sequence[Field] | Iterable[Field]) -> by
     return b"%s10=%03d\x01" % (head, checksum(head))
 
 
-def encode_message(begin_string: bytes, fields: Sequence[Field]) -> Message:
-    """Encode and return the result as a ``Message`` with ``raw`` set."""
-    raw = encode(begin_string, fields)
-    return Message(begin_string, fields[0][1], tuple(fields), raw)
-
-
 def checksum(data: bytes | memoryview) -> int:
     """FIX CheckSum(10): the byte sum modulo 256.
 
