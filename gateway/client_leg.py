@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import ipaddress
 import re
 import time
 from typing import TYPE_CHECKING, Any
@@ -185,6 +186,8 @@ class ClientProtocol(SessionProtocol):
         self.bad_signatures = 0  # consecutive application messages with a bad signature
         self.user: str | None = None  # the person, for identities with mfa = true
         self.posture = "unknown"  # last posture seen by enforcement
+        self.roles: frozenset[str] = frozenset()
+        self.peer_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
         self.read_only = False  # set once a decision carried the read_only control
         self.full_capture = False  # every frame of the session verbatim into the audit stream
         self.cert_serial: int | None = None
@@ -225,6 +228,11 @@ class ClientProtocol(SessionProtocol):
             self.close_transport()
             return
         self.identity = ident
+        self.roles = frozenset(ident.roles)  # policy context, built once per connection
+        try:
+            self.peer_ip = ipaddress.ip_address(self.peer[0]) if self.peer else None
+        except ValueError:
+            self.peer_ip = None
         self.gw._audit_safe("connection_accepted", peer=peer, identity=ident.id, zone=self.zone,
                             tls=ssl_obj.version() if ssl_obj else None)
         loop = asyncio.get_running_loop()

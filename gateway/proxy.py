@@ -17,11 +17,10 @@ reaches the exchange, so the exchange leg sees no sequence gap.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import ssl
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections import ChainMap, OrderedDict, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -192,6 +191,9 @@ class Gateway:
         self.risk_books: dict[str, RiskBook] = {}
         self.anomaly = AnomalyDetector(self.policy_spec.anomaly.compile() if self.policy_spec else AnomalySettings())
         self.last_px: dict[bytes, float] = {}  # LastPx(31) per Symbol(55) seen from the exchanges
+        self._references: Mapping[bytes, float] = {}
+        self._account_limits: dict[bytes, Limits] = {}
+        self._compile_risk()
         self.jit = JitGrants(Watched(self.state_dir / "jit.json"))
         self.kill = KillSwitch(Watched(self.state_dir / "killswitch.json"))
         for feed in (self.posture, self.jit, self.kill):
@@ -386,6 +388,7 @@ class Gateway:
         self.anomaly.settings = self.policy_spec.anomaly.compile()  # same baselines, new settings
         for ident_id, book in self.risk_books.items():  # new limits, same state
             book.limits = self._limits(ident_id)
+        self._compile_risk()
         self._audit_safe("policy_loaded", sha256=self.policy.sha256, rules=len(self.policy.rules),
                          shadow=self.policy.global_shadow, file=str(self.policy_file.path))
         self.metrics.policy_rules.set(len(self.policy.rules))
@@ -472,14 +475,8 @@ class Gateway:
             if self.cfg.policy.allow_all:
                 return Decision(True, "allow", ("allow_all",), frozenset(), "policy.allow_all is set")
             return Decision(False, "deny", ("default-deny",), frozenset(), "no policy is loaded (default deny)")
-        peer = None
-        if conn.peer:
-            try:
-                peer = ipaddress.ip_address(conn.peer[0])
-            except ValueError:
-                peer = None
-        ctx = Context(ident.id, frozenset(ident.roles), conn.zone, self.posture.level(ident.id, now),
-                      conn.user is not None, peer, self.jit.active(ident.id, now), now, direction)
+        ctx = Context(ident.id, conn.roles, conn.zone, self.posture.level(ident.id, now),
+                      conn.user is not None, conn.peer_ip, self.jit.active(ident.id, now), now, direction)
         d = self.policy.decide(ctx, msg)
         if d.allowed and direction == "outbound":
             if "read_only" in d.controls:
@@ -489,6 +486,14 @@ class Gateway:
                 self._audit_safe("full_capture_on", identity=ident.id,
                                  session=conn.route.name if conn.route else None)
         return d
+
+    def _compile_risk(self) -> None:
+        """Per-load risk inputs, so the per-order path only looks things up."""
+        spec = self.policy_spec
+        configured = {s.encode(): p for s, p in spec.risk.reference_prices.items()} if spec else {}
+        # configured prices win; otherwise the last LastPx(31) seen (a live view, no copy per order)
+        self._references = ChainMap(configured, self.last_px)
+        self._account_limits = {a.encode(): ls.compile() for a, ls in spec.risk.accounts.items()} if spec else {}
 
     def _limits(self, identity: str) -> Limits:
         spec = self.policy_spec
@@ -506,11 +511,8 @@ class Gateway:
         if book is None:
             book = self.risk_books[ident_id] = RiskBook(self._limits(ident_id))
         account = msg.get(T.Account)
-        acct = self.policy_spec.risk.accounts.get(account.decode("latin-1")) if account else None
-        ref = {s.encode(): p for s, p in self.policy_spec.risk.reference_prices.items()}
-        for sym, px in self.last_px.items():
-            ref.setdefault(sym, px)
-        hit = book.check(msg, now, acct.compile() if acct else None, ref)
+        acct = self._account_limits.get(account) if account else None
+        hit = book.check(msg, now, acct, self._references)
         if hit is None:
             return None
         return Decision(False, "deny", (hit[0],), frozenset(), hit[1])

@@ -21,6 +21,7 @@ application message.  A refusal names the check (``risk.<name>``) and why.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from ..fix import tags as T
@@ -64,7 +65,7 @@ class RiskBook:
     max_seen: int = 100_000
 
     def check(self, msg: Message, now: float, account_limits: Limits | None,
-              reference: dict[bytes, float]) -> tuple[str, str] | None:
+              reference: Mapping[bytes, float]) -> tuple[str, str] | None:
         """(check name, reason) when the message must be refused."""
         lim = self.limits
         if lim.max_msgs_per_sec:
