@@ -13,6 +13,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from .errors import UsageError
+
 
 def verify_cmd(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives import serialization
@@ -22,7 +24,10 @@ def verify_cmd(args: argparse.Namespace) -> int:
 
     pub = None
     if args.pubkey:
-        loaded = serialization.load_pem_public_key(Path(args.pubkey).read_bytes())
+        try:
+            loaded = serialization.load_pem_public_key(Path(args.pubkey).read_bytes())
+        except ValueError:
+            raise UsageError(f"--pubkey {args.pubkey}: not a PEM public key") from None
         if not isinstance(loaded, Ed25519PublicKey):
             print(f"fixgw audit verify: {args.pubkey} is not an Ed25519 public key", file=sys.stderr)
             return 2
@@ -129,12 +134,14 @@ def _records(folder: Path, key: str | None = None) -> list[dict[str, Any]]:
     from .audit import AuditError, iter_records, load_encryption_key, open_record
 
     if not folder.is_dir():
-        raise SystemExit(f"fixgw audit: {folder} is not a folder")
+        raise UsageError(f"{folder} is not an audit folder")
     try:
         aead = load_encryption_key(Path(key)) if key else None
         return [open_record(rec, aead) for _, _, _, rec in iter_records(folder) if rec is not None]
-    except (AuditError, OSError, ValueError) as exc:
-        raise SystemExit(f"fixgw audit: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"{exc.filename}: {exc.strerror}") from None
+    except (AuditError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
 
 
 def flows_cmd(args: argparse.Namespace) -> int:

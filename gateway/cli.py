@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from . import logs
+from .errors import UsageError
 
 
 def _run_gateway(config_path: str) -> int:
@@ -152,7 +153,10 @@ def _policy(args: argparse.Namespace) -> int:
         from .client import load_signer
         from .policy.load import sign
 
-        signer = load_signer("ed25519", args.key)
+        try:
+            signer = load_signer("ed25519", args.key)
+        except ValueError as exc:
+            raise UsageError(f"--key {args.key}: not an Ed25519 private key ({exc})") from None
         assert not isinstance(signer.key, bytes)
         print(f"written {sign(Path(args.file), signer.key)}")
         return 0
@@ -180,7 +184,12 @@ def _policy(args: argparse.Namespace) -> int:
     if not msg_types:
         print("fixgw policy explain: give --action or --msg-type", file=sys.stderr)
         return 2
-    fields = [(int(k), v.encode()) for k, _, v in (f.partition("=") for f in args.field)]
+    fields = []
+    for f in args.field:
+        tag, eq, value = f.partition("=")
+        if not eq or not tag.isdigit():
+            raise UsageError(f"--field {f!r}: expected TAG=VALUE with a numeric tag, e.g. 55=INTC")
+        fields.append((int(tag), value.encode()))
     now = _time.time() if args.at is None else float(args.at)
     peer = ipaddress.ip_address(args.ip) if args.ip else None
     ctx = Context("cli", frozenset(args.role), args.zone, args.posture, args.mfa, peer, args.jit, now, args.direction)
@@ -225,6 +234,12 @@ def _policy_test(args: argparse.Namespace) -> int:
     cases = doc.get("cases", [])
     for i, case in enumerate(cases):
         name = case.get("name", f"case {i + 1}")
+        where = f"cases[{i}] ({name})"
+        if "expect" not in case or case["expect"] not in ("allow", "deny", "shadow-deny"):
+            raise ConfigError(cases_path, f"{where}.expect", "missing or not one of allow, deny, shadow-deny")
+        if "msg_type" not in case and case.get("action") not in spec.actions:
+            raise ConfigError(cases_path, f"{where}.action", f"unknown action {case.get('action')!r}",
+                              f"give msg_type, or one of: {', '.join(sorted(spec.actions))}")
         mts = [case["msg_type"].encode()] if "msg_type" in case else \
             [m.encode() for m in spec.actions[case["action"]].msg_types[:1]]
         fields = [(int(k), str(v).encode()) for k, v in case.get("fields", {}).items()]
@@ -430,12 +445,15 @@ def main(argv: list[str] | None = None) -> int:
             return _kill(args)
         if args.command == "jit":
             return _jit(args)
-    except (ConfigError, DictionaryError, PKIError, TLSConfigError) as exc:
+    except (ConfigError, DictionaryError, PKIError, TLSConfigError, UsageError) as exc:
         print(f"fixgw: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         if exc.errno in (98,):  # EADDRINUSE
             print(f"fixgw: cannot listen: {exc.strerror}", file=sys.stderr)
+            return 2
+        if exc.filename:  # a path the user gave that cannot be read or written
+            print(f"fixgw: {exc.filename}: {exc.strerror}", file=sys.stderr)
             return 2
         raise
     except KeyboardInterrupt:

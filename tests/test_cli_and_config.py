@@ -221,3 +221,22 @@ def test_signed_policy_is_required_when_a_signer_key_is_configured(tmp_path: Pat
     with pytest.raises(ConfigError, match="missing"):
         load_policy(policy, pub)  # type: ignore[arg-type]
     assert sign  # the CLI above used it
+
+
+def test_bad_cli_input_gets_one_precise_line_and_exit_2(tmp_path: Path) -> None:
+    cases = tmp_path / "cases.toml"
+    cases.write_text(f'policy = "{ROOT / "config" / "policy.toml"}"\n[[cases]]\nname = "z"\nroles = ["trader"]\n'
+                     'action = "nope"\nexpect = "deny"\n')
+    probes = [
+        (["audit", "verify", str(ROOT), "--pubkey", str(tmp_path / "missing.pub")], "No such file"),
+        (["audit", "verify", str(ROOT), "--pubkey", str(ROOT / "README.md")], "not a PEM public key"),
+        (["policy", "test", str(cases)], "unknown action 'nope'"),
+        (["policy", "explain", "--policy", "config/policy.toml", "--role", "trader", "--action", "create_rfq",
+          "--field", "bad"], "expected TAG=VALUE"),
+        (["policy", "sign", "config/policy.toml", "--key", str(ROOT / "README.md")], "not an Ed25519 private key"),
+        (["audit", "query", str(ROOT), "--key", str(tmp_path / "missing.aes")], "No such file"),
+        (["keys", "new", "--scheme", "ed25519", "--out", "/proc/nope/x"], "No such file"),
+    ]
+    for args, words in probes:
+        r = fixgw(*args)
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
