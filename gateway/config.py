@@ -7,6 +7,7 @@ what would be valid — never a traceback for a user mistake.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -285,16 +286,7 @@ def _check(cfg: Config, p: Path, need_gateway: bool) -> None:
         if not ident_cfg.id.startswith(f"spiffe://{cfg.gateway.trust_domain}/"):
             raise ConfigError(p, f"identities[{i}].id", f"{ident_cfg.id!r} is not in the trust domain",
                               f"identities look like spiffe://{cfg.gateway.trust_domain}/client/NAME")
-    import ipaddress
-
-    for name, cidrs in cfg.zones.items():
-        for j, c in enumerate(cidrs):
-            if c.startswith("listener:"):
-                continue
-            try:
-                ipaddress.ip_network(c, strict=False)
-            except ValueError:
-                raise ConfigError(p, f"zones.{name}[{j}]", f"{c!r} is not a CIDR", "e.g. \"10.0.0.0/8\"") from None
+    check_zones(cfg.zones, p)
     for i, ident_cfg in enumerate(cfg.identities):
         for z in ident_cfg.zones:
             if z not in cfg.zones:
@@ -313,6 +305,27 @@ def _check(cfg: Config, p: Path, need_gateway: bool) -> None:
         _port(p, "exchange_sim.port", cfg.exchange_sim.port)
         if cfg.exchange_sim.tls and not (cfg.exchange_sim.cert and cfg.exchange_sim.key):
             raise ConfigError(p, "exchange_sim.cert", "tls = true needs cert and key")
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_zone_entry(entry: str) -> Network | str:
+    """A zone entry: ``listener:NAME`` (-> the listener name) or a CIDR (raises ValueError)."""
+    if entry.startswith("listener:"):
+        return entry[len("listener:"):]
+    return ipaddress.ip_network(entry, strict=False)
+
+
+def check_zones(zones: dict[str, list[str]], path: Path) -> None:
+    """Zone tables in the gateway config and in policy files: every entry a CIDR or ``listener:NAME``."""
+    for name, entries in zones.items():
+        for j, e in enumerate(entries):
+            try:
+                parse_zone_entry(e)
+            except ValueError:
+                raise ConfigError(path, f"zones.{name}[{j}]", f"{e!r} is neither a CIDR nor listener:NAME",
+                                  'e.g. "10.0.0.0/8" or "listener:default"') from None
 
 
 def _port(p: Path, key: str, port: int) -> None:

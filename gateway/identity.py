@@ -22,7 +22,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, parse_zone_entry
 from .fix.signature import VerifyKey
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -116,9 +116,7 @@ def zone_entries(zones: dict[str, list[str]]) -> ZoneTable:
     """Zone definitions in order; an entry is a CIDR or ``listener:NAME``."""
     out: ZoneTable = []
     for name, entries in zones.items():
-        for e in entries:
-            entry = e[len("listener:"):] if e.startswith("listener:") else ipaddress.ip_network(e, strict=False)
-            out.append((name, entry))
+        out.extend((name, parse_zone_entry(e)) for e in entries)
     return out
 
 

@@ -19,7 +19,7 @@ import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ..config import ConfigError
+from ..config import ConfigError, check_zones
 from .anomaly import AnomalySettings
 from .engine import CONTROLS, DAYS, POSTURE_LEVELS, Policy, Rule, TimeWindow
 from .risk import Limits
@@ -144,14 +144,7 @@ def parse(data: bytes, path: Path) -> tuple[Policy, PolicySpec]:
             where = f"rule {rid!r}: {where}"
         raise ConfigError(path, where or "(top level)", problem) from None
     known_zones = set(spec.zones)
-    for name, cidrs in spec.zones.items():
-        for c in cidrs:
-            if c.startswith("listener:"):
-                continue
-            try:
-                ipaddress.ip_network(c, strict=False)
-            except ValueError:
-                raise ConfigError(path, f"zones.{name}", f"{c!r} is not a CIDR") from None
+    check_zones(spec.zones, path)
     rules: list[Rule] = []
     seen: set[str] = set()
     for i, r in enumerate(spec.rules):
