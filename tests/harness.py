@@ -6,6 +6,7 @@ started by the test and stopped by it (SIGTERM, then SIGKILL after a bound).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +91,23 @@ def start(args: list[str], log: Path, port: int | None = None) -> Proc:
         if p.poll() is not None:
             raise RuntimeError(f"{args} exited {p.returncode}; log:\n{log.read_text()}")
     return proc
+
+
+@contextlib.contextmanager
+def gateway_and_sim(tmp: Path, cfg: Path, gw_port: int, sim_port: int) -> Iterator[tuple[Proc, Proc]]:
+    """The exchange simulator and the gateway from ``cfg``, stopped (SIGTERM) on the way out."""
+    sim = start(["exchange-sim", "--config", str(cfg)], tmp / "sim.log", sim_port)
+    try:
+        gw = start(["run", "--config", str(cfg)], tmp / "gw.log", gw_port)
+    except BaseException:
+        sim.stop()
+        raise
+    try:
+        time.sleep(0.3)  # exchange legs log on
+        yield gw, sim
+    finally:
+        gw.stop()
+        sim.stop()
 
 
 def conformance_config(tmp: Path, certs: Path, gw_port: int, sim_port: int) -> Path:

@@ -173,7 +173,6 @@ def test_group_commit_reports_durability_for_a_whole_batch(tmp_path: Path) -> No
 
 
 def test_gateway_in_fsync_mode_forwards_after_the_group_commit(tmp_path: Path) -> None:
-    import time as _time
 
     from tests import harness
     from tests.harness import FixClient, client_ssl
@@ -183,10 +182,7 @@ def test_gateway_in_fsync_mode_forwards_after_the_group_commit(tmp_path: Path) -
     cfg = harness.trading_config(tmp_path, certs, gw_port, sim_port, reset_on_logon=True)
     cfg.write_text(cfg.read_text().replace(f'dir = "{tmp_path}/state/audit"',
                                            f'dir = "{tmp_path}/state/audit"\ndurability = "fsync"'))
-    sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp_path / "sim.log", sim_port)
-    gw = harness.start(["run", "--config", str(cfg)], tmp_path / "gw.log", gw_port)
-    try:
-        _time.sleep(0.3)
+    with harness.gateway_and_sim(tmp_path, cfg, gw_port, sim_port):
         c = FixClient(gw_port, client_ssl(certs, "algo1"), "ALGO1")
         c.logon(reset=True)
         for i in range(20):
@@ -196,9 +192,6 @@ def test_gateway_in_fsync_mode_forwards_after_the_group_commit(tmp_path: Path) -
         while fills < 20:
             if c.recv_type(b"8").get(150) == b"F":
                 fills += 1
-    finally:
-        gw.stop()
-        sim.stop()
     assert verify(tmp_path / "state" / "audit").ok
 
 
@@ -216,11 +209,8 @@ def test_a_full_disk_refuses_new_orders_lets_cancels_through_and_recovers(tmp_pa
     cfg.write_text(cfg.read_text().replace(
         f'dir = "{tmp_path}/state/audit"',
         f'dir = "{tmp_path}/state/audit"\ncancels_when_unavailable = "allow"\ninject_enospc_if_exists = "{full}"'))
-    sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp_path / "sim.log", sim_port)
-    gw = harness.start(["run", "--config", str(cfg)], tmp_path / "gw.log", gw_port)
     base = [(21, "1"), (38, "10"), (40, "2"), (44, "10"), (54, "1"), (55, "INTC"), (60, "20240101-00:00:00")]
-    try:
-        _time.sleep(0.3)
+    with harness.gateway_and_sim(tmp_path, cfg, gw_port, sim_port):
         c = FixClient(gw_port, client_ssl(certs, "algo1"), "ALGO1")
         c.logon(reset=True)
         c.send("D", [(11, "OK1"), *base])
@@ -237,9 +227,6 @@ def test_a_full_disk_refuses_new_orders_lets_cancels_through_and_recovers(tmp_pa
         assert cxl_reply.get(41) == b"OK1"
         c.send("D", [(11, "OK2"), *base])
         assert c.recv_type(b"8").get(150) == b"0"
-    finally:
-        gw.stop()
-        sim.stop()
     received = [line.split()[2] for line in (tmp_path / "received.log").read_text().splitlines()]
     assert "DISKFULL" not in received and "CXL1" in received and "OK2" in received
     recs = [json.loads(x) for _, p in segments(tmp_path / "state" / "audit") for x in lines(p)]
@@ -256,9 +243,7 @@ def test_flows_report_and_ocsf_export_over_a_real_gateways_stream(tmp_path: Path
     certs = harness.make_pki(tmp_path / "certs")
     gw_port, sim_port = harness.free_port(), harness.free_port()
     cfg = harness.trading_config(tmp_path, certs, gw_port, sim_port, reset_on_logon=True)
-    sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp_path / "sim.log", sim_port)
-    gw = harness.start(["run", "--config", str(cfg)], tmp_path / "gw.log", gw_port)
-    try:
+    with harness.gateway_and_sim(tmp_path, cfg, gw_port, sim_port):
         import time as _time
 
         _time.sleep(0.3)
@@ -272,9 +257,6 @@ def test_flows_report_and_ocsf_export_over_a_real_gateways_stream(tmp_path: Path
         bad = FixClient(gw_port, client_ssl(certs, "algo1"), "ALGO2")  # not its CompID
         bad.send("A", [(98, "0"), (108, "30")])
         assert bad.recv() is None
-    finally:
-        gw.stop()
-        sim.stop()
     audit = str(tmp_path / "state" / "audit")
     run = [sys.executable, "-m", "gateway", "audit"]
     flows = subprocess.run([*run, "flows", audit, "--format", "json"], cwd=ROOT, capture_output=True, text=True)
