@@ -28,9 +28,11 @@ Format (so a third party can write a verifier):
   data.  ``seq``, ``ts`` and ``prev`` stay in clear and the chain is over the
   stored bytes, so integrity verifies without the key; reading needs it.
 
-Every ``record()`` reaches the OS before it returns (the ``write``
-durability mode); a failed write raises ``AuditError`` and the caller
-refuses the message (fail closed).
+Without a writer thread every ``record()`` reaches the OS before it returns
+and a failed write raises ``AuditError`` (tools, tests).  The gateway starts a
+``Writer``: ``record()`` chains and queues, a thread writes in batches (and
+fsyncs in ``fsync`` mode), and the gateway forwards a message only once the
+writer reports its record done — the event loop never waits on the disk.
 """
 
 from __future__ import annotations
@@ -104,51 +106,120 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-class GroupCommit:
-    """fsync durability: a thread fsyncs the segment in batches (group commit).
+class Writer:
+    """Takes the disk off the event loop: a thread writes queued records in batches.
 
-    Records are written to the OS synchronously by ``AuditLog.record``; this
-    thread then makes everything written so far durable with one fsync and
-    reports the highest durable seq through ``on_durable`` (called on the
-    thread; the gateway hops back to its event loop).  Many records share one
-    fsync, so throughput holds while each waits about one fsync.
+    ``AuditLog.record`` encodes a record and chains it on the caller's thread
+    (cheap, and the chain stays in one place), then queues the bytes here and
+    returns at once.  This thread writes everything queued with one
+    ``write`` (and, in ``fsync`` mode, one ``fsync``: group commit) and
+    reports the highest seq now in the OS (or on disk) through ``on_progress``.
+    The gateway forwards a message only after that report covers its record.
+
+    A failed write (disk full, I/O error) cuts any partial bytes back off the
+    segment, keeps the batch, reports through ``on_failed`` and retries every
+    ``retry_s``; nothing queued is dropped and the chain stays in order.
+    While it fails, ``AuditLog.record`` refuses new records (fail closed).
     """
 
-    def __init__(self, log: AuditLog, on_durable: Callable[[int], None]) -> None:
+    def __init__(self, log: AuditLog, fsync: bool, on_progress: Callable[[int], None],
+                 on_failed: Callable[[str], None], retry_s: float = 0.05,
+                 max_queued_bytes: int = 64 * 1024 * 1024) -> None:
         self.log = log
-        self.on_durable = on_durable
-        self.durable_seq = log.seq
+        self.fsync = fsync
+        self.on_progress = on_progress
+        self.on_failed = on_failed
+        self.retry_s = retry_s
+        self.max_queued_bytes = max_queued_bytes
+        self.done_seq = log.seq  # highest seq written (write mode) or fsynced (fsync mode)
         self.failed: str | None = None
-        self._wanted = threading.Event()
+        self.batches = 0
+        self._lock = threading.Lock()
+        self._queue: list[bytes | Path] = []  # record lines, or a Path: rotate to that segment first
+        self._queued_seq = log.seq
+        self._queued_bytes = 0
+        self._wake = threading.Event()
         self._stop = False
-        self._thread = threading.Thread(target=self._run, name="audit-fsync", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
 
-    def request(self) -> None:
-        self._wanted.set()
+    @property
+    def lag(self) -> int:
+        """Records queued but not yet reported done."""
+        return self._queued_seq - self.done_seq
+
+    def put(self, item: bytes | Path, seq: int, force: bool = False) -> None:
+        if self._queued_bytes > self.max_queued_bytes and not force:
+            raise AuditError(f"audit writer is {self._queued_bytes} bytes behind; refusing more")
+        with self._lock:
+            self._queue.append(item)
+            self._queued_seq = seq
+            if isinstance(item, bytes):
+                self._queued_bytes += len(item)
+        self._wake.set()
 
     def _run(self) -> None:
-        while not self._stop:
-            self._wanted.wait()
-            self._wanted.clear()
-            if self._stop:
-                return
-            target = self.log.seq
-            fd = self.log.fd
-            try:
-                os.fsync(fd)
-            except OSError as exc:
-                self.failed = f"fsync failed: {exc.strerror}"
+        batch: list[bytes | Path] = []  # taken from the queue, not yet written
+        unsynced = False  # fsync mode: written to the OS, not yet on disk
+        target = self.done_seq
+        while True:
+            if not self._stop:  # when stopping, drain without waiting for a wake-up
+                self._wake.wait(self.retry_s if batch or unsynced else None)
+                self._wake.clear()
+            with self._lock:
+                batch += self._queue
+                self._queue = []
+                target = self._queued_seq
+            if not batch and not unsynced:
+                if self._stop:
+                    return
                 continue
+            error = self._write(batch)
+            if error is None and self.fsync:
+                unsynced = True
+                try:
+                    os.fsync(self.log.fd)
+                    unsynced = False
+                except OSError as exc:
+                    error = f"audit fsync failed: {exc.strerror}"
+            if error is not None:
+                if self.failed is None:
+                    self.failed = error
+                    self.on_failed(error)
+                if self._stop:
+                    return  # shutting down on a failing disk: what is queued cannot be saved
+                continue  # retried after ``retry_s``
+            with self._lock:
+                self._queued_bytes = sum(len(x) for x in self._queue if isinstance(x, bytes))
             self.failed = None
-            if target > self.durable_seq:
-                self.durable_seq = target
-                self.on_durable(target)
+            self.batches += 1
+            self.done_seq = target
+            self.on_progress(target)
 
-    def close(self) -> None:
+    def _write(self, batch: list[bytes | Path]) -> str | None:
+        """Write ``batch`` in order, removing what is done; on failure the partial
+        chunk is cut back off the segment and the reason returned (the rest stays)."""
+        log = self.log
+        if batch and log.fault_file is not None and log.fault_file.exists():  # drills: injected full disk
+            return "audit write failed: No space left on device (injected)"
+        while batch:
+            n = 0
+            while n < len(batch) and isinstance(batch[n], bytes):
+                n += 1
+            if n:
+                error = log._append(b"".join(batch[:n]))  # type: ignore[arg-type]
+                if error is not None:
+                    return error
+                del batch[:n]
+            else:
+                log._switch_segment(batch.pop(0))  # type: ignore[arg-type]
+        return None
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Drain what is queued (unless the disk keeps failing), then stop."""
         self._stop = True
-        self._wanted.set()
-        self._thread.join(2)
+        self._wake.set()
+        self._thread.join(timeout)
 
 
 class AuditLog:
@@ -185,7 +256,9 @@ class AuditLog:
         self.path = folder / segment_name(self.segment)
         truncated = self._recover(existing[-1][1]) if existing else 0
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._size = os.fstat(self._fd).st_size
+        self._size = self._disk_size = os.fstat(self._fd).st_size
+        self.writer: Writer | None = None
+        self._closed = False
         self._opened = time.time()
         if truncated:
             self.record("recovery", truncated_bytes=truncated, segment=self.path.name)
@@ -232,9 +305,12 @@ class AuditLog:
         return self._fd
 
     # -- writing -----------------------------------------------------------------
-    def _write(self, kind: str, fields: dict[str, Any]) -> int:
-        if self.fault_file is not None and self.fault_file.exists():  # drills: an injected full disk
-            raise AuditError("audit write failed: No space left on device (injected)")
+    def _write(self, kind: str, fields: dict[str, Any], force: bool = False) -> int:
+        writer = self.writer
+        if self._closed:
+            raise AuditError("audit log is closed")
+        if writer is not None and writer.failed is not None and not force:
+            raise AuditError(writer.failed)
         seq = self._seq + 1
         if self.aead is not None and kind not in CLEAR_KINDS:
             nonce = os.urandom(12)
@@ -243,25 +319,62 @@ class AuditLog:
             kind = "sealed"
         rec = {"seq": seq, "ts": _utc_us(time.time()), "kind": kind, **fields, "prev": self._prev}
         line = self._encoder.encode(rec)
-        try:
-            n = os.write(self._fd, line + b"\n")
-        except OSError as exc:
-            raise AuditError(f"audit write failed: {exc.strerror}") from None
-        if n != len(line) + 1:
-            raise AuditError("audit write was short")
+        if writer is not None:
+            writer.put(line + b"\n", seq, force)
+        else:
+            if self.fault_file is not None and self.fault_file.exists():  # drills: an injected full disk
+                raise AuditError("audit write failed: No space left on device (injected)")
+            error = self._append(line + b"\n")
+            if error is not None:
+                raise AuditError(error)
         self._seq = seq
         self._prev = hashlib.sha256(line).hexdigest()
-        self._size += n
+        self._size += len(line) + 1
         return seq
+
+    def _append(self, data: bytes) -> str | None:
+        """Put ``data`` at the end of the segment, all or nothing; returns why it failed."""
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        except OSError as exc:
+            try:
+                os.ftruncate(self._fd, self._disk_size)  # no torn record for the retry to follow
+            except OSError:
+                pass
+            return f"audit write failed: {exc.strerror}"
+        self._disk_size += len(data)
+        return None
+
+    def _switch_segment(self, path: Path) -> None:
+        """Close the finished segment durably and open ``path`` (on the writer's thread when there is one)."""
+        try:
+            os.fsync(self._fd)
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._disk_size = 0
+
+    def start_writer(self, fsync: bool, on_progress: Callable[[int], None],
+                     on_failed: Callable[[str], None]) -> Writer:
+        """From now on ``record`` queues and a thread writes (see ``Writer``)."""
+        self.writer = Writer(self, fsync, on_progress, on_failed)
+        return self.writer
 
     def record(self, kind: str, **fields: Any) -> int:
         """Append one record; returns its seq. Raises ``AuditError`` (the caller refuses)."""
         seq = self._write(kind, fields)
         self._since_checkpoint += 1
-        if self.key is not None and self._since_checkpoint >= self.checkpoint_every:
-            self.checkpoint()
-        if self._size >= self.max_segment_bytes or time.time() - self._opened >= self.max_segment_seconds:
-            self.rotate()
+        try:  # the record itself is in; housekeeping that fails now is retried on the next one
+            if self.key is not None and self._since_checkpoint >= self.checkpoint_every:
+                self.checkpoint()
+            if self._size >= self.max_segment_bytes or time.time() - self._opened >= self.max_segment_seconds:
+                self.rotate()
+        except AuditError:
+            pass
         return seq
 
     def checkpoint(self) -> None:
@@ -283,24 +396,25 @@ class AuditLog:
 
     def rotate(self) -> None:
         self.checkpoint()
-        try:
-            os.fsync(self._fd)  # the finished segment is durable before the next one starts
-        except OSError:
-            pass
-        os.close(self._fd)
-        old = self.path.name
+        old, new = self.path.name, self.folder / segment_name(self.segment + 1)
+        if self.writer is not None:  # the switch and its first record are queued together
+            self.writer.put(new, self._seq, force=True)
+        else:
+            self._switch_segment(new)
         self.segment += 1
-        self.path = self.folder / segment_name(self.segment)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.path = new
         self._size = 0
         self._opened = time.time()
-        self._write("segment_start", {"segment": self.path.name, "previous_segment": old})
+        self._write("segment_start", {"segment": new.name, "previous_segment": old}, force=True)
 
     def close(self) -> None:
         try:
             self.checkpoint()
         except AuditError:
             pass
+        if self.writer is not None:
+            self.writer.close()
+        self._closed = True
         try:
             os.close(self._fd)
         except OSError:

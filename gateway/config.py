@@ -148,6 +148,10 @@ class AuditConfig(_S, kw_only=True, forbid_unknown_fields=True):
     # write: each record reaches the OS before its message is forwarded (survives a gateway crash);
     # fsync: forwarded once a group commit (one fsync per batch) made it durable (survives power loss)
     durability: Literal["write", "fsync"] = "write"
+    # who writes: "thread" (default) — a writer thread, so the event loop never waits on the disk;
+    # "inline" (write durability only) — the loop writes to the page cache itself: ~30 µs less per
+    # message, but a stall in kernel writeback stalls every session
+    writer: Literal["thread", "inline"] = "thread"
     # while the audit stream cannot write: "refuse" every message (default) or "allow" cancels,
     # whose decision records are kept in memory and written when the stream recovers
     cancels_when_unavailable: Literal["refuse", "allow"] = "refuse"
@@ -263,6 +267,9 @@ def _check(cfg: Config, p: Path, need_gateway: bool) -> None:
         if cfg.audit is None:
             raise ConfigError(p, "audit.dir", "missing",
                               'every gateway config names its audit folder: [audit] dir = "..."')
+        if cfg.audit.writer == "inline" and cfg.audit.durability == "fsync":
+            raise ConfigError(p, "audit.writer", '"inline" cannot group-commit fsyncs',
+                              'valid with durability = "fsync": "thread"')
         if not cfg.sessions:
             raise ConfigError(p, "sessions", "no [[sessions]] defined", "add one [[sessions]] table per client session")
         _port(p, "listen.port", cfg.listen.port)

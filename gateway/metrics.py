@@ -22,6 +22,8 @@ class Metrics:
         self.policy_rules = Gauge("fixgw_policy_rules", "Rules in the loaded policy", registry=self.registry)
         self.audit_failures = Counter("fixgw_audit_write_failures_total", "Audit records that could not be written",
                                       registry=self.registry)
+        self.audit_lag = Gauge("fixgw_audit_write_lag_records", "Audit records queued but not yet written "
+                               "(fsynced in fsync mode)", registry=self.registry)
         self._decision_children: dict[tuple[str, str], object] = {}
 
     def decision(self, direction: str, outcome: str) -> None:

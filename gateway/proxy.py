@@ -29,7 +29,7 @@ import structlog
 from cryptography import x509
 
 from . import tls
-from .audit import AuditError, AuditLog, GroupCommit, load_encryption_key, load_or_create_key
+from .audit import AuditError, AuditLog, load_encryption_key, load_or_create_key
 from .client import load_signer
 from .config import Config, ConfigError, SessionConfigToml
 from .feeds import FeedError, JitGrants, KillSwitch, PostureFeed, Watched, read_json, write_json
@@ -167,9 +167,9 @@ class Gateway:
             raise ConfigError(cfg.path, "revocation", str(exc)) from None
         self._watch_task: asyncio.Task[None] | None = None
         self.admin: AdminAPI | None = None
-        self.commit: GroupCommit | None = None  # fsync durability (started with the loop)
         self.replicator: Replicator | None = None
-        self._pending: deque[tuple[int, Callable[[], None]]] = deque()
+        # (audit seq, forward, refuse-if-the-write-fails or None to keep waiting), FIFO
+        self._pending: deque[tuple[int, Callable[[], None], Callable[[], None] | None]] = deque()
         # policy and the context that changes while sessions live
         self.policy: Policy | None = None
         self.policy_spec: PolicySpec | None = None
@@ -288,11 +288,18 @@ class Gateway:
                                          self.state_dir / "nats-cursor.json",
                                          lambda text: self._audit_safe("alert", what=text))
             self.replicator.start()
-        if self.cfg.audit is not None and self.cfg.audit.durability == "fsync":
-            def durable(seq: int) -> None:  # called on the commit thread
-                loop.call_soon_threadsafe(self._on_durable, seq)
+        def on_thread(fn: Callable[..., None]) -> Callable[..., None]:
+            def hop(*args: Any) -> None:  # called on the writer thread
+                try:
+                    loop.call_soon_threadsafe(fn, *args)
+                except RuntimeError:
+                    pass  # the loop is gone: shutting down
+            return hop
 
-            self.commit = GroupCommit(self.audit, durable)
+        ac = self.cfg.audit
+        if ac is not None and ac.writer == "thread":
+            self.audit.start_writer(ac.durability == "fsync", on_thread(self._on_durable),
+                                    on_thread(self._on_audit_failed))
         if self.cfg.admin is not None:
             from .admin import AdminAPI
 
@@ -559,9 +566,12 @@ class Gateway:
         while not self.stopping:
             await asyncio.sleep(fast)
             mono = time.monotonic()
-            if self.audit_outage is not None:  # probe: recovery should not wait for traffic
+            if self.audit_outage is not None and self.audit.writer is None:
+                # inline writer: probe, so recovery does not wait for traffic (the thread retries by itself)
                 self._audit_safe("audit_probe", outage_since=_iso(self.audit_outage["since"]))
             self.audit.tick()
+            if self.audit.writer is not None:
+                self.metrics.audit_lag.set(self.audit.writer.lag)
             changed = self._reload_feeds()
             policy_before = self.policy
             self._reload_policy()
@@ -607,8 +617,6 @@ class Gateway:
         self._audit_safe("gateway_stopped")
         if self.replicator is not None:
             await self.replicator.stop()
-        if self.commit is not None:
-            self.commit.close()
         for route in self.routes.values():
             route.client_store.close()
             route.upstream.store.close()
@@ -628,26 +636,59 @@ class Gateway:
         try:
             seq = self.audit.record(kind, **fields)
         except AuditError as exc:
-            if self.audit_outage is None:
-                self.audit_outage = {"since": time.time(), "error": str(exc), "refused": 0, "late": 0}
-                log.error("audit_outage_started", error=str(exc))
+            self._start_outage(str(exc))
             self.metrics.audit_failures.inc()
             raise
-        if self.replicator is not None:
-            self.replicator.notify()
-        if self.audit_outage is not None:
-            outage, self.audit_outage = self.audit_outage, None
-            late, self._late_records = self._late_records, []
+        if self.audit.writer is None:  # inline writer: the record is in the OS already
+            if self.replicator is not None:
+                self.replicator.notify()
+            if self.audit_outage is not None:
+                self._end_outage()
+        return seq
+
+    def _start_outage(self, error: str) -> None:
+        if self.audit_outage is None:
+            self.audit_outage = {"since": time.time(), "error": error, "refused": 0, "late": 0,
+                                 "refused_after_decision": []}
+            log.error("audit_outage_started", error=error)
+
+    def _on_audit_failed(self, error: str) -> None:
+        """The writer could not write (runs on the loop). Messages whose records were
+        still queued are refused now rather than held for an unknown time — their
+        records are written when the disk recovers, and the outage alert lists them."""
+        self._start_outage(error)
+        self.metrics.audit_failures.inc()
+        assert self.audit_outage is not None
+        keep: deque[tuple[int, Callable[[], None], Callable[[], None] | None]] = deque()
+        for seq, action, on_fail in self._pending:
+            if on_fail is None:
+                keep.append((seq, action, on_fail))
+            else:
+                self.audit_outage["refused_after_decision"].append(seq)
+                on_fail()
+        self._pending = keep
+
+    def _end_outage(self) -> None:
+        """The writer writes again: record what happened meanwhile, deliver what was held."""
+        assert self.audit_outage is not None
+        outage, self.audit_outage = self.audit_outage, None
+        late, self._late_records = self._late_records, []
+        held, self._held = self._held, []
+        try:
             for k, f in late:
                 self.audit.record(k, **f, written_late=True)
-            held, self._held = self._held, []
             self.audit.record("alert", what="audit stream was unavailable; service resumed",
                               error=outage["error"], seconds=round(time.time() - outage["since"], 3),
-                              refused=outage["refused"], late_records=len(late), held_inbound=len(held))
-            log.warning("audit_outage_ended", refused=outage["refused"], late_records=len(late))
-            for deliver in held:  # exchange messages that waited, in arrival order
-                deliver()
-        return seq
+                              refused=outage["refused"] + len(outage["refused_after_decision"]),
+                              refused_after_decision=outage["refused_after_decision"],
+                              late_records=len(late), held_inbound=len(held))
+        except AuditError as exc:  # failing again already: keep everything for the next recovery
+            self._late_records, self._held = late + self._late_records, held + self._held
+            self._start_outage(str(exc))
+            return
+        log.warning("audit_outage_ended", refused=outage["refused"], late_records=len(late))
+        for deliver in held:  # exchange messages that waited, in arrival order
+            deliver()
 
     # -- crossing legs -----------------------------------------------------------
     def client_to_exchange(self, route: Route, conn: ClientProtocol, msg: Message, now: float) -> None:
@@ -743,24 +784,36 @@ class Gateway:
             self.metrics.refusals.labels(verdict.rule_ids[0] if verdict.rule_ids else "?").inc()
             self.refuse_decision(conn, msg, verdict, now)
             return
-        self.after_durable(audit_seq, lambda: self._forward(route, conn, msg, time.time()))
+        forward = lambda: self._forward(route, conn, msg, time.time())  # noqa: E731
+        if (msg.msg_type in CANCEL_TYPES and self.cfg.audit is not None
+                and self.cfg.audit.cancels_when_unavailable == "allow"):
+            on_fail = forward  # risk reduction: the cancel goes on; its record is written on recovery
+        else:
+            def on_fail() -> None:
+                self._refuse(conn, msg, T.BRR_APPLICATION_NOT_AVAILABLE,
+                             "refused: the audit stream cannot record it (write failed before it was done); "
+                             "nothing crosses unrecorded", time.time())
+        self.after_durable(audit_seq, forward, on_fail)
 
-    def after_durable(self, seq: int, action: Callable[[], None]) -> None:
-        """Run ``action`` once the audit record ``seq`` is durable in the configured mode.
-
-        ``write``: the record is already in the OS, run now.  ``fsync``: queue it
-        (FIFO, so per-session order holds) until the group commit covers ``seq``.
-        """
-        if self.commit is None or self.commit.durable_seq >= seq:
+    def after_durable(self, seq: int, action: Callable[[], None],
+                      on_fail: Callable[[], None] | None = None) -> None:
+        """Run ``action`` once the writer reports audit record ``seq`` done (in the OS
+        for ``write``, fsynced for ``fsync``).  FIFO, so per-session order holds.
+        If the writer fails first, ``on_fail`` runs instead (None: keep waiting)."""
+        writer = self.audit.writer
+        if writer is None or writer.done_seq >= seq:
             action()
             return
-        self._pending.append((seq, action))
-        self.commit.request()
+        self._pending.append((seq, action, on_fail))
 
     def _on_durable(self, seq: int) -> None:
+        if self.replicator is not None:
+            self.replicator.notify()
         while self._pending and self._pending[0][0] <= seq:
-            _, action = self._pending.popleft()
+            _, action, _ = self._pending.popleft()
             action()
+        if self.audit_outage is not None and self.audit.writer is not None and self.audit.writer.failed is None:
+            self._end_outage()
 
     def _forward(self, route: Route, conn: ClientProtocol, msg: Message, now: float) -> None:
         """Carry an allowed (and audited) application message to the exchange leg."""

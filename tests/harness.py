@@ -7,6 +7,7 @@ started by the test and stopped by it (SIGTERM, then SIGKILL after a bound).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -46,6 +47,26 @@ def wait_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | 
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
+
+
+def audit_records(folder: Path, settle: float = 0.05, timeout: float = 3.0) -> list[dict[str, object]]:
+    """All records of a live gateway's audit folder, once writing has settled.
+
+    The gateway's writer thread puts records on disk shortly after the event
+    that caused them (a refused logon's connection may close first), so wait
+    until the segments stop growing for ``settle`` seconds.
+    """
+    from gateway.audit import segments
+
+    deadline = time.monotonic() + timeout
+    last = -1
+    while True:
+        size = sum(p.stat().st_size for _, p in segments(folder))
+        if size == last or time.monotonic() > deadline:
+            break
+        last = size
+        time.sleep(settle)
+    return [json.loads(line) for _, p in segments(folder) for line in p.read_text().splitlines()]
 
 
 def make_pki(folder: Path) -> Path:

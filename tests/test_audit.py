@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit import AuditLog, segments, verify
+from gateway.audit import AuditError, AuditLog, segments, verify
 from tests.harness import ROOT
 
 
@@ -148,28 +148,57 @@ def test_record_reaches_the_os_before_returning(tmp_path: Path, n: int) -> None:
     log.close()
 
 
-def test_group_commit_reports_durability_for_a_whole_batch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fsync", [False, True])
+def test_writer_thread_reports_progress_for_whole_batches_in_order(tmp_path: Path, fsync: bool) -> None:
     import threading
 
-    from gateway.audit import GroupCommit
-
-    log = AuditLog(tmp_path, Ed25519PrivateKey.generate())
+    log = AuditLog(tmp_path, Ed25519PrivateKey.generate(), checkpoint_every=7, max_segment_bytes=1500)
     seen: list[int] = []
     done = threading.Event()
 
-    def durable(seq: int) -> None:
+    def progress(seq: int) -> None:
         seen.append(seq)
         if seq >= 50:
             done.set()
 
-    commit = GroupCommit(log, durable)
+    writer = log.start_writer(fsync, progress, lambda error: None)
     for i in range(50):
         log.record("decision", n=i)
-        commit.request()
-    assert done.wait(5)
-    assert seen == sorted(seen) and seen[-1] == 50 and len(seen) <= 50  # batches share fsyncs
-    commit.close()
+    log.close()  # drains the queue
+    assert done.is_set() and seen == sorted(seen) and seen[-1] == log.seq and writer.lag == 0
+    assert len(seen) <= log.seq  # batches share writes
+    assert len(segments(tmp_path)) > 2  # rotation happened on the writer's thread, in order
+    result = verify(tmp_path)
+    assert result.ok and result.records == log.seq and result.last_checkpoint is not None
+
+
+def test_writer_thread_keeps_the_batch_through_a_failing_disk_and_the_chain_stays_whole(tmp_path: Path) -> None:
+    import threading
+
+    log = AuditLog(tmp_path / "a", Ed25519PrivateKey.generate(), max_segment_bytes=2000)
+    log.fault_file = tmp_path / "full"
+    failures: list[str] = []
+    progress: list[int] = []
+    failed, recovered = threading.Event(), threading.Event()
+    writer = log.start_writer(False, lambda s: (progress.append(s), recovered.set()),
+                              lambda e: (failures.append(e), failed.set()))
+    log.fault_file.touch()
+    queued = 0
+    for i in range(30):  # enough to rotate while the disk is "full"
+        try:
+            log.record("decision", n=i)
+            queued += 1
+        except AuditError:
+            break  # the writer has already reported the failure: refused, nothing queued unwritten
+    assert failed.wait(5) and "No space left" in failures[0]
+    with pytest.raises(AuditError, match="No space left"):
+        log.record("decision", n=99)
+    assert queued >= 1 and not recovered.is_set() and writer.lag >= queued
+    log.fault_file.unlink()
+    assert recovered.wait(5) and progress[-1] == log.seq
     log.close()
+    result = verify(tmp_path / "a")
+    assert result.ok and result.records >= queued
 
 
 def test_gateway_in_fsync_mode_forwards_after_the_group_commit(tmp_path: Path) -> None:
@@ -195,7 +224,8 @@ def test_gateway_in_fsync_mode_forwards_after_the_group_commit(tmp_path: Path) -
     assert verify(tmp_path / "state" / "audit").ok
 
 
-def test_a_full_disk_refuses_new_orders_lets_cancels_through_and_recovers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", ["thread", "inline"])
+def test_a_full_disk_refuses_new_orders_lets_cancels_through_and_recovers(tmp_path: Path, writer: str) -> None:
     import time as _time
 
     from tests import harness
@@ -208,7 +238,8 @@ def test_a_full_disk_refuses_new_orders_lets_cancels_through_and_recovers(tmp_pa
                                  sim_extra=f'journal = "{tmp_path}/received.log"')
     cfg.write_text(cfg.read_text().replace(
         f'dir = "{tmp_path}/state/audit"',
-        f'dir = "{tmp_path}/state/audit"\ncancels_when_unavailable = "allow"\ninject_enospc_if_exists = "{full}"'))
+        f'dir = "{tmp_path}/state/audit"\ncancels_when_unavailable = "allow"\ninject_enospc_if_exists = "{full}"'
+        f'\nwriter = "{writer}"'))
     base = [(21, "1"), (38, "10"), (40, "2"), (44, "10"), (54, "1"), (55, "INTC"), (60, "20240101-00:00:00")]
     with harness.gateway_and_sim(tmp_path, cfg, gw_port, sim_port):
         c = FixClient(gw_port, client_ssl(certs, "algo1"), "ALGO1")

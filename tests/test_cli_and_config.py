@@ -87,11 +87,14 @@ upstream = { host = "127.0.0.1", port = 9001, tls = false, sender_comp_id = "G",
         (lambda t: t.replace('"FIX.4.4"', '"FIX.9.9"'), "sessions[0].begin_string", "valid: FIX.4.2"),
         (lambda t: t.replace("[audit]\ndir = \"audit\"", ""), "audit.dir", "names its audit folder"),
         (lambda t: t.replace("tls = false, ", ""), "sessions[0].upstream.ca", "CA bundle"),
+        (lambda t: t.replace('dir = "audit"', 'dir = "audit"\ndurability = "fsync"\nwriter = "inline"'),
+         "audit.writer", 'valid with durability = "fsync": "thread"'),
         (lambda t: t + "\n[gateway]\nbogus = 1\n", "gateway", "unknown field"),
         (lambda t: t + "\n[[identities]]\nid = \"spiffe://other/client/x\"\ncomp_ids = []\n",
          "identities[0].id", "trust domain"),
     ],
-    ids=["type", "port-range", "begin-string", "audit-missing", "upstream-ca", "unknown-key", "trust-domain"],
+    ids=["type", "port-range", "begin-string", "audit-missing", "upstream-ca", "inline-fsync", "unknown-key",
+         "trust-domain"],
 )
 def test_config_errors_name_file_key_and_what_is_valid(tmp_path: Path, mutate, key, words) -> None:  # type: ignore[no-untyped-def]
     p = _write(tmp_path, mutate(BASE))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import ssl
 import time
@@ -37,8 +36,7 @@ class Env:
         self.gw = harness.start(["run", "--config", str(self.cfg)], self.tmp / "gw.log", self.gw_port)
 
     def audit(self) -> list[dict[str, object]]:
-        path = self.tmp / "state" / "audit" / "audit-000001.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()]
+        return harness.audit_records(self.tmp / "state" / "audit")
 
     def client(self, name: str = "algo1", comp: str = "ALGO1") -> FixClient:
         return FixClient(self.gw_port, client_ssl(self.certs, name), comp)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import ssl
 import time
 import tomllib
@@ -43,8 +42,7 @@ class World:
     signers: dict[str, signature.Signer]
 
     def audit(self) -> list[dict[str, object]]:
-        path = self.tmp / "state" / "audit" / "audit-000001.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()]
+        return harness.audit_records(self.tmp / "state" / "audit")
 
     def client(self, name: str, comp: str, signer: str | None = None, source: str | None = None) -> FixClient:
         return FixClient(self.gw_port, client_ssl(self.certs, name), comp,

@@ -56,7 +56,7 @@ class World:
     admin_port: int = 0
 
     def audit(self) -> list[dict[str, object]]:
-        return [json.loads(x) for x in (self.tmp / "state" / "audit" / "audit-000001.jsonl").read_text().splitlines()]
+        return harness.audit_records(self.tmp / "state" / "audit")
 
     def decisions(self, session: str) -> list[dict[str, object]]:
         return [r for r in self.audit() if r["kind"] == "decision" and r["direction"] == "outbound"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import shutil
 import signal
 import subprocess
@@ -32,7 +31,7 @@ class World:
     gw: harness.Proc
 
     def audit(self) -> list[dict[str, object]]:
-        return [json.loads(x) for x in (self.tmp / "state" / "audit" / "audit-000001.jsonl").read_text().splitlines()]
+        return harness.audit_records(self.tmp / "state" / "audit")
 
     def client(self, name: str) -> FixClient:
         return FixClient(self.gw_port, client_ssl(self.certs, name), name.upper())
