@@ -124,7 +124,8 @@ class Writer:
 
     def __init__(self, log: AuditLog, fsync: bool, on_progress: Callable[[int], None],
                  on_failed: Callable[[str], None], retry_s: float = 0.05,
-                 max_queued_bytes: int = 64 * 1024 * 1024) -> None:
+                 max_queued_bytes: int = 64 * 1024 * 1024,
+                 defer: Callable[[Callable[[], None]], object] | None = None) -> None:
         self.log = log
         self.fsync = fsync
         self.on_progress = on_progress
@@ -138,7 +139,15 @@ class Writer:
         self._queue: list[bytes | Path] = []  # record lines, or a Path: rotate to that segment first
         self._queued_seq = log.seq
         self._queued_bytes = 0
-        self._wake = threading.Event()
+        # a binary semaphore (a plain lock, released by the producer): waking the thread
+        # costs one C-level call and no Python-level Condition machinery under the GIL
+        self._signal = threading.Lock()
+        self._signal.acquire()
+        # With ``defer`` (the event loop's call_soon) the thread is woken once per loop
+        # iteration, when the loop is about to go idle, not at every record: a woken
+        # Python thread contends for the GIL at each system call the loop makes.
+        self._defer = defer
+        self._kick_pending = False
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
@@ -156,7 +165,21 @@ class Writer:
             self._queued_seq = seq
             if isinstance(item, bytes):
                 self._queued_bytes += len(item)
-        self._wake.set()
+        if self._defer is None:
+            self._kick()
+        elif not self._kick_pending:
+            self._kick_pending = True
+            self._defer(self._deferred_kick)
+
+    def _deferred_kick(self) -> None:
+        self._kick_pending = False
+        self._kick()
+
+    def _kick(self) -> None:
+        try:
+            self._signal.release()
+        except RuntimeError:
+            pass  # already signalled and not yet taken
 
     def _run(self) -> None:
         batch: list[bytes | Path] = []  # taken from the queue, not yet written
@@ -164,8 +187,7 @@ class Writer:
         target = self.done_seq
         while True:
             if not self._stop:  # when stopping, drain without waiting for a wake-up
-                self._wake.wait(self.retry_s if batch or unsynced else None)
-                self._wake.clear()
+                self._signal.acquire(timeout=self.retry_s if batch or unsynced else -1)
             with self._lock:
                 batch += self._queue
                 self._queue = []
@@ -218,7 +240,7 @@ class Writer:
     def close(self, timeout: float = 5.0) -> None:
         """Drain what is queued (unless the disk keeps failing), then stop."""
         self._stop = True
-        self._wake.set()
+        self._kick()
         self._thread.join(timeout)
 
 
@@ -359,9 +381,10 @@ class AuditLog:
         self._disk_size = 0
 
     def start_writer(self, fsync: bool, on_progress: Callable[[int], None],
-                     on_failed: Callable[[str], None]) -> Writer:
+                     on_failed: Callable[[str], None],
+                     defer: Callable[[Callable[[], None]], object] | None = None) -> Writer:
         """From now on ``record`` queues and a thread writes (see ``Writer``)."""
-        self.writer = Writer(self, fsync, on_progress, on_failed)
+        self.writer = Writer(self, fsync, on_progress, on_failed, defer=defer)
         return self.writer
 
     def record(self, kind: str, **fields: Any) -> int:

@@ -299,7 +299,7 @@ class Gateway:
         ac = self.cfg.audit
         if ac is not None and ac.writer == "thread":
             self.audit.start_writer(ac.durability == "fsync", on_thread(self._on_durable),
-                                    on_thread(self._on_audit_failed))
+                                    on_thread(self._on_audit_failed), defer=loop.call_soon)
         if self.cfg.admin is not None:
             from .admin import AdminAPI
 
