@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all demo test test-fast soak lint typecheck bench bench-codec bench-signatures bench-policy bench-posture bench-audit certs clean system-deps
+.PHONY: all demo test test-fast soak lint typecheck bench bench-quick bench-e2e bench-deps bench-codec bench-signatures bench-policy bench-posture bench-audit certs clean system-deps
 
 all: test
 
@@ -29,7 +29,7 @@ certs: certs/dev/ca.crt
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-test: $(STAMP) system-deps lint typecheck
+test: $(STAMP) system-deps bench-deps lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)
@@ -45,7 +45,27 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-bench: bench-codec bench-signatures bench-policy bench-posture bench-audit
+# the end-to-end harness (fixgw vs direct vs haproxy, < 5 min) then every component bench
+bench: bench-e2e bench-codec bench-signatures bench-policy bench-posture bench-audit
+
+bench-e2e: $(STAMP) bench-deps
+	$(BIN)/python -m bench
+
+# smoke run, < 60 s
+bench-quick: $(STAMP) bench-deps
+	$(BIN)/python -m bench --quick --out bench/results/quick
+
+# haproxy is the TLS relay baseline; taskset (util-linux) pins processes
+bench-deps:
+	@if ! command -v haproxy >/dev/null 2>&1 || ! command -v taskset >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q haproxy util-linux >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && apt-get install -y -q haproxy util-linux >/dev/null; }; \
+	  else \
+	    echo "bench needs: sudo apt-get install -y haproxy util-linux"; exit 1; \
+	  fi; \
+	fi
 
 bench-codec: $(STAMP)
 	$(BIN)/python -m bench.codec

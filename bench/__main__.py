@@ -1,5 +1,69 @@
-"""``python -m bench`` — runs the benchmarks that exist so far (codec, signatures, policy, audit, posture)."""
+"""``python -m bench`` — the end-to-end harness (and, with ``--components``, every component bench).
 
-from bench import audit, codec, policy, posture, signatures
+    python -m bench                  # default run: both placements, all configurations (< 5 min on 2 cores)
+    python -m bench --quick          # smoke run (< 60 s): one placement, small counts
+    python -m bench --components     # also codec, signatures, policy, audit, posture
+"""
 
-raise SystemExit(codec.main([]) or signatures.main([]) or policy.main([]) or audit.main([]) or posture.main([]))
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench import e2e, report
+
+DEFAULT_PHASES = ["closed:3000", "open:1000:2", "open:3000:2", "pipe:20000:64"]
+QUICK_PHASES = ["closed:400", "open:500:1", "pipe:2000:32"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=e2e.__doc__.split("\n\n")[0],
+                                epilog="Phases: closed:N (one in flight), open:RATE:SECONDS (fixed rate, "
+                                       "coordinated-omission corrected), pipe:N:WINDOW (max throughput).")
+    p.add_argument("--quick", action="store_true", help="smoke run: one placement, small counts (< 60 s)")
+    p.add_argument("--placements", default=None,
+                   help="comma list of one-core, split (default: both; --quick: split)")
+    p.add_argument("--configs", default=",".join(e2e.CONFIGS),
+                   help=f"comma list of {', '.join(e2e.CONFIGS)} (default: all)")
+    p.add_argument("--phase", action="append", default=None, help="replace the phases (repeatable)")
+    p.add_argument("--warmup", type=int, default=None, help="unrecorded orders before each phase")
+    p.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for e2e.json/.md/.png")
+    p.add_argument("--profile", default="fixgw-hmac", metavar="CONFIG",
+                   help="sample this configuration's relay with py-spy and add the profile to the summary "
+                        "(default fixgw-hmac; 'none' to skip)")
+    p.add_argument("--components", action="store_true",
+                   help="afterwards run the component benches (codec, signatures, policy, audit, posture)")
+    a = p.parse_args(argv)
+    phases = a.phase or (QUICK_PHASES if a.quick else DEFAULT_PHASES)
+    place = (a.placements or ("split" if a.quick else "one-core,split")).split(",")
+    configs = [c.strip() for c in a.configs.split(",") if c.strip()]
+    unknown = [c for c in configs if c not in e2e.CONFIGS]
+    if unknown:
+        p.error(f"unknown configuration {unknown[0]!r}; valid: {', '.join(e2e.CONFIGS)}")
+    for ph in phases:
+        try:
+            from bench.loadgen import Phase
+
+            Phase.parse(ph)
+        except argparse.ArgumentTypeError as exc:
+            p.error(str(exc))
+    warmup = a.warmup if a.warmup is not None else (50 if a.quick else 300)
+    try:
+        result = e2e.run_all(a.out, place, configs, phases, warmup,
+                             profile=None if a.profile == "none" else a.profile)
+    except e2e.BenchError as exc:
+        print(f"\nbench: {exc}", file=sys.stderr)
+        return 1
+    for path in report.write(result, a.out):
+        print(f"written {path}")
+    print(report.markdown(result))
+    if a.components:
+        from bench import audit, codec, policy, posture, signatures
+
+        return codec.main([]) or signatures.main([]) or policy.main([]) or audit.main([]) or posture.main([])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -182,6 +182,10 @@ class Writer:
             pass  # already signalled and not yet taken
 
     def _run(self) -> None:
+        try:  # never preempt the event loop on wake-up: it would only block on the GIL the loop holds
+            os.sched_setscheduler(threading.get_native_id(), os.SCHED_BATCH, os.sched_param(0))
+        except (AttributeError, OSError):
+            pass  # not Linux: plain priority
         batch: list[bytes | Path] = []  # taken from the queue, not yet written
         unsynced = False  # fsync mode: written to the OS, not yet on disk
         target = self.done_seq

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.harness import ROOT
 
 
@@ -52,3 +54,35 @@ def test_audit_bench_runs_and_writes_json(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     modes = [row["mode"] for row in json.loads(out.read_text())["rows"]]
     assert modes[0] == "inline" and "thread write, 1 in flight" in modes and "thread fsync, 128 in flight" in modes
+
+
+def test_end_to_end_harness_runs_every_configuration_with_tiny_counts(tmp_path: Path) -> None:
+    """The harness itself cannot rot: simulator, haproxy, fixgw and load generator as separate
+    processes, results as JSON, markdown and a PNG, the gateway's audit chain intact."""
+    import shutil
+
+    if not shutil.which("haproxy"):
+        pytest.fail("haproxy missing: `make test` installs it (make bench-deps)")
+    r = subprocess.run([sys.executable, "-m", "bench", "--quick", "--placements", "split",
+                        "--configs", "direct,haproxy,fixgw-hmac,fixgw-ed25519,fixgw-fsync",
+                        "--phase", "closed:40", "--phase", "open:200:0.25", "--phase", "pipe:200:16",
+                        "--warmup", "10", "--out", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-2000:]
+    result = json.loads((tmp_path / "e2e.json").read_text())
+    runs = result["runs"]
+    assert [x["config"] for x in runs] == ["direct", "haproxy", "fixgw-hmac", "haproxy", "fixgw-ed25519",
+                                           "haproxy", "fixgw-fsync"]
+    from bench.report import rows, stats
+
+    for run in runs:
+        closed, opened, pipe = run["phases"]
+        assert stats(closed)["count"] == 40 and stats(pipe)["count"] == 200 and stats(opened)["count"] == 50
+        assert all(p["lost"] == 0 for p in run["phases"]) and run["refused"] == 0
+        if run["config"].startswith("fixgw"):
+            assert run["audit"]["ok"] and run["audit"]["records"] > 2 * 290  # every order + its reports
+            assert run["relay_cpu_s"] > 0
+    assert all("ratio_p50" in row for row in rows(result) if row["config"].startswith("fixgw"))
+    md = (tmp_path / "e2e.md").read_text()
+    assert "| split | fixgw-ed25519 |" in md and "Goals" in md and "Where the gateway's time goes" in md
+    assert (tmp_path / "e2e.png").read_bytes()[:4] == b"\x89PNG"
