@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all demo test test-fast soak lint typecheck bench bench-quick bench-e2e bench-deps bench-codec bench-signatures bench-policy bench-posture bench-audit certs clean system-deps
+.PHONY: all demo test test-fast soak lint typecheck bench bench-quick bench-e2e bench-deps bench-codec bench-session bench-signatures bench-policy bench-posture bench-audit certs clean system-deps
 
 all: test
 
@@ -46,7 +46,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # the end-to-end harness (fixgw vs direct vs haproxy, < 5 min) then every component bench
-bench: bench-e2e bench-codec bench-signatures bench-policy bench-posture bench-audit
+bench: bench-e2e bench-codec bench-session bench-signatures bench-policy bench-posture bench-audit
 
 bench-e2e: $(STAMP) bench-deps
 	$(BIN)/python -m bench
@@ -69,6 +69,9 @@ bench-deps:
 
 bench-codec: $(STAMP)
 	$(BIN)/python -m bench.codec
+
+bench-session: $(STAMP)
+	$(BIN)/python -m bench.session
 
 bench-signatures: $(STAMP)
 	$(BIN)/python -m bench.signatures

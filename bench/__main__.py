@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench import e2e, report
 
-DEFAULT_PHASES = ["closed:3000", "open:1000:2", "open:3000:2", "pipe:20000:64"]
+DEFAULT_PHASES = ["closed:3000", "open:1000:2", "open:2000:2", "pipe:20000:64"]
 QUICK_PHASES = ["closed:400", "open:500:1", "pipe:2000:32"]
 
 
@@ -24,8 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke run: one placement, small counts (< 60 s)")
     p.add_argument("--placements", default=None,
                    help="comma list of one-core, split (default: both; --quick: split)")
-    p.add_argument("--configs", default=",".join(e2e.CONFIGS),
-                   help=f"comma list of {', '.join(e2e.CONFIGS)} (default: all)")
+    p.add_argument("--configs", default=",".join(e2e.DEFAULT_CONFIGS),
+                   help=f"comma list of {', '.join(e2e.CONFIGS)} (default: all but fixgw-inline)")
     p.add_argument("--phase", action="append", default=None, help="replace the phases (repeatable)")
     p.add_argument("--warmup", type=int, default=None, help="unrecorded orders before each phase")
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for e2e.json/.md/.png")
@@ -59,9 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"written {path}")
     print(report.markdown(result))
     if a.components:
-        from bench import audit, codec, policy, posture, signatures
+        from bench import audit, codec, policy, posture, session, signatures
 
-        return codec.main([]) or signatures.main([]) or policy.main([]) or audit.main([]) or posture.main([])
+        return (codec.main([]) or session.main([]) or signatures.main([]) or policy.main([]) or audit.main([])
+                or posture.main([]))
     return 0
 
 

@@ -74,8 +74,8 @@ def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     rs = rows(result)
     lines = [
-        f"## End-to-end: {result['started']} — {m['cpus']} vCPU {m['cpu']}, Linux {m['kernel']}, "
-        f"Python {m['python']}, {m['openssl']}, {m['haproxy'] or 'no haproxy'}",
+        f"## End-to-end: {result['started']} ({result['seconds']:.0f} s) — {m['cpus']} vCPU {m['cpu']}, "
+        f"Linux {m['kernel']}, Python {m['python']}, {m['openssl']}, {m['haproxy'] or 'no haproxy'}",
         "",
         "Closed loop (one order in flight): send → first ExecutionReport, HDR histogram. "
         "Ratios are to the haproxy run just before. CPU = the relay's CPU ms per 1,000 orders "
@@ -107,18 +107,16 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {r['placement']} | {r['config']} | " + " | ".join(cells) + " |")
     lines += ["", "Goals (measured, not asserted):", ""]
     lines += goals(rs)
-    for run in result["runs"]:
-        prof = run.get("profile")
-        if not prof:
-            continue
-        lines += ["", f"Where the gateway's time goes ({run['placement']}, {run['config']}; py-spy sampling of "
-                  "the relay process over the whole run, waiting-for-input samples left out):", ""]
+    prof = result.get("profile")
+    if prof:
+        lines += ["", f"Where the gateway's time goes ({prof['placement']}, {prof['config']}; py-spy sampling of the "
+                  "relay process in an extra run that is not in the tables, waiting-for-input samples left out):", ""]
         if "error" in prof:
             lines.append(f"- profile unavailable: {prof['error']}")
-            continue
-        lines += ["| self time | function | | inclusive | function |", "| ---: | --- | --- | ---: | --- |"]
-        for a, b in zip(prof["self"], prof["inclusive"], strict=False):
-            lines.append(f"| {a['share']:.1%} | `{a['function']}` | | {b['share']:.1%} | `{b['function']}` |")
+        else:
+            lines += ["| self time | function | | inclusive | function |", "| ---: | --- | --- | ---: | --- |"]
+            for a, b in zip(prof["self"], prof["inclusive"], strict=False):
+                lines.append(f"| {a['share']:.1%} | `{a['function']}` | | {b['share']:.1%} | `{b['function']}` |")
     problems = [r for r in rs if r["lost"] or r["refused"] or r.get("audit_ok") is False]
     for r in problems:
         lines.append(f"- **{r['placement']} {r['config']}**: {r['lost']} orders unanswered, {r['refused']} refused, "

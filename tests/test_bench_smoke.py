@@ -86,3 +86,13 @@ def test_end_to_end_harness_runs_every_configuration_with_tiny_counts(tmp_path: 
     md = (tmp_path / "e2e.md").read_text()
     assert "| split | fixgw-ed25519 |" in md and "Goals" in md and "Where the gateway's time goes" in md
     assert (tmp_path / "e2e.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_session_engine_bench_runs_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "session.json"
+    r = subprocess.run([sys.executable, "-m", "bench.session", "--n", "300", "--rounds", "1", "--json", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["case"] for r in rows] == ["send + receive, validated", "send + receive, no dictionary validation"]
+    assert all(r["msgs_per_s"] > 0 for r in rows)
