@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="fixgw-hmac", metavar="CONFIG",
                    help="sample this configuration's relay with py-spy and add the profile to the summary "
                         "(default fixgw-hmac; 'none' to skip)")
+    p.add_argument("--scale", default=None, metavar="N,N",
+                   help="extra logged-on sessions for the scale runs (default 100,1000; --quick: none; 0: skip)")
     p.add_argument("--components", action="store_true",
                    help="afterwards run the component benches (codec, signatures, policy, audit, posture)")
     a = p.parse_args(argv)
@@ -50,8 +52,10 @@ def main(argv: list[str] | None = None) -> int:
             p.error(str(exc))
     warmup = a.warmup if a.warmup is not None else (50 if a.quick else 300)
     try:
+        scale_text = a.scale if a.scale is not None else ("0" if a.quick else "100,1000")
+        scale = tuple(n for n in (int(x) for x in scale_text.split(",") if x.strip()) if n > 0)
         result = e2e.run_all(a.out, place, configs, phases, warmup,
-                             profile=None if a.profile == "none" else a.profile)
+                             profile=None if a.profile == "none" else a.profile, scale=scale)
     except e2e.BenchError as exc:
         print(f"\nbench: {exc}", file=sys.stderr)
         return 1

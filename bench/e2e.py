@@ -95,9 +95,15 @@ def make_env(root: Path) -> Env:
     return Env(root, certs, free_port(), free_port())
 
 
-def fixgw_config(env: Env, name: str, signing: str, durability: str, writer: str = "thread") -> Path:
-    """One gateway config (also read by the simulator for its session table)."""
+def fixgw_config(env: Env, name: str, signing: str, durability: str, writer: str = "thread",
+                 extra_sessions: int = 0, heartbeat: int = 5) -> Path:
+    """One gateway config (also read by the simulator for its session table).
+
+    ``extra_sessions`` adds sessions S0001 … for the scale runs: same identity,
+    each with its own persistent exchange leg, heartbeats every ``heartbeat`` s."""
     c = env.certs
+    extra = [f"S{i:04d}" for i in range(1, extra_sessions + 1)]
+    comp_ids = ", ".join(f'"{x}"' for x in ["ALGO1", *extra])
     key = env.key(signing).with_suffix(".pub" if signing == "ed25519" else ".hmac")
     text = f"""
 [gateway]
@@ -116,7 +122,7 @@ writer = "{writer}"
 file = "{env.root}/policy.toml"
 [[identities]]
 id = "spiffe://fixgw.dev/client/algo1"
-comp_ids = ["ALGO1"]
+comp_ids = [{comp_ids}]
 roles = ["algo"]
 signing = "{signing}"
 keys = [{{ path = "{key}" }}]
@@ -145,6 +151,25 @@ key = "{c}/gw-upstream.key"
 sender_comp_id = "GW-ALGO1"
 target_comp_id = "XCHG"
 reset_on_logon = true
+"""
+    for comp in extra:
+        text += f"""
+[[sessions]]
+begin_string = "FIX.4.4"
+client_comp_id = "{comp}"
+gateway_comp_id = "FIXGW"
+reset_on_logon = true
+[sessions.upstream]
+host = "127.0.0.1"
+port = {env.sim_port}
+tls = true
+ca = "{c}/ca.crt"
+cert = "{c}/gw-upstream.crt"
+key = "{c}/gw-upstream.key"
+sender_comp_id = "GW-{comp}"
+target_comp_id = "XCHG"
+reset_on_logon = true
+heartbeat_interval = {heartbeat}
 """
     path = env.root / f"{name}.toml"
     path.write_text(text)
@@ -234,18 +259,22 @@ def placements(wanted: list[str]) -> list[Placement]:
 
 
 def run_one(env: Env, config: str, place: Placement, phases: list[str], warmup: int,
-            logs: Path, profile: bool = False) -> dict[str, object]:
-    """Start simulator (+ relay), run the load generator to completion, stop everything."""
+            logs: Path, profile: bool = False, idle: int = 0) -> dict[str, object]:
+    """Start simulator (+ relay), run the load generator to completion, stop everything.
+    ``idle``: that many extra sessions logged on and heartbeating throughout (scale runs)."""
     py = sys.executable
     variant = FIXGW_VARIANTS.get(config, {"signing": "hmac-sha256", "durability": "write"})
-    cfg = fixgw_config(env, config if config in FIXGW_VARIANTS else "baseline", **variant)
-    tag = f"{place.name}-{config}"
+    cfg = fixgw_config(env, config if config in FIXGW_VARIANTS else "baseline", **variant,
+                       extra_sessions=idle)  # type: ignore[arg-type]
+    tag = f"{place.name}-{config}" + (f"-{idle}" if idle else "")
     sim_args = [py, "-m", "gateway", "exchange-sim", "--config", str(cfg)]
     signing = variant["signing"]
     load_args = [py, "-m", "bench.loadgen", "--cert", str(env.certs / "algo1.crt"),
                  "--key", str(env.certs / "algo1.key"), "--ca", str(env.certs / "ca.crt"),
                  "--sign", f"{signing}:{env.key(signing)}", "--warmup", str(warmup),
                  *[x for ph in phases for x in ("--phase", ph)]]
+    if idle:
+        load_args += ["--idle", str(idle), "--idle-prefix", "S"]
     if config == "direct":
         load_args += ["--port", str(env.sim_port), "--sender", "GW-ALGO1", "--target", "XCHG"]
     elif config == "haproxy":
@@ -262,6 +291,8 @@ def run_one(env: Env, config: str, place: Placement, phases: list[str], warmup: 
         elif config != "direct":
             relay = stack.enter_context(process([py, "-m", "gateway", "run", "--config", str(cfg)],
                                                 place.relay_cpu, logs / f"{tag}-relay.log", env.relay_port))
+            if idle:
+                time.sleep(min(10.0, 0.5 + idle / 200))  # let the exchange legs log on
         cpu0 = {"sim": cpu_seconds(sim.pid), "relay": cpu_seconds(relay.pid) if relay else 0.0}
         cmd = (["taskset", "-c", str(place.client_cpu)] if place.client_cpu is not None else []) + load_args
         sampler = None
@@ -280,7 +311,7 @@ def run_one(env: Env, config: str, place: Placement, phases: list[str], warmup: 
         result["relay_cpu_s"] = (cpu_seconds(relay.pid) - cpu0["relay"]) if relay else None
         result["sim_cpu_s"] = cpu_seconds(sim.pid) - cpu0["sim"]
         result["wall_s"] = wall
-    result.update(config=config, placement=place.name)
+    result.update(config=config, placement=place.name, idle=idle)
     if sampler is not None:
         from bench.profile import summarise
 
@@ -300,7 +331,8 @@ def verify_audit(folder: Path) -> dict[str, object]:
 
 
 def run_all(out: Path, place_names: list[str], configs: list[str], phases: list[str], warmup: int,
-            progress: bool = True, profile: str | None = "fixgw-hmac") -> dict[str, object]:
+            progress: bool = True, profile: str | None = "fixgw-hmac",
+            scale: tuple[int, ...] = (), scale_phases: tuple[str, ...] = ("closed:2000",)) -> dict[str, object]:
     """Every (placement, configuration) in order; ``profile`` names the configuration whose
     relay is sampled with py-spy (in the last placement, so the sample is of the relay alone on a core)."""
     if "haproxy" in configs and not shutil.which("haproxy"):
@@ -354,9 +386,24 @@ def run_all(out: Path, place_names: list[str], configs: list[str], phases: list[
             prof = {"config": profile, "placement": places[-1].name, **prof_run["profile"]}  # type: ignore[dict-item]
             if progress:
                 print(" done", file=sys.stderr)
+        scale_runs = []
+        if scale and places:
+            place = places[-1]
+            for n in (0, *scale):
+                if progress:
+                    print(f"[scale] {place.name:8} fixgw-hmac + {n:4d} idle sessions ...", end="", flush=True,
+                          file=sys.stderr)
+                res = run_one(env, "fixgw-hmac", place, list(scale_phases), warmup, logs, idle=n)
+                scale_runs.append(res)
+                if progress:
+                    from bench.report import stats
+
+                    st = stats(res["phases"][0])  # type: ignore[index]
+                    rate = f", {res['logons_per_s']:.0f} logons/s" if n else ""
+                    print(f" p50 {st['p50_us']:.0f} µs  p99 {st['p99_us']:.0f} µs{rate}", file=sys.stderr)
     return {"benchmark": "e2e", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "seconds": round(time.time() - started, 1), "machine": machine(), "phases": phases, "runs": runs,
-            "profile": prof}
+            "profile": prof, "scale": scale_runs}
 
 
 def machine() -> dict[str, object]:

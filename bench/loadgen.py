@@ -284,28 +284,57 @@ class LoadGen:
         }
 
 
+async def connect(a: argparse.Namespace, ctx: object, sender: str, signer: object, heartbeat: int) -> LoadGen:
+    """One session: TCP, mutual TLS handshake, Logon answered."""
+    config = SessionConfig(begin_string=b"FIX.4.4", sender_comp_id=sender.encode(), target_comp_id=a.target.encode(),
+                           role=Role.INITIATOR, heartbeat_interval=heartbeat, reset_on_logon=True,
+                           signer=signer)  # type: ignore[arg-type]
+    gen = LoadGen(Session(config, MemoryStore()))
+    loop = asyncio.get_running_loop()
+    _, proto = await loop.create_connection(lambda: LoadProtocol(gen), a.host, a.port, ssl=ctx,  # type: ignore[arg-type]
+                                            server_hostname=a.server_name or a.host)
+    gen.protocol = proto
+    await asyncio.wait_for(gen.logged_on, 30)
+    return gen
+
+
+async def open_idle(a: argparse.Namespace, ctx: object, signer: object) -> tuple[list[LoadGen], float]:
+    """``--idle`` extra sessions, ``--idle-concurrency`` handshakes at a time; returns them and the seconds taken."""
+    sem = asyncio.Semaphore(a.idle_concurrency)
+
+    async def one(i: int) -> LoadGen:
+        async with sem:
+            return await connect(a, ctx, f"{a.idle_prefix}{i:04d}", signer, a.idle_heartbeat)
+
+    t0 = time.perf_counter()
+    gens = await asyncio.gather(*(one(i) for i in range(1, a.idle + 1)))
+    return list(gens), time.perf_counter() - t0
+
+
 async def run(a: argparse.Namespace) -> dict[str, object]:
     signer = None
     if a.sign:
         scheme, _, path = a.sign.partition(":")
         signer = load_signer(scheme, path)
-    config = SessionConfig(begin_string=b"FIX.4.4", sender_comp_id=a.sender.encode(), target_comp_id=a.target.encode(),
-                           role=Role.INITIATOR, heartbeat_interval=30, reset_on_logon=True, signer=signer)
-    gen = LoadGen(Session(config, MemoryStore()))
     ctx = tls.client_context(Path(a.ca), Path(a.cert), Path(a.key))
-    loop = asyncio.get_running_loop()
-    _, proto = await loop.create_connection(lambda: LoadProtocol(gen), a.host, a.port, ssl=ctx,
-                                            server_hostname=a.server_name or a.host)
-    gen.protocol = proto
-    await asyncio.wait_for(gen.logged_on, 15)
+    gen = await connect(a, ctx, a.sender, signer, 30)
     await gen.ready()
+    idle: list[LoadGen] = []
+    out: dict[str, object] = {}
+    if a.idle:
+        idle, took = await open_idle(a, ctx, signer)
+        out.update(idle_sessions=len(idle), logon_s=took, logons_per_s=len(idle) / took)
     phases = []
     for phase in a.phase:
         phases.append(await gen.run_phase(phase, a.warmup))
-    gen.session.logout(time.time(), "bench done")
-    proto.pump()
-    await asyncio.sleep(0.05)
-    return {"phases": phases, "refused": gen.refused}
+    if idle:
+        out["idle_still_logged_on"] = sum(1 for g in idle if g.session.is_logged_on)
+    for g in [gen, *idle]:
+        g.session.logout(time.time(), "bench done")
+        assert g.protocol is not None
+        g.protocol.pump()
+    await asyncio.sleep(0.05 + len(idle) / 5000)
+    return {"phases": phases, "refused": gen.refused, **out}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,8 +350,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sign", default=None, help="SCHEME:KEYFILE, e.g. hmac-sha256:algo.hmac")
     p.add_argument("--phase", type=Phase.parse, action="append", required=True)
     p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--idle", type=int, default=0,
+                   help="extra sessions logged on before the phases and kept alive (heartbeats) throughout")
+    p.add_argument("--idle-prefix", default="S", help="their SenderCompIDs: PREFIX0001, PREFIX0002 ...")
+    p.add_argument("--idle-heartbeat", type=int, default=5, help="HeartBtInt(108) of the extra sessions")
+    p.add_argument("--idle-concurrency", type=int, default=32, help="handshakes in flight while opening them")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
+    from gateway.cli import raise_fd_limit
+
+    raise_fd_limit()
     try:
         import uvloop
 

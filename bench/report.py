@@ -105,6 +105,22 @@ def markdown(result: dict[str, Any]) -> str:
             cells = [f"{_fmt(r['open'][o]['p50_us'])} / {_fmt(r['open'][o]['p99_us'])}" if o in r["open"] else "–"
                      for o in opens]
             lines.append(f"| {r['placement']} | {r['config']} | " + " | ".join(cells) + " |")
+    scale = result.get("scale") or []
+    if scale:
+        base = stats(scale[0]["phases"][0])
+        lines += ["", f"Scale ({scale[0]['placement']}, fixgw-hmac): the measured session's closed-loop round trip "
+                  "while N other sessions stay logged on through the gateway (each with its own exchange leg, "
+                  "heartbeats every 5 s both legs); logons/s = full mTLS handshake + Logon answered, "
+                  f"{32} in flight.", "",
+                  "| other sessions | p50 | p99 | × p99 alone | logons/s | still logged on at the end |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for run in scale:
+            st = stats(run["phases"][0])
+            n = run.get("idle", 0)
+            rate = f"{run['logons_per_s']:.0f}" if n else "–"
+            alive = f"{run.get('idle_still_logged_on', 0)} / {n}" if n else "–"
+            lines.append(f"| {n} | {_fmt(st['p50_us'])} | {_fmt(st['p99_us'])} | {st['p99_us'] / base['p99_us']:.2f} "
+                         f"| {rate} | {alive} |")
     lines += ["", "Goals (measured, not asserted):", ""]
     lines += goals(rs)
     prof = result.get("profile")

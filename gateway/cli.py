@@ -45,7 +45,24 @@ def _run_gateway(config_path: str) -> int:
     return 0
 
 
+def raise_fd_limit(want: int = 65536) -> int:
+    """Every session holds a socket per leg and its store files: lift the soft
+    RLIMIT_NOFILE towards the hard limit (1,000 sessions need ~6,000 descriptors)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return int(soft)
+
+
 def _event_loop_run(coro: object) -> None:
+    raise_fd_limit()
     try:
         import uvloop
 
