@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench import e2e, report
 
-DEFAULT_PHASES = ["closed:3000", "open:1000:2", "open:2000:2", "pipe:20000:64"]
+DEFAULT_PHASES = ["closed:2500", "open:1000:2", "open:2000:1.5", "pipe:15000:64"]
 QUICK_PHASES = ["closed:400", "open:500:1", "pipe:2000:32"]
 
 
