@@ -397,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     jg.add_argument("--minutes", type=int, required=True)
     jg.add_argument("--config", required=True)
 
+    from .admin_cli import add_parser as add_admin_parser
+
+    add_admin_parser(sub)
     audit = sub.add_parser("audit", help="audit stream tools")
     asub = audit.add_subparsers(dest="audit_command", required=True)
     av = asub.add_parser("verify", help="verify segments, hash chain and signed checkpoints")
@@ -462,6 +465,10 @@ def main(argv: list[str] | None = None) -> int:
             return _kill(args)
         if args.command == "jit":
             return _jit(args)
+        if args.command == "admin":
+            from .admin_cli import run as run_admin
+
+            return run_admin(args)
     except (ConfigError, DictionaryError, PKIError, TLSConfigError, UsageError) as exc:
         print(f"fixgw: {exc}", file=sys.stderr)
         return 2

@@ -192,6 +192,9 @@ class ClientProtocol(SessionProtocol):
         self.full_capture = False  # every frame of the session verbatim into the audit stream
         self.cert_serial: int | None = None
         self.cert_not_after: float | None = None
+        self.app_in = 0  # application messages from the client / delivered to it (admin API)
+        self.app_out = 0
+        self.last_decision: tuple[str, str, str, float] | None = None  # outcome, rules, MsgType, when
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)

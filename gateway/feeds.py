@@ -76,6 +76,11 @@ class PostureFeed:
                 out[ident] = (a["level"], float(a.get("asserted_at", 0)))
         self.assertions = out
 
+    def age(self, identity: str, now: float) -> float:
+        """Seconds since the newest assertion for ``identity`` (-1 when there is none)."""
+        times = [a[1] for a in (self.assertions.get(identity), self.pushed.get(identity)) if a is not None]
+        return now - max(times) if times else -1.0
+
     def level(self, identity: str, now: float) -> str:
         a = self.assertions.get(identity)
         p = self.pushed.get(identity)

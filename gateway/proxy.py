@@ -202,6 +202,11 @@ class Gateway:
                 feed.reload()
             except FeedError as exc:
                 raise ConfigError(cfg.path, "feeds", str(exc)) from None
+        try:  # identities an administrator revoked through the admin API (identity -> reason)
+            self.admin_revoked: dict[str, str] = {str(k): str(v) for k, v in
+                                                  read_json(self.state_dir / "admin-revoked.json").items()}
+        except FeedError as exc:
+            raise ConfigError(cfg.path, "gateway.state_dir", str(exc)) from None
         self.server: asyncio.AbstractServer | None = None
         self.connections: set[ClientProtocol] = set()
         self._exec_ids = 0
@@ -540,6 +545,47 @@ class Gateway:
             return f"client certificate serial {serial:x} is revoked (CRL)"
         if identity is not None and identity in self.revoked.denylist:
             return f"identity {identity} is on the denylist"
+        if identity is not None and identity in self.admin_revoked:
+            return f"identity {identity} was revoked by an administrator: {self.admin_revoked[identity]}"
+        return None
+
+    def refresh_metrics(self, now: float) -> None:
+        """Gauges that describe the present, set just before a scrape."""
+        m = self.metrics
+        logged_on = sum(1 for c in self.connections if c.session is not None and c.session.is_logged_on)
+        m.sessions.labels("logged_on").set(logged_on)
+        m.sessions.labels("connected_not_logged_on").set(len(self.connections) - logged_on)
+        for route in self.routes.values():
+            m.upstream_up.labels(route.name).set(1 if route.upstream.logged_on else 0)
+        m.audit_lag.set(self.audit.writer.lag if self.audit.writer is not None else 0)
+        for conn in self.connections:
+            if conn.identity is not None:
+                m.posture_age.labels(conn.identity.id).set(self.posture.age(conn.identity.id, now))
+
+    # -- operator actions (the admin API calls these; each is audited there) ----------
+    @property
+    def admin_revoked_path(self) -> Path:
+        return self.state_dir / "admin-revoked.json"
+
+    def admin_revoke(self, identity: str, reason: str, by: str, now: float) -> None:
+        """Refuse the identity from now on (persisted across restarts) and cut its live sessions."""
+        self.admin_revoked[identity] = f"{reason} (by {by})"
+        write_json(self.admin_revoked_path, self.admin_revoked)
+        self.enforce(now)
+
+    def admin_reinstate(self, identity: str) -> bool:
+        if self.admin_revoked.pop(identity, None) is None:
+            return False
+        write_json(self.admin_revoked_path, self.admin_revoked)
+        return True
+
+    def reload_policy_now(self) -> str | None:
+        """Reload the policy file at once; returns the error when the file is refused."""
+        before = self.policy
+        self._reload_policy(force=True)
+        if self.policy is before:
+            return "the policy file was not loaded (see the alert record); the previous policy stays in force"
+        self.enforce_context(time.time())
         return None
 
     def enforce(self, now: float) -> None:
@@ -725,6 +771,8 @@ class Gateway:
         if verdict.allowed and verdict.outcome == "allow":
             verdict = self.risk_check(ident.id, msg, now) or verdict
         decide_us = (time.perf_counter_ns() - t0) // 1000
+        conn.app_in += 1
+        conn.last_decision = (verdict.outcome, ",".join(verdict.rule_ids), _s(msg.msg_type) or "", now)
         up = route.upstream
         up_session = up.protocol.session if up.protocol is not None else None
         # the exchange-leg MsgSeqNum this message will carry if it goes on
@@ -779,7 +827,8 @@ class Gateway:
             self._refuse(conn, msg, T.BRR_APPLICATION_NOT_AVAILABLE,
                          f"refused: the audit stream cannot record it ({exc}); nothing crosses unrecorded", now)
             return
-        self.metrics.decision("outbound", verdict.outcome)
+        self.metrics.decision("outbound", verdict.outcome, verdict.rule_ids)
+        self.metrics.decision_seconds.observe(decide_us / 1e6)
         if not verdict.allowed:
             self.metrics.refusals.labels(verdict.rule_ids[0] if verdict.rule_ids else "?").inc()
             self.refuse_decision(conn, msg, verdict, now)
@@ -894,13 +943,14 @@ class Gateway:
                 log.error("inbound_held", session=route.name, error=str(exc))
                 self._held.append(lambda: self.exchange_to_client(route, msg, header_tags, time.time()))
                 return
-            self.metrics.decision("inbound", d.outcome)
+            self.metrics.decision("inbound", d.outcome, d.rule_ids)
             if not d.allowed:
                 return
 
             def deliver(conn: ClientProtocol = conn) -> None:
                 if conn.session is not None and conn.session.is_logged_on:
                     conn.session.send_app(msg.msg_type, body, time.time(), header)
+                    conn.app_out += 1
                     conn.pump()
                 else:  # the client left meanwhile: keep it for its next Logon
                     assert route.offline is not None
