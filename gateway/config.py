@@ -33,32 +33,32 @@ class _S(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class ListenerConfig(_S, kw_only=True, forbid_unknown_fields=True):
     """The client-facing mTLS listener. There is no plaintext listener."""
 
-    host: str = "127.0.0.1"
-    port: int
-    cert: str
-    key: str
-    ca: str
-    name: str = "default"
+    host: str = "127.0.0.1"  # address to listen on
+    port: int  # TCP port of the client listener
+    cert: str  # the gateway's server certificate (PEM)
+    key: str  # its private key (PEM, keep it mode 0600)
+    ca: str  # CA bundle client certificates must chain to
+    name: str = "default"  # listener name, usable in [zones] as listener:NAME
 
 
 class UpstreamConfig(_S, kw_only=True, forbid_unknown_fields=True):
     """The exchange leg of one route: our initiator session to the venue."""
 
-    host: str
-    port: int
-    sender_comp_id: str
-    target_comp_id: str
-    tls: bool = True
-    ca: str | None = None
-    cert: str | None = None
-    key: str | None = None
-    server_name: str | None = None
-    heartbeat_interval: int = 30
-    reset_on_logon: bool = False
-    validate: bool = True
-    allow_unknown_message_fields: bool = False
-    reconnect_min: float = 0.2
-    reconnect_max: float = 30.0
+    host: str  # the venue's FIX host
+    port: int  # the venue's FIX port
+    sender_comp_id: str  # our SenderCompID(49) on the exchange leg
+    target_comp_id: str  # the venue's CompID, TargetCompID(56)
+    tls: bool = True  # TLS to the venue (default); false must be spelled out
+    ca: str | None = None  # CA bundle for the venue's certificate (required with tls)
+    cert: str | None = None  # our client certificate, when the venue checks one
+    key: str | None = None  # its private key
+    server_name: str | None = None  # name to verify in the venue's certificate (default: host)
+    heartbeat_interval: int = 30  # HeartBtInt(108) we propose, seconds
+    reset_on_logon: bool = False  # ResetSeqNumFlag(141)=Y on every Logon
+    validate: bool = True  # validate the venue's messages against the dictionary
+    allow_unknown_message_fields: bool = False  # accept fields the dictionary does not list for the message
+    reconnect_min: float = 0.2  # first reconnect delay, seconds (doubles up to reconnect_max)
+    reconnect_max: float = 30.0  # longest reconnect delay, seconds
     # persistent: logged on from start-up, reconnects with backoff, shared by
     #   every logon of the client session (a venue session that stays up);
     # mirror: logs on when the client logs on (the client's Logon is answered
@@ -70,37 +70,40 @@ class UpstreamConfig(_S, kw_only=True, forbid_unknown_fields=True):
 class SessionConfigToml(_S, kw_only=True, forbid_unknown_fields=True):
     """A client session the gateway accepts and the route it maps to."""
 
-    begin_string: str
-    client_comp_id: str
-    gateway_comp_id: str
+    begin_string: str  # FIX.4.2, FIX.4.4 or FIXT.1.1 (FIX.5.0SP2)
+    client_comp_id: str  # the client's SenderCompID(49)
+    gateway_comp_id: str  # the client's TargetCompID(56): the gateway's CompID
     upstream: UpstreamConfig
-    reset_on_logon: bool = False
-    validate: bool = True
+    reset_on_logon: bool = False  # ResetOnLogon: reset both sequence numbers at every Logon
+    validate: bool = True  # dictionary validation (Reject(3) with SessionRejectReason(373))
     validate_fields_have_values: bool = True  # QuickFIX ValidateFieldsHaveValues
     validate_fields_out_of_order: bool = True  # ValidateFieldsOutOfOrder
     validate_user_defined_fields: bool = True  # ValidateUserDefinedFields (tags >= 5000)
     allow_unknown_message_fields: bool = False  # AllowUnknownMsgFields
-    max_latency: float = 120.0
-    default_appl_ver_id: str | None = None
-    dictionary: str | None = None
-    app_dictionary: str | None = None
+    max_latency: float = 120.0  # SendingTime(52) window, seconds (MaxLatency)
+    default_appl_ver_id: str | None = None  # FIXT.1.1: DefaultApplVerID(1137) to require
+    dictionary: str | None = None  # a venue's own QuickFIX-format dictionary instead of fixdicts/
+    app_dictionary: str | None = None  # FIXT.1.1: the application dictionary (default FIX50SP2)
+    # client message while the exchange leg is down: reject (BMR 380=4) or logout
     on_exchange_down: Literal["reject", "logout"] = "reject"
 
 
 class KeyConfig(_S, kw_only=True, forbid_unknown_fields=True):
     """A signing key of an identity: Ed25519 public key (PEM) or HMAC secret file (hex)."""
 
-    path: str
+    path: str  # Ed25519 public key (PEM) or HMAC secret file (64 hex, mode 0600)
     valid_until: str | None = None  # RFC 3339; the old key's end in a rotation overlap
-    id: str | None = None
+    id: str | None = None  # key id clients may name in the signature (for rotation)
 
 
 class IdentityConfig(_S, kw_only=True, forbid_unknown_fields=True):
-    id: str
-    comp_ids: list[str]
+    id: str  # spiffe://<trust domain>/client/<name>, the certificate's URI SAN
+    comp_ids: list[str]  # SenderCompIDs this identity may log on as
     sub_ids: list[str] = []  # SenderSubID(50) values it may use; empty: any
     zones: list[str] = []  # names from [zones] it may connect from; empty: any
+    # policy roles (trader, algo, risk_officer, quant, it_admin, gateway_admin, posture_agent ...)
     roles: list[str] = []
+    # per-message signature scheme required of it (DESIGN §4)
     signing: Literal["none", "ed25519", "hmac-sha256"] = "none"
     keys: list[KeyConfig] = []
     max_bad_signatures: int = 3  # consecutive bad signatures before Logout
@@ -122,7 +125,7 @@ class UsersConfig(_S, kw_only=True, forbid_unknown_fields=True):
 
     file: str  # users.toml: names and scrypt password hashes
     secrets: str  # totp.secrets: TOTP secrets; refused if group/other can read it
-    max_failures: int = 5
+    max_failures: int = 5  # failed logons in failure_window before lockout
     failure_window: float = 300.0  # seconds
     lockout: float = 900.0  # seconds
 
@@ -130,21 +133,21 @@ class UsersConfig(_S, kw_only=True, forbid_unknown_fields=True):
 class NatsConfig(_S, kw_only=True, forbid_unknown_fields=True):
     """Replicate the audit stream to NATS JetStream (local segments stay the source and the spool)."""
 
-    url: str = "nats://127.0.0.1:4222"
-    stream: str = "FIXGW_AUDIT"
-    subject: str = "fixgw.audit"
+    url: str = "nats://127.0.0.1:4222"  # NATS server URL
+    stream: str = "FIXGW_AUDIT"  # JetStream stream name (created with file storage if missing)
+    subject: str = "fixgw.audit"  # subject each record is published on
     instance: str = "gw1"  # Nats-Msg-Id = <instance>-<seq>: unique per gateway
-    replicas: int = 1
+    replicas: int = 1  # stream replicas (3 on a production cluster)
 
 
 class AuditConfig(_S, kw_only=True, forbid_unknown_fields=True):
-    dir: str
+    dir: str  # audit folder (segments, audit.pub)
     nats: NatsConfig | None = None
     key: str | None = None  # Ed25519 signing key for checkpoints (default: state_dir/audit-signing.key, created)
     checkpoint_every: int = 1000  # records
-    checkpoint_ms: float = 1000.0
-    max_segment_mb: float = 64.0
-    max_segment_hours: float = 24.0
+    checkpoint_ms: float = 1000.0  # or at least this often, milliseconds
+    max_segment_mb: float = 64.0  # rotate a segment at this size
+    max_segment_hours: float = 24.0  # or at this age
     # write: each record reaches the OS before its message is forwarded (survives a gateway crash);
     # fsync: forwarded once a group commit (one fsync per batch) made it durable (survives power loss)
     durability: Literal["write", "fsync"] = "write"
@@ -160,27 +163,27 @@ class AuditConfig(_S, kw_only=True, forbid_unknown_fields=True):
 
 
 class GatewaySection(_S, kw_only=True, forbid_unknown_fields=True):
-    state_dir: str = "state"
-    trust_domain: str = "fixgw.dev"
-    max_frame: int = 65536
-    shutdown_grace: float = 2.0
-    logon_timeout: float = 10.0
+    state_dir: str = "state"  # session stores, feeds (posture, JIT, kill switch), keys
+    trust_domain: str = "fixgw.dev"  # identities must be spiffe://<trust_domain>/...
+    max_frame: int = 65536  # bytes; larger frames are dropped as garbled
+    shutdown_grace: float = 2.0  # seconds to wait for Logout replies on SIGTERM
+    logon_timeout: float = 10.0  # seconds from TLS handshake to Logon(A) before the connection is closed
     signing_key: str | None = None  # Ed25519 private key: sign what goes to identities with sign_outbound
     jit_max_minutes: int = 240  # the longest just-in-time grant an operator may give
 
 
 class ExchangeSimConfig(_S, kw_only=True, forbid_unknown_fields=True):
-    host: str = "127.0.0.1"
-    port: int
-    mode: Literal["echo", "fill"] = "fill"
-    tls: bool = False
-    cert: str | None = None
-    key: str | None = None
-    ca: str | None = None
-    require_client_cert: bool = False
-    state_dir: str | None = None
-    reset_on_logon: bool = True
-    validate: bool = True
+    host: str = "127.0.0.1"  # listen address
+    port: int  # listen port
+    mode: Literal["echo", "fill"] = "fill"  # fill: New + Fill per order; echo: the acceptance scripts' echo application
+    tls: bool = False  # TLS listener
+    cert: str | None = None  # its certificate
+    key: str | None = None  # its private key
+    ca: str | None = None  # CA for client certificates
+    require_client_cert: bool = False  # mutual TLS
+    state_dir: str | None = None  # file stores (default: in memory)
+    reset_on_logon: bool = True  # reset sequence numbers at every Logon
+    validate: bool = True  # validate incoming messages against the dictionary
     rest_symbols: list[str] = []  # fill mode: orders in these symbols rest (New, no fill) until cancelled
     journal: str | None = None  # append "<session> <MsgType> <ClOrdID>" per received application message
 
@@ -196,8 +199,8 @@ class PolicySection(_S, kw_only=True, forbid_unknown_fields=True):
 class AdminConfig(_S, kw_only=True, forbid_unknown_fields=True):
     """The admin API's own listener: HTTPS with client certificates (the listener's CA)."""
 
-    host: str = "127.0.0.1"
-    port: int
+    host: str = "127.0.0.1"  # listen address of the admin API
+    port: int  # its port (HTTPS, client certificates required)
 
 
 class PostureConfig(_S, kw_only=True, forbid_unknown_fields=True):
