@@ -7,7 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all demo test test-fast soak lint typecheck bench bench-quick bench-e2e bench-deps bench-codec bench-session bench-signatures bench-policy bench-posture bench-audit certs clean system-deps
+FUZZ_SECONDS ?= 300
+
+.PHONY: all demo test test-fast soak fuzz lint typecheck bench bench-quick bench-e2e bench-deps bench-codec bench-session bench-signatures bench-policy bench-posture bench-audit certs clean system-deps
 
 all: test
 
@@ -38,6 +40,12 @@ test-fast: $(STAMP)
 # long runs, not part of `make test`
 soak: $(STAMP)
 	FIXGW_CRASH_CYCLES=50 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_crash.py
+
+# coverage-guided fuzzing, FUZZ_SECONDS per target (make test runs a 20,000-input pass of each)
+fuzz: $(STAMP)
+	mkdir -p var/fuzz
+	$(BIN)/python tests/fuzz/fuzz_fix.py codec -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=var/fuzz/
+	$(BIN)/python tests/fuzz/fuzz_fix.py session -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=var/fuzz/
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway tests bench examples

@@ -182,3 +182,38 @@ def test_random_session_traffic_never_raises(steps: list[tuple[bytes, int, int, 
         s.frames_to_send()
         s.events()
         assert s.framer.buffered <= 64 * 1024
+
+
+_mutation = st.tuples(st.sampled_from(["flip", "insert", "delete", "dup", "truncate"]), st.integers(0, 10_000),
+                      st.binary(min_size=1, max_size=8))
+
+
+@settings(max_examples=300, deadline=None)
+@given(mt=_valid, seq=st.integers(1, 6), mutations=st.lists(_mutation, min_size=1, max_size=6),
+       chunk=st.integers(1, 80))
+def test_mutated_well_formed_frames_never_raise_and_the_buffer_stays_bounded(
+        mt: bytes, seq: int, mutations: list[tuple[str, int, bytes]], chunk: int) -> None:
+    s = acceptor()
+    logon(s)
+    data = bytearray(frame(mt, seq + 1, NOS if mt == b"D" else [(112, b"t")] if mt == b"1" else []))
+    for op, at, blob in mutations:
+        if not data:
+            break
+        i = at % len(data)
+        if op == "flip":
+            data[i] ^= blob[0] or 1
+        elif op == "insert":
+            data[i:i] = blob
+        elif op == "delete":
+            del data[i:i + len(blob)]
+        elif op == "dup":
+            data += data[i:]
+        else:
+            del data[i:]
+    for k in range(0, len(data), chunk):
+        s.receive_data(bytes(data[k:k + chunk]), T0 + 1)
+    s.handle_timer(T0 + 40)
+    s.frames_to_send()
+    s.events()
+    assert s.framer.buffered <= 64 * 1024
+    assert s.is_logged_on or s.closed
