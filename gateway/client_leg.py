@@ -61,6 +61,7 @@ class TLSConnection(asyncio.Protocol):
         self.peer: str | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._closing = False
+        self._admitted: str | None = None  # the source counted by the gateway's admission
 
     # -- transport interface for the application protocol ----------------------
     def write(self, data: bytes) -> None:
@@ -105,12 +106,21 @@ class TLSConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol for the raw socket -------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.raw = transport  # type: ignore[assignment]
+        raw: asyncio.Transport = transport  # type: ignore[assignment]  # uvloop's are not subclasses
+        self.raw = raw
         self.peer = _peer(transport.get_extra_info("peername"))
         set_nodelay(transport)
         if self.gw.stopping:
             transport.close()
             return
+        source = self.peer.rsplit(":", 1)[0] if self.peer else "?"
+        refusal = self.gw.admission.admit(source, time.monotonic())
+        if refusal is not None:  # before any TLS work; audited in aggregate by the gateway's tick
+            self._closing = True
+            raw.abort()
+            return
+        self._admitted = source
+        raw.set_write_buffer_limits(high=self.gw.cfg.gateway.max_buffered_bytes)
         self._deadline = asyncio.get_running_loop().call_later(10.0, self._handshake_timeout)
 
     def _handshake_timeout(self) -> None:
@@ -161,6 +171,9 @@ class TLSConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        if self._admitted is not None:
+            self.gw.admission.release(self._admitted)
+            self._admitted = None
         if self._deadline is not None:
             self._deadline.cancel()
         if self.app is not None:

@@ -170,6 +170,11 @@ class GatewaySection(_S, kw_only=True, forbid_unknown_fields=True):
     logon_timeout: float = 10.0  # seconds from TLS handshake to Logon(A) before the connection is closed
     signing_key: str | None = None  # Ed25519 private key: sign what goes to identities with sign_outbound
     jit_max_minutes: int = 240  # the longest just-in-time grant an operator may give
+    max_connections: int = 1000  # client connections open at once (handshaking or logged on)
+    max_connections_per_source: int = 50  # of those, from one source address
+    handshake_rate: float = 200.0  # new client connections per second (token bucket)
+    handshake_burst: float = 400.0  # connections allowed at once before the rate applies
+    max_buffered_bytes: int = 1048576  # per connection: above this the other leg stops reading (backpressure)
 
 
 class ExchangeSimConfig(_S, kw_only=True, forbid_unknown_fields=True):

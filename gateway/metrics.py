@@ -36,6 +36,9 @@ class Metrics:
         self.posture_age = Gauge("fixgw_posture_age_seconds",
                                  "Age of the newest posture assertion per identity with a live session",
                                  ["identity"], registry=self.registry)
+        self.connections_refused = Counter("fixgw_connections_refused_total",
+                                           "Client connections refused before TLS by the admission limits",
+                                           ["limit"], registry=self.registry)
         self._decision_children: dict[tuple[str, str], object] = {}
         self._rule_children: dict[str, object] = {}
 

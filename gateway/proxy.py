@@ -46,6 +46,7 @@ from .fix.signature import Signer
 from .fix.utctime import format_utc_timestamp
 from .guard import Guard
 from .identity import check_private_file, zone_entries
+from .limits import Admission
 from .metrics import Metrics
 from .mfa import MFA
 from .policy.anomaly import AnomalyDetector, AnomalySettings
@@ -207,6 +208,9 @@ class Gateway:
                                                   read_json(self.state_dir / "admin-revoked.json").items()}
         except FeedError as exc:
             raise ConfigError(cfg.path, "gateway.state_dir", str(exc)) from None
+        g = cfg.gateway
+        self.admission = Admission(g.max_connections, g.max_connections_per_source, g.handshake_rate,
+                                   g.handshake_burst)
         self.server: asyncio.AbstractServer | None = None
         self.connections: set[ClientProtocol] = set()
         self._exec_ids = 0
@@ -549,6 +553,15 @@ class Gateway:
             return f"identity {identity} was revoked by an administrator: {self.admin_revoked[identity]}"
         return None
 
+    def _audit_refusals(self) -> None:
+        """Connections refused by the admission limits since the last tick: one record, counts per source."""
+        refused = self.admission.drain()
+        for reason, _, n in refused:
+            self.metrics.connections_refused.labels(reason.split(":", 1)[0]).inc(n)
+        self._audit_safe("connections_refused", total=sum(n for _, _, n in refused),
+                         by=[{"reason": r, "source": src, "count": n} for r, src, n in refused])
+        log.warning("connections_refused", total=sum(n for _, _, n in refused))
+
     def refresh_metrics(self, now: float) -> None:
         """Gauges that describe the present, set just before a scrape."""
         m = self.metrics
@@ -608,7 +621,7 @@ class Gateway:
         ``revocation.check_interval``."""
         fast = self.cfg.posture.check_interval
         slow = self.cfg.revocation.check_interval
-        next_slow = next_ttl = 0.0
+        next_slow = next_ttl = next_limits = 0.0
         while not self.stopping:
             await asyncio.sleep(fast)
             mono = time.monotonic()
@@ -616,6 +629,9 @@ class Gateway:
                 # inline writer: probe, so recovery does not wait for traffic (the thread retries by itself)
                 self._audit_safe("audit_probe", outage_since=_iso(self.audit_outage["since"]))
             self.audit.tick()
+            if self.admission.refused and mono >= next_limits:
+                self._audit_refusals()
+                next_limits = mono + 1.0
             if self.audit.writer is not None:
                 self.metrics.audit_lag.set(self.audit.writer.lag)
             changed = self._reload_feeds()

@@ -1,0 +1,57 @@
+"""Faults around the gateway: the exchange leg dropped and restored, with the client session kept."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tests import harness
+from tests.harness import FixClient, client_ssl
+
+NOS = [(21, "1"), (38, "10"), (40, "2"), (44, "10"), (54, "1"), (55, "INTC"), (60, "20240101-00:00:00")]
+
+
+def test_exchange_leg_dropped_and_restored_clients_are_told_and_numbers_continue(tmp_path: Path) -> None:
+    certs = harness.make_pki(tmp_path / "certs")
+    gw_port, sim_port = harness.free_port(), harness.free_port()
+    cfg = harness.trading_config(tmp_path, certs, gw_port, sim_port, clients=("ALGO1",),
+                                 upstream_extra="reconnect_min = 0.1\nreconnect_max = 0.4",
+                                 sim_extra=f'journal = "{tmp_path}/received.log"')
+    sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp_path / "sim.log", sim_port)
+    gw = harness.start(["run", "--config", str(cfg)], tmp_path / "gw.log", gw_port)
+    audit = tmp_path / "state" / "audit"
+    try:
+        time.sleep(0.5)
+        c = FixClient(gw_port, client_ssl(certs, "algo1"), "ALGO1")
+        c.logon()
+        c.send("D", [(11, "UP1"), *NOS])
+        assert [c.recv_type(b"8").get(150), c.recv_type(b"8").get(150)] == [b"0", b"F"]
+
+        sim.kill()  # the venue disappears without a Logout
+        deadline = time.monotonic() + 5
+        while not any(r["kind"] == "upstream_logout" for r in harness.audit_records(audit)):
+            assert time.monotonic() < deadline, "the gateway did not notice the dead exchange leg"
+            time.sleep(0.05)
+        c.send("D", [(11, "DOWN1"), *NOS])
+        bmr = c.recv_type(b"j")  # the client is told, nothing is queued silently
+        assert bmr.get(380) == b"4" and b"not logged on" in (bmr.get(58) or b"")
+
+        t_restart = time.monotonic()
+        sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp_path / "sim2.log", sim_port)
+        while sum(r["kind"] == "upstream_logon" for r in harness.audit_records(audit)) < 2:
+            assert time.monotonic() - t_restart < 5, "the exchange leg did not reconnect"
+            time.sleep(0.05)
+        c.send("D", [(11, "UP2"), *NOS])  # the same client session, never logged out
+        assert [c.recv_type(b"8").get(150), c.recv_type(b"8").get(150)] == [b"0", b"F"]
+        received = [line.split()[2] for line in (tmp_path / "received.log").read_text().splitlines()]
+        assert received == ["UP1", "UP2"]  # DOWN1 never crossed, nothing crossed twice
+        seqs = [r for r in harness.audit_records(audit) if r["kind"] == "decision"
+                and r["direction"] == "outbound"]
+        assert [r["client_seq"] for r in seqs] == [2, 3, 4]  # the client leg's numbers went on
+    finally:
+        gw.stop()
+        sim.stop()
+    assert harness.audit_records(audit)  # and the chain is whole
+    from gateway.audit import verify
+
+    assert verify(audit).ok
