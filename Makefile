@@ -95,14 +95,14 @@ bench-audit: $(STAMP)
 
 # Debian packages the tests need: QuickFIX (the interop peer), a C++ compiler, nats-server (JetStream).
 system-deps:
-	@if ! dpkg -s libquickfix-dev >/dev/null 2>&1 || ! command -v g++ >/dev/null 2>&1 \
+	@if ! dpkg -s libquickfix-dev >/dev/null 2>&1 || ! dpkg -s libssl-dev >/dev/null 2>&1 || ! command -v g++ >/dev/null 2>&1 \
 	    || ! command -v nats-server >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get install -y -q libquickfix-dev g++ nats-server >/dev/null 2>&1 || \
-	      { apt-get update -q >/dev/null && apt-get install -y -q libquickfix-dev g++ nats-server >/dev/null; }; \
+	    apt-get install -y -q libquickfix-dev libssl-dev g++ nats-server >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && apt-get install -y -q libquickfix-dev libssl-dev g++ nats-server >/dev/null; }; \
 	  else \
-	    echo "make test needs: sudo apt-get install -y libquickfix-dev g++ nats-server"; exit 1; \
+	    echo "make test needs: sudo apt-get install -y libquickfix-dev libssl-dev g++ nats-server"; exit 1; \
 	  fi; \
 	fi
 
