@@ -822,6 +822,7 @@ class Gateway:
                 zone=conn.zone,
                 signature_scheme=ident.signing,
                 signature=_s(msg.get(T.Signature)),  # kept so non-repudiation survives
+                **({"poss_dup": True} if msg.get(T.PossDupFlag) == b"Y" else {}),  # a resend of this MsgSeqNum
             )
         except AuditError as exc:
             assert self.cfg.audit is not None

@@ -2,8 +2,14 @@
 // orders, waits for every fill, logs out.  Built against Debian's libquickfix-dev
 // (1.15, with OpenSSL; compile with -DHAVE_SSL=1) by tests/interop/test_quickfix_client.py.
 //
-// Usage: quickfix_client SETTINGS_FILE ORDERS WINDOW
+// Usage: quickfix_client SETTINGS_FILE ORDERS WINDOW [ORDERS_WHILE_DOWN]
 // Prints "sent=N filled=M rejected=R" and exits 0 only when M == N.
+//
+// With ORDERS_WHILE_DOWN, after the first ORDERS are filled it prints READY and
+// waits for the gateway to go away (the test kills and restarts it); orders
+// sent meanwhile are stored by QuickFIX under the next sequence numbers, so at
+// the next Logon the gateway sees the gap, asks for a resend, and they arrive
+// as PossDupFlag(43)=Y resends.
 //
 // QuickFIX 1.15 negotiates up to TLS 1.2, which fixgw accepts (AEAD ciphers only).
 // To sign messages for an identity with `signing = "hmac-sha256"`, a QuickFIX
@@ -60,12 +66,14 @@ class AlgoClient : public FIX::Application {
 };
 
 int main(int argc, char** argv) {
-  if (argc != 4) {
-    std::cerr << "usage: quickfix_client SETTINGS_FILE ORDERS WINDOW" << std::endl;
+  if (argc != 4 && argc != 5) {
+    std::cerr << "usage: quickfix_client SETTINGS_FILE ORDERS WINDOW [ORDERS_WHILE_DOWN]" << std::endl;
     return 2;
   }
-  const int orders = std::stoi(argv[2]);
+  const int first = std::stoi(argv[2]);
   const int window = std::stoi(argv[3]);
+  const int while_down = argc == 5 ? std::stoi(argv[4]) : 0;
+  const int orders = first + while_down;
   try {
     FIX::SessionSettings settings(argv[1]);
     AlgoClient app;
@@ -82,19 +90,38 @@ int main(int argc, char** argv) {
       return 1;
     }
     int sent = 0;
-    deadline = std::chrono::steady_clock::now() + std::chrono::seconds(300);
-    while ((app.filled + app.rejected) < orders && std::chrono::steady_clock::now() < deadline &&
-           app.logged_on) {
-      while (sent < orders && sent - (app.filled + app.rejected) < window) {
-        FIX44::NewOrderSingle order(FIX::ClOrdID("QF" + std::to_string(++sent)), FIX::Side(FIX::Side_BUY),
-                                    FIX::TransactTime(), FIX::OrdType(FIX::OrdType_LIMIT));
-        order.set(FIX::HandlInst('1'));
-        order.set(FIX::Symbol("INTC"));
-        order.set(FIX::OrderQty(100));
-        order.set(FIX::Price(30.15));
-        FIX::Session::sendToTarget(order, app.session);
+    auto send_order = [&]() {
+      FIX44::NewOrderSingle order(FIX::ClOrdID("QF" + std::to_string(++sent)), FIX::Side(FIX::Side_BUY),
+                                  FIX::TransactTime(), FIX::OrdType(FIX::OrdType_LIMIT));
+      order.set(FIX::HandlInst('1'));
+      order.set(FIX::Symbol("INTC"));
+      order.set(FIX::OrderQty(100));
+      order.set(FIX::Price(30.15));
+      FIX::Session::sendToTarget(order, app.session);
+    };
+    auto until_filled = [&](int n, int seconds) {
+      auto end = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+      while ((app.filled + app.rejected) < n && std::chrono::steady_clock::now() < end) {
+        while (app.logged_on && sent < n && sent - (app.filled + app.rejected) < window) send_order();
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
       }
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    };
+    until_filled(first, 300);
+    if (while_down > 0 && app.filled == first) {
+      std::cout << "READY" << std::endl;
+      auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+      while (app.logged_on && std::chrono::steady_clock::now() < end)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      if (app.logged_on) {
+        std::cerr << "the gateway never went away" << std::endl;
+        return 1;
+      }
+      for (int i = 0; i < while_down; ++i) send_order();  // stored, not sent: the session is down
+      std::cout << "QUEUED " << while_down << std::endl;
+      end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+      while (!app.logged_on && std::chrono::steady_clock::now() < end)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      until_filled(orders, 120);
     }
     std::cout << "sent=" << sent << " filled=" << app.filled << " rejected=" << app.rejected << std::endl;
     initiator.stop(false);  // Logout and wait for the answer

@@ -85,3 +85,53 @@ def test_quickfix_client_sends_10000_orders_through_the_gateway_and_gets_every_f
     assert allowed == set(orders)  # every order that crossed has its allow record
     assert any(r["kind"] == "logout" for r in records)  # QuickFIX logged out cleanly
     assert verify(tmp_path / "state" / "audit").ok
+
+
+def test_quickfix_client_resends_orders_queued_while_the_gateway_was_down(tmp_path: Path) -> None:
+    """Gateway SIGKILLed between two batches; QuickFIX stores the orders sent meanwhile under the
+    next sequence numbers, logs on again when the gateway is back (numbers continue, no reset), and
+    the gateway's ResendRequest brings them over as PossDupFlag(43)=Y resends — each filled once."""
+    exe = build_client(tmp_path)
+    certs = harness.make_pki(tmp_path / "certs")
+    pki.issue(certs, "qfclient", key_type="rsa")
+    gw_port, sim_port = harness.free_port(), harness.free_port()
+    identities = '[[identities]]\nid = "spiffe://fixgw.dev/client/qfclient"\ncomp_ids = ["QFALGO"]\n'
+    cfg = harness.trading_config(tmp_path, certs, gw_port, sim_port, clients=("QFALGO",), identities=identities,
+                                 sim_extra=f'journal = "{tmp_path}/received.log"')
+    qf_cfg = settings(tmp_path, certs, gw_port)
+    qf_cfg.write_text(qf_cfg.read_text().replace("ResetOnLogon=Y", "ResetOnLogon=N"))
+    sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp_path / "sim.log", sim_port)
+    gw = harness.start(["run", "--config", str(cfg)], tmp_path / "gw.log", gw_port)
+    qf = subprocess.Popen([str(exe), str(qf_cfg), "300", "50", "200"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    def wait_for(line: str) -> None:  # QuickFIX also prints its certificate checks on stdout
+        assert qf.stdout is not None
+        while True:
+            got = qf.stdout.readline()
+            assert got, f"the client ended before printing {line!r}: {qf.stderr.read() if qf.stderr else ''}"
+            if got.strip() == line:
+                return
+
+    try:
+        wait_for("READY")  # the first 300 orders filled
+        gw.kill()
+        wait_for("QUEUED 200")  # stored by QuickFIX while the gateway was down
+        gw = harness.start(["run", "--config", str(cfg)], tmp_path / "gw2.log", gw_port)
+        out, err = qf.communicate(timeout=180)
+        assert qf.returncode == 0, out + err[-2000:]
+        assert "sent=500 filled=500 rejected=0" in out
+    finally:
+        if qf.poll() is None:
+            qf.kill()
+        gw.stop()
+        sim.stop()
+    orders = [line.split()[2] for line in (tmp_path / "received.log").read_text().splitlines()
+              if line.split()[1] == "D"]
+    assert sorted(orders) == sorted(f"QF{i}" for i in range(1, 501))  # each exactly once
+    records = harness.audit_records(tmp_path / "state" / "audit")
+    logons = [r for r in records if r["kind"] == "logon"]
+    assert len(logons) == 2 and not logons[1].get("reset")  # numbers continued across the restart
+    resent = {r["cl_ord_id"] for r in records if r["kind"] == "decision" and r["direction"] == "outbound"
+              and r.get("poss_dup")}
+    assert resent == {f"QF{i}" for i in range(301, 501)}  # exactly the queued ones came as resends
+    assert verify(tmp_path / "state" / "audit").ok
