@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(default fixgw-hmac; 'none' to skip)")
     p.add_argument("--scale", default=None, metavar="N,N",
                    help="extra logged-on sessions for the scale runs (default 100,1000; --quick: none; 0: skip)")
+    p.add_argument("--flood", type=float, default=None, metavar="RATE",
+                   help="also measure fixgw-hmac during a connection flood of RATE/s (default 200; --quick: 0)")
     p.add_argument("--components", action="store_true",
                    help="afterwards run the component benches (codec, signatures, policy, audit, posture)")
     a = p.parse_args(argv)
@@ -55,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         scale_text = a.scale if a.scale is not None else ("0" if a.quick else "100,1000")
         scale = tuple(n for n in (int(x) for x in scale_text.split(",") if x.strip()) if n > 0)
         result = e2e.run_all(a.out, place, configs, phases, warmup,
-                             profile=None if a.profile == "none" else a.profile, scale=scale)
+                             profile=None if a.profile == "none" else a.profile, scale=scale,
+                             flood_rate=a.flood if a.flood is not None else (0.0 if a.quick else 200.0))
     except e2e.BenchError as exc:
         print(f"\nbench: {exc}", file=sys.stderr)
         return 1

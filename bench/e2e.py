@@ -259,7 +259,7 @@ def placements(wanted: list[str]) -> list[Placement]:
 
 
 def run_one(env: Env, config: str, place: Placement, phases: list[str], warmup: int,
-            logs: Path, profile: bool = False, idle: int = 0) -> dict[str, object]:
+            logs: Path, profile: bool = False, idle: int = 0, flood_rate: float = 0.0) -> dict[str, object]:
     """Start simulator (+ relay), run the load generator to completion, stop everything.
     ``idle``: that many extra sessions logged on and heartbeating throughout (scale runs)."""
     py = sys.executable
@@ -295,6 +295,13 @@ def run_one(env: Env, config: str, place: Placement, phases: list[str], warmup: 
                 time.sleep(min(10.0, 0.5 + idle / 200))  # let the exchange legs log on
         cpu0 = {"sim": cpu_seconds(sim.pid), "relay": cpu_seconds(relay.pid) if relay else 0.0}
         cmd = (["taskset", "-c", str(place.client_cpu)] if place.client_cpu is not None else []) + load_args
+        flooder = None
+        if flood_rate and relay is not None:
+            fcmd = (["taskset", "-c", str(place.client_cpu)] if place.client_cpu is not None else []) + [
+                py, "-m", "bench.flood", "--port", str(env.relay_port), "--cert", str(env.certs / "algo1.crt"),
+                "--key", str(env.certs / "algo1.key"), "--ca", str(env.certs / "ca.crt"), "--rate", str(flood_rate)]
+            flooder = subprocess.Popen(fcmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            time.sleep(0.5)  # the flood is on before the first measured order
         sampler = None
         if profile and relay is not None:
             from bench.profile import Sampler
@@ -305,6 +312,11 @@ def run_one(env: Env, config: str, place: Placement, phases: list[str], warmup: 
         wall = time.perf_counter() - t0
         if sampler is not None:
             sampler.stop()
+        flood_stats = None
+        if flooder is not None:
+            flooder.send_signal(signal.SIGTERM)
+            out, _ = flooder.communicate(timeout=20)
+            flood_stats = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
         if r.returncode != 0:
             raise BenchError(f"{tag}: load generator failed: {r.stderr.strip()[-1500:]}")
         result = json.loads(r.stdout)
@@ -312,6 +324,8 @@ def run_one(env: Env, config: str, place: Placement, phases: list[str], warmup: 
         result["sim_cpu_s"] = cpu_seconds(sim.pid) - cpu0["sim"]
         result["wall_s"] = wall
     result.update(config=config, placement=place.name, idle=idle)
+    if flood_stats is not None:
+        result["flood"] = {"rate": flood_rate, **flood_stats}
     if sampler is not None:
         from bench.profile import summarise
 
@@ -332,7 +346,8 @@ def verify_audit(folder: Path) -> dict[str, object]:
 
 def run_all(out: Path, place_names: list[str], configs: list[str], phases: list[str], warmup: int,
             progress: bool = True, profile: str | None = "fixgw-hmac",
-            scale: tuple[int, ...] = (), scale_phases: tuple[str, ...] = ("closed:2000",)) -> dict[str, object]:
+            scale: tuple[int, ...] = (), scale_phases: tuple[str, ...] = ("closed:2000",),
+            flood_rate: float = 0.0) -> dict[str, object]:
     """Every (placement, configuration) in order; ``profile`` names the configuration whose
     relay is sampled with py-spy (in the last placement, so the sample is of the relay alone on a core)."""
     if "haproxy" in configs and not shutil.which("haproxy"):
@@ -401,9 +416,23 @@ def run_all(out: Path, place_names: list[str], configs: list[str], phases: list[
                     st = stats(res["phases"][0])  # type: ignore[index]
                     rate = f", {res['logons_per_s']:.0f} logons/s" if n else ""
                     print(f" p50 {st['p50_us']:.0f} µs  p99 {st['p99_us']:.0f} µs{rate}", file=sys.stderr)
+        flood_runs = []
+        if flood_rate and places:
+            place = places[-1]
+            for rate in (0.0, flood_rate):  # quiet, then flooded, back to back
+                if progress:
+                    label = f"flood {rate:.0f} conn/s" if rate else "no flood"
+                    print(f"[flood] {place.name:8} fixgw-hmac, {label} ...", end="", flush=True, file=sys.stderr)
+                res = run_one(env, "fixgw-hmac", place, list(scale_phases), warmup, logs, flood_rate=rate)
+                flood_runs.append(res)
+                if progress:
+                    from bench.report import stats
+
+                    st = stats(res["phases"][0])  # type: ignore[index]
+                    print(f" p50 {st['p50_us']:.0f} µs  p99 {st['p99_us']:.0f} µs", file=sys.stderr)
     return {"benchmark": "e2e", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "seconds": round(time.time() - started, 1), "machine": machine(), "phases": phases, "runs": runs,
-            "profile": prof, "scale": scale_runs}
+            "profile": prof, "scale": scale_runs, "flood": flood_runs}
 
 
 def machine() -> dict[str, object]:

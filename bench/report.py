@@ -121,6 +121,20 @@ def markdown(result: dict[str, Any]) -> str:
             alive = f"{run.get('idle_still_logged_on', 0)} / {n}" if n else "–"
             lines.append(f"| {n} | {_fmt(st['p50_us'])} | {_fmt(st['p99_us'])} | {st['p99_us'] / base['p99_us']:.2f} "
                          f"| {rate} | {alive} |")
+    flood = result.get("flood") or []
+    if len(flood) == 2:
+        quiet, flooded = (stats(r["phases"][0]) for r in flood)
+        f = flood[1].get("flood", {})
+        lines += ["", f"Flood ({flood[1]['placement']}, fixgw-hmac): closed-loop round trip without and during a "
+                  f"flood of {f.get('rate', 0):.0f} new connections/s (half garbage, half mutual-TLS handshakes "
+                  f"that never log on; {f.get('attempts', 0)} attempted, {f.get('handshakes', 0)} handshakes "
+                  f"completed, {f.get('refused', 0)} refused). The flooder runs on the client core.", "",
+                  "| | p50 | p99 | p99.9 |", "| --- | ---: | ---: | ---: |",
+                  f"| no flood | {_fmt(quiet['p50_us'])} | {_fmt(quiet['p99_us'])} | {_fmt(quiet['p99.9_us'])} |",
+                  f"| flood | {_fmt(flooded['p50_us'])} | {_fmt(flooded['p99_us'])} | "
+                  f"{_fmt(flooded['p99.9_us'])} |"]
+        ratio = flooded["p99_us"] / quiet["p99_us"]
+        lines += ["", f"- flood p99 ×{ratio:.2f} of unflooded (goal ≤ 2: {'met' if ratio <= 2 else 'MISSED'})"]
     lines += ["", "Goals (measured, not asserted):", ""]
     lines += goals(rs)
     prof = result.get("profile")

@@ -98,12 +98,16 @@ def test_session_engine_bench_runs_and_writes_json(tmp_path: Path) -> None:
     assert all(r["msgs_per_s"] > 0 for r in rows)
 
 
-def test_scale_runs_keep_every_extra_session_logged_on(tmp_path: Path) -> None:
+def test_scale_and_flood_runs_keep_every_extra_session_logged_on(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "bench", "--quick", "--placements", "split", "--configs", "fixgw-hmac",
-                        "--scale", "20", "--phase", "closed:30", "--warmup", "5", "--profile", "none",
-                        "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=180)
+                        "--scale", "20", "--flood", "50", "--phase", "closed:30", "--warmup", "5", "--profile",
+                        "none", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
-    scale = json.loads((tmp_path / "e2e.json").read_text())["scale"]
+    result = json.loads((tmp_path / "e2e.json").read_text())
+    quiet, flooded = result["flood"]
+    assert "flood" not in quiet and flooded["flood"]["attempts"] > 0 and flooded["phases"][0]["lost"] == 0
+    assert "Flood (split, fixgw-hmac)" in (tmp_path / "e2e.md").read_text()
+    scale = result["scale"]
     assert [run["idle"] for run in scale] == [0, 20]
     assert scale[1]["idle_still_logged_on"] == 20 and scale[1]["logons_per_s"] > 0
     assert "| 20 |" in (tmp_path / "e2e.md").read_text()
