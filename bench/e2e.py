@@ -103,11 +103,16 @@ def fixgw_config(env: Env, name: str, signing: str, durability: str, writer: str
     each with its own persistent exchange leg, heartbeats every ``heartbeat`` s."""
     c = env.certs
     extra = [f"S{i:04d}" for i in range(1, extra_sessions + 1)]
+    # scale runs open up to 1,000 sessions from one address: lift the admission limits above them
+    # (every other run, the flood included, keeps the defaults)
+    limits = ("max_connections = 5000\nmax_connections_per_source = 5000\nhandshake_rate = 5000\n"
+              "handshake_burst = 5000" if extra_sessions else "")
     comp_ids = ", ".join(f'"{x}"' for x in ["ALGO1", *extra])
     key = env.key(signing).with_suffix(".pub" if signing == "ed25519" else ".hmac")
     text = f"""
 [gateway]
 state_dir = "{env.root}/state-{name}"
+{limits}
 [listen]
 host = "127.0.0.1"
 port = {env.relay_port}
