@@ -58,9 +58,9 @@ async def run(a: argparse.Namespace) -> dict[str, int]:
     per_slice = max(1, round(a.rate / 100))
     t = time.monotonic()
     while not stop.is_set():
-        for i in range(per_slice):
+        for _ in range(per_slice):
             stats["attempts"] += 1
-            task = loop.create_task(garbage() if (stats["attempts"] + i) % 2 else idle_tls())
+            task = loop.create_task(garbage() if stats["attempts"] % 2 else idle_tls())
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         t += 0.01
