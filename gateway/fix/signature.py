@@ -86,6 +86,8 @@ def signed_span(raw: bytes) -> tuple[bytes, bytes]:
         raise SignatureError("Signature(89) missing")
     i93 = raw.rfind(b"\x0193=", 0, i89)
     if i93 < 0:
+        if raw.find(b"\x0193=", i89) >= 0:  # e.g. QuickFIX 1.15 orders trailer fields by tag number
+            raise SignatureError("SignatureLength(93) comes after Signature(89); it must come right before it")
         raise SignatureError("SignatureLength(93) missing")
     length_b = raw[i93 + 4 : i89]
     end89 = raw.find(SOH, i89 + 4)

@@ -12,10 +12,10 @@
 // as PossDupFlag(43)=Y resends.
 //
 // QuickFIX 1.15 negotiates up to TLS 1.2, which fixgw accepts (AEAD ciphers only).
-// To sign messages for an identity with `signing = "hmac-sha256"`, a QuickFIX
-// client sets SignatureLength(93) / Signature(89) itself in toApp (see the
-// README: the MAC covers the message as DESIGN §4 defines); this client's
-// identity does not sign.
+// With FIXGW_HMAC_KEY (hex) in the environment it signs every message it sends for an
+// identity with `signing = "hmac-sha256"`: SignatureLength(93) = 44 and a placeholder
+// Signature(89) first, serialise once to learn the bytes up to "93=", HMAC them, set
+// the real Signature(89) (same length, so BodyLength and the bytes signed stay put).
 
 #include <quickfix/Application.h>
 #include <quickfix/FileLog.h>
@@ -26,15 +26,44 @@
 #include <quickfix/fix44/ExecutionReport.h>
 #include <quickfix/fix44/NewOrderSingle.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include <atomic>
+#include <cstdlib>
 #include <chrono>
 #include <iostream>
 #include <mutex>
 #include <string>
 #include <thread>
 
+static std::string hmac_key() {
+  const char* hex = std::getenv("FIXGW_HMAC_KEY");
+  std::string key;
+  for (size_t i = 0; hex != nullptr && hex[i] && hex[i + 1]; i += 2)
+    key.push_back(static_cast<char>(std::stoi(std::string(hex + i, 2), nullptr, 16)));
+  return key;
+}
+
+// DESIGN §4: the signed bytes run from "8=" up to and including the SOH before "93=".
+static void sign(FIX::Message& m, const std::string& key) {
+  if (key.empty()) return;
+  m.getTrailer().setField(FIX::SignatureLength(44));  // base64 of 32 bytes
+  m.getTrailer().setField(FIX::Signature(std::string(44, 'A')));
+  const std::string wire = m.toString();
+  const std::string signed_bytes = wire.substr(0, wire.find(std::string("\x01") + "93=") + 1);
+  unsigned char mac[32];
+  unsigned int len = sizeof mac;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(signed_bytes.data()), signed_bytes.size(), mac, &len);
+  std::string b64(44, '\0');
+  EVP_EncodeBlock(reinterpret_cast<unsigned char*>(&b64[0]), mac, static_cast<int>(len));
+  m.getTrailer().setField(FIX::Signature(b64));
+}
+
 class AlgoClient : public FIX::Application {
  public:
+  const std::string key = hmac_key();
   std::atomic<bool> logged_on{false};
   std::atomic<int> filled{0};
   std::atomic<int> rejected{0};
@@ -47,8 +76,8 @@ class AlgoClient : public FIX::Application {
     logged_on = true;
   }
   void onLogout(const FIX::SessionID&) override { logged_on = false; }
-  void toAdmin(FIX::Message&, const FIX::SessionID&) override {}
-  void toApp(FIX::Message&, const FIX::SessionID&) throw(FIX::DoNotSend) override {}
+  void toAdmin(FIX::Message& m, const FIX::SessionID&) override { sign(m, key); }
+  void toApp(FIX::Message& m, const FIX::SessionID&) throw(FIX::DoNotSend) override { sign(m, key); }
   void fromAdmin(const FIX::Message&, const FIX::SessionID&) throw(
       FIX::FieldNotFound, FIX::IncorrectDataFormat, FIX::IncorrectTagValue, FIX::RejectLogon) override {}
   void fromApp(const FIX::Message& message, const FIX::SessionID&) throw(
@@ -81,7 +110,8 @@ int main(int argc, char** argv) {
     FIX::ScreenLogFactory log(false, false, false);
     FIX::SSLSocketInitiator initiator(app, store, settings, log);
     initiator.start();
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    const char* wait = std::getenv("QF_LOGON_WAIT");  // seconds to wait for the Logon answer
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait ? std::atoi(wait) : 30);
     while (!app.logged_on && std::chrono::steady_clock::now() < deadline)
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     if (!app.logged_on) {

@@ -135,3 +135,30 @@ def test_quickfix_client_resends_orders_queued_while_the_gateway_was_down(tmp_pa
               and r.get("poss_dup")}
     assert resent == {f"QF{i}" for i in range(301, 501)}  # exactly the queued ones came as resends
     assert verify(tmp_path / "state" / "audit").ok
+
+
+def test_quickfix_1_15_cannot_produce_the_signature_wire_format_and_is_told_why(tmp_path: Path) -> None:
+    """A QuickFIX 1.15 client signing in toAdmin/toApp (see the .cpp) is refused at Logon: QuickFIX writes
+    trailer fields in tag order, Signature(89) before SignatureLength(93), while DESIGN §4 (like every
+    FIX data field) needs the length first.  The refusal names exactly that."""
+    import os
+
+    from gateway.identity import new_keys
+
+    exe = build_client(tmp_path)
+    certs = harness.make_pki(tmp_path / "certs")
+    pki.issue(certs, "qfclient", key_type="rsa")
+    new_keys("hmac-sha256", tmp_path / "qf")
+    gw_port, sim_port = harness.free_port(), harness.free_port()
+    identities = ('[[identities]]\nid = "spiffe://fixgw.dev/client/qfclient"\ncomp_ids = ["QFALGO"]\n'
+                  f'signing = "hmac-sha256"\nkeys = [{{ path = "{tmp_path}/qf.hmac" }}]\n')
+    cfg = harness.trading_config(tmp_path, certs, gw_port, sim_port, reset_on_logon=True, clients=("QFALGO",),
+                                 identities=identities)
+    qf_cfg = settings(tmp_path, certs, gw_port)
+    qf_cfg.write_text(qf_cfg.read_text().replace("ReconnectInterval=1", "ReconnectInterval=30"))
+    env = dict(os.environ, FIXGW_HMAC_KEY=(tmp_path / "qf.hmac").read_text().strip(), QF_LOGON_WAIT="3")
+    with harness.gateway_and_sim(tmp_path, cfg, gw_port, sim_port):
+        r = subprocess.run([str(exe), str(qf_cfg), "1", "1"], capture_output=True, text=True, timeout=90, env=env)
+    assert r.returncode != 0 and "no Logon answer" in r.stderr
+    refused = [x for x in harness.audit_records(tmp_path / "state" / "audit") if x["kind"] == "logon_refused"]
+    assert refused and "SignatureLength(93) comes after Signature(89)" in str(refused[0]["reason"])
