@@ -64,13 +64,18 @@ class AuditError(Exception):
     pass
 
 
+_second_cache: tuple[int, str] = (-1, "")
+
+
 def _utc_us(now: float) -> str:
-    t = time.gmtime(int(now))
-    micros = int((now % 1) * 1_000_000)
-    return (
-        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}."
-        f"{micros:06d}Z"
-    )
+    """ISO 8601 UTC with microseconds; the date-and-second prefix is formatted once per second."""
+    global _second_cache
+    sec = int(now)
+    if _second_cache[0] != sec:
+        t = time.gmtime(sec)
+        _second_cache = (sec, f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:"
+                              f"{t.tm_sec:02d}.")
+    return f"{_second_cache[1]}{int((now - sec) * 1_000_000):06d}Z"
 
 
 def segment_name(n: int) -> str:
