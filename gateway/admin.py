@@ -133,6 +133,24 @@ class AdminAPI:
         self.gw._audit_safe("admin_call", path=request.path, method=request.method, identity=caller,
                             allowed=True, **fields)
 
+    def _admin(self, request: web.Request) -> str | web.Response:
+        """The calling administrator's identity, or the refusal to return (audited)."""
+        caller, refused = self._caller(request, ADMIN_ROLE)
+        if refused is not None:
+            return refused
+        assert caller is not None
+        return caller
+
+    async def _admin_json(self, request: web.Request) -> tuple[str, dict[str, Any]] | web.Response:
+        """``_admin`` plus the JSON object body."""
+        caller = self._admin(request)
+        if isinstance(caller, web.Response):
+            return caller
+        body = await self._body(request)
+        if isinstance(body, web.Response):
+            return body
+        return caller, body
+
     async def _body(self, request: web.Request) -> dict[str, Any] | web.Response:
         try:
             body = await request.json()
@@ -143,10 +161,9 @@ class AdminAPI:
         return body
 
     async def get_sessions(self, request: web.Request) -> web.Response:
-        caller, refused = self._caller(request, ADMIN_ROLE)
-        if refused is not None:
-            return refused
-        assert caller is not None
+        caller = self._admin(request)
+        if isinstance(caller, web.Response):
+            return caller
         out = []
         for conn in sorted(self.gw.connections, key=lambda c: c.route.name if c.route else ""):
             s = conn.session
@@ -172,23 +189,19 @@ class AdminAPI:
         return web.json_response({"sessions": out})
 
     async def get_kill_switch(self, request: web.Request) -> web.Response:
-        caller, refused = self._caller(request, ADMIN_ROLE)
-        if refused is not None:
-            return refused
-        assert caller is not None
+        caller = self._admin(request)
+        if isinstance(caller, web.Response):
+            return caller
         k = self.gw.kill
         self._audit(request, caller)
         return web.json_response({"global": k.everything, "identities": sorted(k.identities),
                                   "accounts": sorted(k.accounts)})
 
     async def post_kill_switch(self, request: web.Request) -> web.Response:
-        caller, refused = self._caller(request, ADMIN_ROLE)
-        if refused is not None:
-            return refused
-        assert caller is not None
-        body = await self._body(request)
-        if isinstance(body, web.Response):
-            return body
+        got = await self._admin_json(request)
+        if isinstance(got, web.Response):
+            return got
+        caller, body = got
         on = body.get("on")
         idents, accounts = body.get("identities", []), body.get("accounts", [])
         if not isinstance(on, bool) or not isinstance(idents, list) or not isinstance(accounts, list) \
@@ -219,13 +232,10 @@ class AdminAPI:
                                   "accounts": sorted(k.accounts)})
 
     async def post_revoke(self, request: web.Request) -> web.Response:
-        caller, refused = self._caller(request, ADMIN_ROLE)
-        if refused is not None:
-            return refused
-        assert caller is not None
-        body = await self._body(request)
-        if isinstance(body, web.Response):
-            return body
+        got = await self._admin_json(request)
+        if isinstance(got, web.Response):
+            return got
+        caller, body = got
         ident, reason = body.get("identity"), body.get("reason")
         if not isinstance(ident, str) or not isinstance(reason, str) or not reason.strip():
             return _error(400, 'say {"identity": "spiffe://...", "reason": "why"}')
@@ -237,13 +247,10 @@ class AdminAPI:
         return web.json_response({"revoked": ident, "live_sessions_cut": cut})
 
     async def post_reinstate(self, request: web.Request) -> web.Response:
-        caller, refused = self._caller(request, ADMIN_ROLE)
-        if refused is not None:
-            return refused
-        assert caller is not None
-        body = await self._body(request)
-        if isinstance(body, web.Response):
-            return body
+        got = await self._admin_json(request)
+        if isinstance(got, web.Response):
+            return got
+        caller, body = got
         ident = body.get("identity")
         if not isinstance(ident, str):
             return _error(400, 'say {"identity": "spiffe://..."}')
@@ -254,10 +261,9 @@ class AdminAPI:
         return web.json_response({"reinstated": ident})
 
     async def post_policy_reload(self, request: web.Request) -> web.Response:
-        caller, refused = self._caller(request, ADMIN_ROLE)
-        if refused is not None:
-            return refused
-        assert caller is not None
+        caller = self._admin(request)
+        if isinstance(caller, web.Response):
+            return caller
         if self.gw.policy_file.path is None:
             self._audit(request, caller, result="no policy file")
             return _error(409, "this gateway has no [policy] file (allow_all)")
@@ -271,13 +277,10 @@ class AdminAPI:
 
     # -- just-in-time access: one administrator asks, another approves ----------------
     async def post_jit_request(self, request: web.Request) -> web.Response:
-        caller, refused = self._caller(request, ADMIN_ROLE)
-        if refused is not None:
-            return refused
-        assert caller is not None
-        body = await self._body(request)
-        if isinstance(body, web.Response):
-            return body
+        got = await self._admin_json(request)
+        if isinstance(got, web.Response):
+            return got
+        caller, body = got
         ident, minutes, reason = body.get("identity"), body.get("minutes"), body.get("reason")
         cap = self.gw.cfg.gateway.jit_max_minutes
         if not isinstance(ident, str) or ident not in self.gw.guard.identities:
@@ -292,19 +295,17 @@ class AdminAPI:
         return web.json_response(req.view(time.time()), status=201)
 
     async def get_jit_requests(self, request: web.Request) -> web.Response:
-        caller, refused = self._caller(request, ADMIN_ROLE)
-        if refused is not None:
-            return refused
-        assert caller is not None
+        caller = self._admin(request)
+        if isinstance(caller, web.Response):
+            return caller
         now = time.time()
         self._audit(request, caller)
         return web.json_response({"requests": [r.view(now) for r in self.jit_requests.values()]})
 
     async def post_jit_approve(self, request: web.Request) -> web.Response:
-        caller, refused = self._caller(request, ADMIN_ROLE)
-        if refused is not None:
-            return refused
-        assert caller is not None
+        caller = self._admin(request)
+        if isinstance(caller, web.Response):
+            return caller
         now = time.time()
         req = self.jit_requests.get(request.match_info["id"])
         if req is None:
