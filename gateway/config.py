@@ -190,6 +190,7 @@ class ExchangeSimConfig(_S, kw_only=True, forbid_unknown_fields=True):
     reset_on_logon: bool = True  # reset sequence numbers at every Logon
     validate: bool = True  # validate incoming messages against the dictionary
     rest_symbols: list[str] = []  # fill mode: orders in these symbols rest (New, no fill) until cancelled
+    fill_delay_ms: float = 0.0  # fill mode: the Fill follows the New after this long (0: at once)
     journal: str | None = None  # append "<session> <MsgType> <ClOrdID>" per received application message
 
 

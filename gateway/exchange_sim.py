@@ -114,6 +114,12 @@ class FillApp:
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     orders: dict[bytes, _Order] = field(default_factory=dict)
     rest_symbols: frozenset[bytes] = frozenset()
+    fill_delay: float = 0.0  # seconds; > 0: fills are handed out through ``take_delayed``
+    delayed: list[Reply] = field(default_factory=list)
+
+    def take_delayed(self) -> list[Reply]:
+        out, self.delayed = self.delayed, []
+        return out
 
     def _exec(self, o: _Order, exec_type: bytes, status: bytes, cum: bytes, leaves: bytes,
               last: tuple[bytes, bytes] | None, now_ts: bytes) -> Reply:
@@ -156,6 +162,9 @@ class FillApp:
                 return [new]  # rests on the book until cancelled
             fill = self._exec(o, b"F", b"2", o.qty, b"0", (o.qty, o.price), now_ts)
             o.open = False
+            if self.fill_delay > 0:
+                self.delayed.append(fill)
+                return [new]
             return [new, fill]
         if mt == T.MT_ORDER_CANCEL_REQUEST:
             orig = msg.get(T.OrigClOrdID) or b""
@@ -253,6 +262,10 @@ class SimProtocol(SessionProtocol):
                 replies = app.on_message(event.message)
             for mt, header, body in replies:
                 self.session.send_app(mt, body, now, header)
+            if isinstance(app, FillApp) and app.fill_delay > 0:
+                loop = asyncio.get_running_loop()
+                for reply in app.take_delayed():
+                    loop.call_later(app.fill_delay, self.sim.deliver_later, self.entry, reply)
         elif isinstance(event, LoggedOn):
             if isinstance(self.entry.app, EchoApp):
                 self.entry.app.seen_cl_ord_ids.clear()  # the acceptance app forgets per session
@@ -296,7 +309,8 @@ class ExchangeSim:
             fixt = begin == b"FIXT.1.1"
             app: EchoApp | FillApp = (
                 EchoApp(validator, header_tags, fixt) if self.sim.mode == "echo"
-                else FillApp(rest_symbols=frozenset(s.encode() for s in self.sim.rest_symbols))
+                else FillApp(rest_symbols=frozenset(s.encode() for s in self.sim.rest_symbols),
+                             fill_delay=self.sim.fill_delay_ms / 1000)
             )
             config = SessionConfig(
                 begin_string=begin,
@@ -310,6 +324,18 @@ class ExchangeSim:
             self.sessions[key] = SimSession(config, store, app)
         self.server: asyncio.AbstractServer | None = None
         self.journal = open(cfg.resolve(self.sim.journal), "ab") if self.sim.journal else None  # noqa: SIM115
+
+    def deliver_later(self, entry: SimSession, reply: Reply) -> None:
+        """A delayed fill: sent if the session is up, else stored under the next sequence number,
+        so the gateway gets it through its ResendRequest when it logs on again."""
+        mt, header, body = reply
+        p = entry.active
+        now = time.time()
+        if p is not None and p.session is not None and p.session.is_logged_on:
+            p.session.send_app(mt, body, now, header)
+            p.pump()
+        else:
+            Session(entry.config, entry.store).store_app(mt, body, now, header)
 
     async def start(self) -> None:
         ctx = None

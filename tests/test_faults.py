@@ -55,3 +55,51 @@ def test_exchange_leg_dropped_and_restored_clients_are_told_and_numbers_continue
     from gateway.audit import verify
 
     assert verify(audit).ok
+
+
+def test_a_fill_sent_while_the_gateway_was_down_arrives_by_resend_on_both_legs(tmp_path: Path) -> None:
+    """The venue fills an order while the gateway is dead (SIGKILL): the Fill waits in the venue's
+    store under the next sequence number; when the gateway's exchange leg logs on again the gap is
+    seen, a ResendRequest brings the Fill over (PossDupFlag=Y), the gateway keeps it for the client,
+    and the client gets it on its next Logon by resend — nothing lost on either leg."""
+    certs = harness.make_pki(tmp_path / "certs")
+    gw_port, sim_port = harness.free_port(), harness.free_port()
+    cfg = harness.trading_config(tmp_path, certs, gw_port, sim_port, clients=("ALGO1",),
+                                 upstream_extra="reconnect_min = 0.1\nreconnect_max = 0.4",
+                                 sim_extra="fill_delay_ms = 800")
+    sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp_path / "sim.log", sim_port)
+    gw = harness.start(["run", "--config", str(cfg)], tmp_path / "gw.log", gw_port)
+    audit = tmp_path / "state" / "audit"
+    try:
+        time.sleep(0.5)
+        c = FixClient(gw_port, client_ssl(certs, "algo1"), "ALGO1")
+        c.logon()
+        c.send("D", [(11, "GAP1"), *NOS])
+        assert c.recv_type(b"8").get(150) == b"0"  # New at once; the Fill follows in 0.8 s
+        gw.kill()
+        c.close()
+        time.sleep(1.2)  # the venue fills now, with nobody connected: stored for resend
+        gw = harness.start(["run", "--config", str(cfg)], tmp_path / "gw2.log", gw_port)
+        deadline = time.monotonic() + 10
+        while not any(r["kind"] == "stored_for_offline_client" and r.get("cl_ord_id") == "GAP1"
+                      for r in harness.audit_records(audit)):
+            assert time.monotonic() < deadline, "the venue's Fill never reached the gateway"
+            time.sleep(0.1)
+        c2 = FixClient(gw_port, client_ssl(certs, "algo1"), "ALGO1")
+        c2.seq = c.seq
+        c2.logon()
+        c2.send("2", [(7, "1"), (16, "0")])  # the client asks for everything it may have missed
+        fill = None
+        for _ in range(20):  # gap fills for session-level messages, the New again, then the Fill
+            m = c2.recv(timeout=5)
+            assert m is not None, "closed before the Fill came"
+            if m.msg_type == b"8" and m.get(150) == b"F":
+                fill = m
+                break
+        assert fill is not None and fill.get(11) == b"GAP1" and fill.get(43) == b"Y"  # delivered by resend
+        c2.close()
+    finally:
+        gw.stop()
+        sim.stop()
+    inbound = [r for r in harness.audit_records(audit) if r["kind"] == "stored_for_offline_client"]
+    assert [r["cl_ord_id"] for r in inbound] == ["GAP1"]  # the Fill crossed exactly once
