@@ -17,6 +17,17 @@ DEFAULT_PHASES = ["closed:2500", "open:1000:2", "open:2000:1.5", "pipe:15000:64"
 QUICK_PHASES = ["closed:400", "open:500:1", "pipe:2000:32"]
 
 
+def _workers_args(a: argparse.Namespace) -> dict[str, int] | None:
+    clients = a.workers if a.workers is not None else (2 if a.quick else 4)
+    if clients <= 0:
+        return None
+    if clients > e2e.MAX_CLIENTS:
+        raise SystemExit(f"python -m bench: --workers {clients}: at most {e2e.MAX_CLIENTS} sessions")
+    small = a.quick or a.phase is not None  # --phase: a custom (often tiny) run
+    return {"clients": clients, "orders": 150 if small else 6000, "window": 32 if small else 64,
+            "warmup": 10 if small else 200, "relay_count": 40 if small else 2000}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=e2e.__doc__.split("\n\n")[0],
                                 epilog="Phases: closed:N (one in flight), open:RATE:SECONDS (fixed rate, "
@@ -36,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="extra logged-on sessions for the scale runs (default 100,1000; --quick: none; 0: skip)")
     p.add_argument("--flood", type=float, default=None, metavar="RATE",
                    help="also measure fixgw-hmac during a connection flood of RATE/s (default 200; --quick: 0)")
+    p.add_argument("--workers", type=int, default=None, metavar="SESSIONS",
+                   help="1 vs 2 worker processes with SESSIONS pipelining sessions, and the hand-off cost "
+                        "(default 4; --quick: 2; 0: skip)")
     p.add_argument("--components", action="store_true",
                    help="afterwards run the component benches (codec, signatures, policy, audit, posture)")
     a = p.parse_args(argv)
@@ -58,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         scale = tuple(n for n in (int(x) for x in scale_text.split(",") if x.strip()) if n > 0)
         result = e2e.run_all(a.out, place, configs, phases, warmup,
                              profile=None if a.profile == "none" else a.profile, scale=scale,
-                             flood_rate=a.flood if a.flood is not None else (0.0 if a.quick else 200.0))
+                             flood_rate=a.flood if a.flood is not None else (0.0 if a.quick else 200.0),
+                             workers=_workers_args(a))
     except e2e.BenchError as exc:
         print(f"\nbench: {exc}", file=sys.stderr)
         return 1

@@ -46,6 +46,7 @@ FIXGW_VARIANTS = {
     "fixgw-inline": {"signing": "hmac-sha256", "durability": "write", "writer": "inline"},
 }
 CONFIGS = ["direct", "haproxy", *FIXGW_VARIANTS]
+MAX_CLIENTS = 4
 DEFAULT_CONFIGS = [c for c in CONFIGS if c != "fixgw-inline"]
 
 
@@ -78,7 +79,8 @@ def make_env(root: Path) -> Env:
 
     certs = root / "certs"
     pki.init(certs)
-    pki.issue(certs, "algo1")
+    for i in range(1, MAX_CLIENTS + 1):  # algo2 … : one identity per session in the worker runs
+        pki.issue(certs, f"algo{i}")
     pki.issue(certs, "gw-upstream")  # the relay's client certificate towards the exchange
     for name in ("gateway", "gw-upstream"):  # haproxy wants certificate and key in one PEM
         pem = certs / f"{name}.pem"
@@ -96,13 +98,17 @@ def make_env(root: Path) -> Env:
 
 
 def fixgw_config(env: Env, name: str, signing: str, durability: str, writer: str = "thread",
-                 extra_sessions: int = 0, heartbeat: int = 5) -> Path:
+                 extra_sessions: int = 0, heartbeat: int = 5, workers: int = 1, clients: int = 1) -> Path:
     """One gateway config (also read by the simulator for its session table).
 
     ``extra_sessions`` adds sessions S0001 … for the scale runs: same identity,
-    each with its own persistent exchange leg, heartbeats every ``heartbeat`` s."""
+    each with its own persistent exchange leg, heartbeats every ``heartbeat`` s.
+    ``clients`` > 1 adds identities algo2 … with sessions ALGO2 … (worker runs:
+    each identity is owned by one worker); ``workers`` sets ``[gateway] workers``
+    with every worker pinned to its own CPU."""
     c = env.certs
     extra = [f"S{i:04d}" for i in range(1, extra_sessions + 1)]
+    more = [f"ALGO{i}" for i in range(2, clients + 1)]
     # scale runs open up to 1,000 sessions from one address: lift the admission limits above them
     # (every other run, the flood included, keeps the defaults)
     limits = ("max_connections = 5000\nmax_connections_per_source = 5000\nhandshake_rate = 5000\n"
@@ -112,6 +118,8 @@ def fixgw_config(env: Env, name: str, signing: str, durability: str, writer: str
     text = f"""
 [gateway]
 state_dir = "{env.root}/state-{name}"
+workers = {workers}
+pin_workers = {"true" if workers > 1 else "false"}
 {limits}
 [listen]
 host = "127.0.0.1"
@@ -131,6 +139,14 @@ comp_ids = [{comp_ids}]
 roles = ["algo"]
 signing = "{signing}"
 keys = [{{ path = "{key}" }}]
+""" + "".join(f"""
+[[identities]]
+id = "spiffe://fixgw.dev/client/{comp.lower()}"
+comp_ids = ["{comp}"]
+roles = ["algo"]
+signing = "{signing}"
+keys = [{{ path = "{key}" }}]
+""" for comp in more) + f"""
 [exchange_sim]
 host = "127.0.0.1"
 port = {env.sim_port}
@@ -157,7 +173,7 @@ sender_comp_id = "GW-ALGO1"
 target_comp_id = "XCHG"
 reset_on_logon = true
 """
-    for comp in extra:
+    for comp in more + extra:
         text += f"""
 [[sessions]]
 begin_string = "FIX.4.4"
@@ -352,9 +368,10 @@ def verify_audit(folder: Path) -> dict[str, object]:
 def run_all(out: Path, place_names: list[str], configs: list[str], phases: list[str], warmup: int,
             progress: bool = True, profile: str | None = "fixgw-hmac",
             scale: tuple[int, ...] = (), scale_phases: tuple[str, ...] = ("closed:2000",),
-            flood_rate: float = 0.0) -> dict[str, object]:
+            flood_rate: float = 0.0, workers: dict[str, int] | None = None) -> dict[str, object]:
     """Every (placement, configuration) in order; ``profile`` names the configuration whose
-    relay is sampled with py-spy (in the last placement, so the sample is of the relay alone on a core)."""
+    relay is sampled with py-spy (in the last placement, so the sample is of the relay alone on a core).
+    ``workers``: arguments of ``bench.multicore.run`` (1 vs 2 worker processes), None to skip."""
     if "haproxy" in configs and not shutil.which("haproxy"):
         raise BenchError("haproxy is not installed: run `make bench-deps` (apt-get install -y haproxy)")
     out.mkdir(parents=True, exist_ok=True)
@@ -435,9 +452,14 @@ def run_all(out: Path, place_names: list[str], configs: list[str], phases: list[
 
                     st = stats(res["phases"][0])  # type: ignore[index]
                     print(f" p50 {st['p50_us']:.0f} µs  p99 {st['p99_us']:.0f} µs", file=sys.stderr)
+        multi = None
+        if workers:
+            from bench import multicore
+
+            multi = multicore.run(env, logs, progress=progress, **workers)
     return {"benchmark": "e2e", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "seconds": round(time.time() - started, 1), "machine": machine(), "phases": phases, "runs": runs,
-            "profile": prof, "scale": scale_runs, "flood": flood_runs}
+            "profile": prof, "scale": scale_runs, "flood": flood_runs, "workers": multi}
 
 
 def machine() -> dict[str, object]:

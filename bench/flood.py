@@ -34,7 +34,7 @@ async def run(a: argparse.Namespace) -> dict[str, int]:
 
     async def garbage() -> None:
         try:
-            _, w = await asyncio.open_connection("127.0.0.1", a.port)
+            _, w = await asyncio.open_connection("127.0.0.1", a.port, local_addr=(a.source, 0))
             w.write(os.urandom(512))
             await w.drain()
             w.close()
@@ -45,7 +45,8 @@ async def run(a: argparse.Namespace) -> dict[str, int]:
     async def idle_tls() -> None:
         try:
             r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", a.port, ssl=ctx,
-                                                                  server_hostname="127.0.0.1"), 5)
+                                                                  server_hostname="127.0.0.1",
+                                                                  local_addr=(a.source, 0)), 5)
             stats["handshakes"] += 1
             try:
                 await asyncio.wait_for(r.read(1), a.hold)  # the gateway closes it at its logon timeout
@@ -80,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--key", required=True)
     p.add_argument("--ca", required=True)
     p.add_argument("--rate", type=float, default=200.0, help="new connections per second")
+    # another host than the trading client (127.0.0.1): the per-source limit is the flooder's alone
+    p.add_argument("--source", default="127.0.0.2", help="source address of the flood")
     p.add_argument("--hold", type=float, default=2.0, help="seconds an idle TLS connection waits at most")
     a = p.parse_args(argv)
     from gateway.cli import raise_fd_limit

@@ -266,6 +266,7 @@ class LoadGen:
         await self.closed(warmup)
         self.rec = Recorder()
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
+        wall0 = time.time()
         t0 = time.perf_counter()
         if phase.kind == "closed":
             await self.closed(phase.count)
@@ -279,7 +280,8 @@ class LoadGen:
         return {
             "phase": phase.name, "kind": phase.kind, "rate": phase.rate or None, "window": phase.window,
             "sent": self.seq, "received": h.get_total_count(), "lost": len(self.rec.sent_at),
-            "elapsed_s": elapsed, "loadgen_cpu_s": (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime),
+            "elapsed_s": elapsed, "t_start": wall0, "t_end": wall0 + elapsed,
+            "loadgen_cpu_s": (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime),
             "histogram": h.encode().decode("ascii"),
         }
 
@@ -324,6 +326,8 @@ async def run(a: argparse.Namespace) -> dict[str, object]:
     if a.idle:
         idle, took = await open_idle(a, ctx, signer)
         out.update(idle_sessions=len(idle), logon_s=took, logons_per_s=len(idle) / took)
+    if a.start_at:  # several load generators begin their phases together (worker runs)
+        await asyncio.sleep(max(0.0, a.start_at - time.time()))
     phases = []
     for phase in a.phase:
         phases.append(await gen.run_phase(phase, a.warmup))
@@ -355,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle-prefix", default="S", help="their SenderCompIDs: PREFIX0001, PREFIX0002 ...")
     p.add_argument("--idle-heartbeat", type=int, default=5, help="HeartBtInt(108) of the extra sessions")
     p.add_argument("--idle-concurrency", type=int, default=32, help="handshakes in flight while opening them")
+    p.add_argument("--start-at", type=float, default=0.0,
+                   help="Unix time to start the phases at (after Logon), so several generators run together")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
     from gateway.cli import raise_fd_limit
@@ -365,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
 
         result = uvloop.run(run(a))
     except (ConnectionError, OSError, TimeoutError) as exc:
-        print(f"loadgen: {exc}", file=sys.stderr)
+        print(f"loadgen: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     text = json.dumps(result)
     if a.out:

@@ -135,6 +135,7 @@ def markdown(result: dict[str, Any]) -> str:
                   f"{_fmt(flooded['p99.9_us'])} |"]
         ratio = flooded["p99_us"] / quiet["p99_us"]
         lines += ["", f"- flood p99 ×{ratio:.2f} of unflooded (goal ≤ 2: {'met' if ratio <= 2 else 'MISSED'})"]
+    lines += workers_section(result.get("workers"))
     lines += ["", "Goals (measured, not asserted):", ""]
     lines += goals(rs)
     prof = result.get("profile")
@@ -152,6 +153,45 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"- **{r['placement']} {r['config']}**: {r['lost']} orders unanswered, {r['refused']} refused, "
                      f"audit chain {'intact' if r.get('audit_ok', True) else 'BROKEN'}")
     return "\n".join(lines) + "\n"
+
+
+GOAL_WORKERS_RATIO = 1.6
+
+
+def workers_section(w: dict[str, Any] | None) -> list[str]:
+    """1 vs 2 worker processes (bench/multicore.py): throughput, gateway CPU, and the hand-off's cost."""
+    if not w or not w.get("throughput"):
+        return []
+    runs = w["throughput"]
+    first = runs[0]
+    lines = ["", f"Workers (fixgw-hmac): {first['clients']} sessions, each its own identity and load-generator "
+             f"process, pipelining {first['phases'][0]['window']} orders in flight from a common start; orders/s = "
+             "all orders answered / (last end − first start). 2 workers are pinned one per CPU; the load "
+             "generators, the simulator and the single worker of the 1-worker run are left to the scheduler on "
+             "the same 2 CPUs.", "",
+             "| workers | orders/s | × 1 worker | msgs/s through the gateway | gateway CPU ms / 1k orders "
+             "| sessions handed off | audit chains |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in runs:
+        cpu = 1000 * r["gateway_cpu_s"] / r["orders"] if r["orders"] else 0.0
+        chains = "intact" if r["audit"]["ok"] else "BROKEN"
+        lines.append(f"| {r['workers']} | {r['orders_per_s']:,.0f} | {r['orders_per_s'] / first['orders_per_s']:.2f} "
+                     f"| {3 * r['orders_per_s']:,.0f} | {cpu:.0f} | {r['handed_off']} / {r['clients']} | {chains} |")
+    if len(runs) >= 2:
+        ratio = runs[1]["orders_per_s"] / first["orders_per_s"]
+        lines += ["", f"- 2 workers ×{ratio:.2f} of one (goal ≥ {GOAL_WORKERS_RATIO}: "
+                  f"{'met' if ratio >= GOAL_WORKERS_RATIO else 'MISSED'})"]
+    relay = w.get("relay") or {}
+    if "owner" in relay or "relayed" in relay:
+        lines += ["", "Hand-off cost (2 workers, one session, closed loop; fresh connections until one landed on "
+                  f"the worker that owns the identity and one on the other, {relay.get('attempts', 0)} tried):", "",
+                  "| connection landed on | p50 | p90 | p99 | p99.9 |", "| --- | ---: | ---: | ---: | ---: |"]
+        for kind, label in (("owner", "its owner"), ("relayed", "the other worker (relayed)")):
+            if kind in relay:
+                st = stats(relay[kind])
+                lines.append(f"| {label} | {_fmt(st['p50_us'])} | {_fmt(st['p90_us'])} | {_fmt(st['p99_us'])} | "
+                             f"{_fmt(st['p99.9_us'])} |")
+    return lines
 
 
 def goals(rs: list[dict[str, Any]]) -> list[str]:

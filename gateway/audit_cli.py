@@ -58,9 +58,23 @@ def verify_cmd(args: argparse.Namespace) -> int:
         print(f"fixgw audit verify: {args.dir} is not a folder", file=sys.stderr)
         return 2
     folder = Path(args.dir)
-    result = verify(folder, pub, progress=sys.stdout.isatty())
-    print(result.summary())
-    return 0 if result.ok else 1
+    found = chains(folder)
+    ok = True
+    for chain in found:
+        result = verify(chain, pub, progress=sys.stdout.isatty())
+        print(result.summary() if len(found) == 1 else f"{chain.name}: {result.summary()}")
+        ok = ok and result.ok
+    return 0 if ok else 1
+
+
+def chains(folder: Path) -> list[Path]:
+    """The hash chains in an audit folder: itself, or one ``worker-K`` subfolder per worker
+    (``[gateway] workers`` > 1), each a chain of its own."""
+    workers = sorted((p for p in folder.glob("worker-*") if p.is_dir()),
+                     key=lambda p: int(p.name.split("-", 1)[1]) if p.name.split("-", 1)[1].isdigit() else 1 << 30)
+    if workers and not any(folder.glob("audit-*.jsonl*")):
+        return workers
+    return [folder]
 
 
 QUERY_FIELDS = ("seq", "ts", "kind", "decision", "direction", "identity", "session", "msg_type", "cl_ord_id",
@@ -118,13 +132,16 @@ def tail_cmd(args: argparse.Namespace) -> int:
     folder = Path(args.dir)
     recs = _records(folder, args.key)
     _emit(recs[-args.n:], args.format)
-    last = recs[-1]["seq"] if recs else 0
+    last: dict[str, int] = {}  # per chain: the last seq shown
+    for rec in recs:
+        last[rec.get("chain", "")] = rec["seq"]
     while args.follow:
         _time.sleep(0.5)
-        new = [rec for rec in _records(folder, args.key) if rec["seq"] > last]
+        new = [rec for rec in _records(folder, args.key) if rec["seq"] > last.get(rec.get("chain", ""), 0)]
         if new:
             _emit(new, args.format)
-            last = new[-1]["seq"]
+            for rec in new:
+                last[rec.get("chain", "")] = rec["seq"]
             sys.stdout.flush()
     return 0
 
@@ -137,7 +154,13 @@ def _records(folder: Path, key: str | None = None) -> list[dict[str, Any]]:
         raise UsageError(f"{folder} is not an audit folder")
     try:
         aead = load_encryption_key(Path(key)) if key else None
-        return [open_record(rec, aead) for _, _, _, rec in iter_records(folder) if rec is not None]
+        found = chains(folder)
+        if len(found) == 1:
+            return [open_record(rec, aead) for _, _, _, rec in iter_records(folder) if rec is not None]
+        merged = [{**open_record(rec, aead), "chain": chain.name}
+                  for chain in found for _, _, _, rec in iter_records(chain) if rec is not None]
+        merged.sort(key=lambda r: str(r.get("ts", "")))  # one timeline across the workers' chains
+        return merged
     except OSError as exc:
         raise UsageError(f"{exc.filename}: {exc.strerror}") from None
     except (AuditError, ValueError) as exc:

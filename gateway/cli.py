@@ -14,24 +14,38 @@ import signal
 import sys
 from pathlib import Path
 
+import structlog
+
 from . import logs
 from .errors import UsageError
+from .handoff import Worker
 
 
-def _run_gateway(config_path: str) -> int:
+def _run_gateway(config_path: str, log_level: str = "info", worker: Worker | None = None) -> int:
     from .config import load
     from .proxy import Gateway
 
     cfg = load(config_path)
-    if not cfg.policy.allow_all and not cfg.policy.file:
+    if not cfg.policy.allow_all and not cfg.policy.file and worker is None:
         print(
             f"note: {config_path}: no [policy] file and allow_all is not set, so every application "
             "message is refused (default deny)",
             file=sys.stderr,
         )
+    if worker is None and cfg.gateway.workers > 1:
+        from . import workers
+
+        return workers.run(cfg, config_path, log_level)
+    if worker is not None:
+        from .workers import die_with_parent, pin_to_core
+
+        die_with_parent()
+        structlog.contextvars.bind_contextvars(worker=worker.index)
+        if cfg.gateway.pin_workers:
+            pin_to_core(worker.index)
 
     async def main() -> None:
-        gw = Gateway(cfg)
+        gw = Gateway(cfg, worker)
         await gw.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -322,6 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the gateway")
     run.add_argument("--config", required=True, help="gateway TOML config")
+    # one of [gateway] workers = N processes, started by `fixgw run` (not for people to call)
+    wk = sub.add_parser("_worker")
+    wk.add_argument("--config", required=True)
+    wk.add_argument("--index", type=int, required=True)
+    wk.add_argument("--count", type=int, required=True)
+    wk.add_argument("--inbox", type=int, required=True)
+    wk.add_argument("--outboxes", required=True)
 
     sim = sub.add_parser("exchange-sim", help="run the exchange simulator")
     sim.add_argument("--config", required=True, help="TOML config with an [exchange_sim] table")
@@ -446,7 +467,10 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(args.log_level)
     try:
         if args.command == "run":
-            return _run_gateway(args.config)
+            return _run_gateway(args.config, args.log_level)
+        if args.command == "_worker":
+            worker = Worker.parse(args.index, args.count, args.inbox, args.outboxes)
+            return _run_gateway(args.config, args.log_level, worker)
         if args.command == "exchange-sim":
             return _run_sim(args.config)
         if args.command == "certs":

@@ -34,6 +34,7 @@ from .fix.session import (
     MessageRejected,
     Session,
 )
+from .handoff import Relay
 from .identity import Identity
 from .legs import SessionProtocol, set_nodelay
 from .proxy import _peer, _s
@@ -45,41 +46,25 @@ log = structlog.get_logger("fixgw.client_leg")
 _PASSWORD_RE = re.compile(rb"(^|\x01)554=[^\x01]*\x01")
 
 
-class TLSConnection(asyncio.Protocol):
-    """Accepted TCP socket with our own TLS layer; the FIX client leg sits on top.
+class ClientTransport(asyncio.Protocol):
+    """What ``ClientProtocol`` writes to: a socket it does not own directly.
 
-    There is no plaintext path: application bytes reach ``ClientProtocol``
-    only after the mutual-TLS handshake verified the client certificate.
-    Every refused handshake is audited with OpenSSL's reason.
+    Two kinds: ``TLSConnection`` (we accepted the TCP connection and run TLS
+    on it) and ``RelayedConnection`` (another worker did, and relays the
+    plaintext to us; see ``gateway/handoff.py``).
     """
 
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
-        self.tls = tls.ServerTLS(gw.server_ctx)
         self.raw: asyncio.Transport | None = None
-        self.app: ClientProtocol | None = None
-        self.peer: str | None = None
-        self._deadline: asyncio.TimerHandle | None = None
         self._closing = False
-        self._admitted: str | None = None  # the source counted by the gateway's admission
-
-    # -- transport interface for the application protocol ----------------------
-    def write(self, data: bytes) -> None:
-        if self.raw is not None and not self._closing:
-            self.raw.write(self.tls.send(data))
 
     def writelines(self, frames: list[bytes]) -> None:
         self.write(b"".join(frames))
 
-    def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        if self.raw is not None and not self.raw.is_closing():
-            out = self.tls.close_notify()
-            if out:
-                self.raw.write(out)
-            self.raw.close()
+    def write(self, data: bytes) -> None:
+        if self.raw is not None and not self._closing:
+            self.raw.write(data)
 
     def abort(self) -> None:
         self._closing = True
@@ -97,12 +82,56 @@ class TLSConnection(asyncio.Protocol):
         if self.raw is not None and not self.raw.is_closing():
             self.raw.resume_reading()
 
+
+class TLSConnection(ClientTransport):
+    """Accepted TCP socket with our own TLS layer; the FIX client leg sits on top.
+
+    There is no plaintext path: application bytes reach ``ClientProtocol``
+    only after the mutual-TLS handshake verified the client certificate.
+    Every refused handshake is audited with OpenSSL's reason.  With several
+    workers, a connection whose identity another worker owns gets a
+    ``Relay`` on top instead, which carries the plaintext to the owner.
+    """
+
+    def __init__(self, gw: Gateway) -> None:
+        super().__init__(gw)
+        self.tls = tls.ServerTLS(gw.server_ctx)
+        self.app: ClientProtocol | Relay | None = None
+        self.peer: str | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._admitted: str | None = None  # the source counted by the gateway's admission
+
+    # -- transport interface for the application protocol ----------------------
+    def write(self, data: bytes) -> None:
+        if self.raw is not None and not self._closing:
+            self.raw.write(self.tls.send(data))
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self.raw is not None and not self.raw.is_closing():
+            out = self.tls.close_notify()
+            if out:
+                self.raw.write(out)
+            self.raw.close()
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "ssl_object":
             return self.tls.obj
         if self.raw is None:
             return default
         return self.raw.get_extra_info(name, default)
+
+    def _application(self) -> ClientProtocol | Relay:
+        """Our own session, or a relay to the worker that owns the certificate's identity."""
+        w = self.gw.worker
+        if w is not None:
+            ident, _ = self.gw.guard.identify(tls.peer_uri_sans(self.tls.obj))
+            owner = self.gw.partition.owner_of_identity(ident.id) if ident is not None else -1
+            if ident is not None and owner not in (-1, w.index):
+                return Relay(self.gw, owner, ident.id)
+        return ClientProtocol(self.gw)
 
     # -- asyncio.Protocol for the raw socket -------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -154,7 +183,7 @@ class TLSConnection(asyncio.Protocol):
         if self.tls.handshake_done and not was_done:
             if self._deadline is not None:
                 self._deadline.cancel()
-            self.app = ClientProtocol(self.gw)
+            self.app = self._application()
             self.app.connection_made(self)  # type: ignore[arg-type]
         if plain and self.app is not None:
             self.app.data_received(plain)
@@ -180,6 +209,61 @@ class TLSConnection(asyncio.Protocol):
             self.app.connection_lost(exc)
         elif not self.tls.handshake_done:
             self.gw._audit_safe("tls_refused", peer=self.peer, reason="closed before the handshake completed")
+
+
+class RelayedConnection(ClientTransport):
+    """A client connection another worker accepted and terminated TLS for (``gateway/handoff.py``).
+
+    ``ssl_object`` answers with the verified leaf certificate and TLS version
+    the accepting worker saw, ``peername`` with the client's real address, so
+    ``ClientProtocol`` makes every check here as for a connection of its own.
+    """
+
+    def __init__(self, gw: Gateway, ssl_object: Any, peer: tuple[Any, ...] | None, origin: int) -> None:
+        super().__init__(gw)
+        self.ssl_object, self.peername, self.origin = ssl_object, peer, origin
+        self.app: ClientProtocol | None = None
+
+    def close(self) -> None:
+        self._closing = True
+        if self.raw is not None:
+            self.raw.close()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "ssl_object":
+            return self.ssl_object
+        if name == "peername":
+            return self.peername
+        if name == "socket":
+            return None  # a Unix stream: no TCP options to set
+        return self.raw.get_extra_info(name, default) if self.raw is not None else default
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.raw = transport  # type: ignore[assignment]
+        assert self.raw is not None
+        self.raw.set_write_buffer_limits(high=self.gw.cfg.gateway.max_buffered_bytes)
+        self.app = ClientProtocol(self.gw)
+        self.app.connection_made(self)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        if self.app is not None:
+            self.app.data_received(data)
+
+    def eof_received(self) -> bool:
+        return False  # the accepting worker closed: so do we
+
+    def pause_writing(self) -> None:
+        if self.app is not None:
+            self.app.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.app is not None:
+            self.app.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self.app is not None:
+            self.app.connection_lost(exc)
 
 
 class ClientProtocol(SessionProtocol):

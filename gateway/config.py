@@ -110,6 +110,7 @@ class IdentityConfig(_S, kw_only=True, forbid_unknown_fields=True):
     mfa: bool = False  # a person: Username(553) + Password(554) = password + TOTP
     pin_sha256: list[str] = []  # optional leaf-certificate pins (hex SHA-256 of the DER)
     sign_outbound: bool = False  # the gateway signs every message to this identity ([gateway] signing_key)
+    worker: int | None = None  # with [gateway] workers > 1: the worker that owns its sessions (default: spread)
 
 
 class RevocationConfig(_S, kw_only=True, forbid_unknown_fields=True):
@@ -175,6 +176,9 @@ class GatewaySection(_S, kw_only=True, forbid_unknown_fields=True):
     handshake_rate: float = 200.0  # new client connections per second (token bucket)
     handshake_burst: float = 400.0  # connections allowed at once before the rate applies
     max_buffered_bytes: int = 1048576  # per connection: above this the other leg stops reading (backpressure)
+    # worker processes sharing the listener (SO_REUSEPORT); each owns a fixed share of the identities
+    workers: int = 1
+    pin_workers: bool = False  # worker K runs only on the K-th allowed CPU (no cross-core wake-ups)
 
 
 class ExchangeSimConfig(_S, kw_only=True, forbid_unknown_fields=True):
@@ -303,6 +307,13 @@ def _check(cfg: Config, p: Path, need_gateway: bool) -> None:
             raise ConfigError(p, f"identities[{i}].id", f"{ident_cfg.id!r} is not in the trust domain",
                               f"identities look like spiffe://{cfg.gateway.trust_domain}/client/NAME")
     check_zones(cfg.zones, p)
+    if not 1 <= cfg.gateway.workers <= 64:
+        raise ConfigError(p, "gateway.workers", f"{cfg.gateway.workers} workers", "valid: 1-64 (one per core)")
+    for i, ident_cfg in enumerate(cfg.identities):
+        w = ident_cfg.worker
+        if w is not None and not 0 <= w < cfg.gateway.workers:
+            raise ConfigError(p, f"identities[{i}].worker", f"worker {w} does not exist",
+                              f"valid with [gateway] workers = {cfg.gateway.workers}: 0-{cfg.gateway.workers - 1}")
     for i, ident_cfg in enumerate(cfg.identities):
         for z in ident_cfg.zones:
             if z not in cfg.zones:

@@ -18,6 +18,7 @@ def setup(level: str = "info", json: bool = True) -> None:
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[
+            structlog.contextvars.merge_contextvars,  # e.g. worker=K in a worker process
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,

@@ -18,6 +18,7 @@ immediately followed by the current 6-digit TOTP code (RFC 6238, 30 s step,
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import hmac
 import json
@@ -87,7 +88,8 @@ class _Account:
 
 class MFA:
     def __init__(self, users_file: Path, secrets_file: Path, state_file: Path | None,
-                 max_failures: int = 5, window: float = 300.0, lockout: float = 900.0) -> None:
+                 max_failures: int = 5, window: float = 300.0, lockout: float = 900.0,
+                 shared: bool = False) -> None:
         check_secrets_file(secrets_file)
         users = _read_toml(users_file, "users.file").get("users", {})
         totp = _read_toml(secrets_file, "users.secrets").get("totp", {})
@@ -103,11 +105,16 @@ class MFA:
             self.accounts[name] = _Account(str(entry["password"]), secret)
         self.max_failures, self.window, self.lockout = max_failures, window, lockout
         self.state_file = state_file
-        if state_file is not None and state_file.exists():
-            used = json.loads(state_file.read_text() or "{}")
+        self.shared = shared  # several worker processes use the same file: read it under a lock at each check
+        self._load_steps()
+
+    def _load_steps(self) -> None:
+        if self.state_file is not None and self.state_file.exists():
+            used = json.loads(self.state_file.read_text() or "{}")
             for name, step in used.items():
                 if name in self.accounts:
-                    self.accounts[name].last_step = int(step)
+                    acct = self.accounts[name]
+                    acct.last_step = max(acct.last_step, int(step))
 
     def _fail(self, acct: _Account | None, now: float, reason: str) -> tuple[bool, str]:
         if acct is not None:
@@ -121,7 +128,22 @@ class MFA:
         return False, reason
 
     def check(self, username: str, password_field: str, now: float) -> tuple[bool, str]:
-        """(accepted, reason). The reason names the failed factor, never the input."""
+        """(accepted, reason). The reason names the failed factor, never the input.
+
+        Shared (several workers): the used-code file is read and written under
+        an exclusive lock, so a code accepted by one worker is refused by all."""
+        if not self.shared or self.state_file is None:
+            return self._check(username, password_field, now)
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.state_file.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._load_steps()
+                return self._check(username, password_field, now)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _check(self, username: str, password_field: str, now: float) -> tuple[bool, str]:
         acct = self.accounts.get(username)
         if acct is None:
             return False, f"unknown user {username!r}"

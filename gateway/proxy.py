@@ -17,6 +17,7 @@ reaches the exchange, so the exchange leg sees no sequence gap.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 from collections import ChainMap, OrderedDict, deque
@@ -45,10 +46,12 @@ from .fix.session import (
 from .fix.signature import Signer
 from .fix.utctime import format_utc_timestamp
 from .guard import Guard
+from .handoff import Relay, Worker
 from .identity import check_private_file, zone_entries
 from .limits import Admission
 from .metrics import Metrics
 from .mfa import MFA
+from .partition import partition
 from .policy.anomaly import AnomalyDetector, AnomalySettings
 from .policy.engine import Context, Decision, Policy
 from .policy.load import PolicySpec
@@ -117,17 +120,24 @@ def _set_reading(transport: asyncio.BaseTransport | None, reading: bool) -> None
 
 
 class Gateway:
-    def __init__(self, cfg: Config) -> None:
+    """One gateway process: with ``worker`` set, one of several that share the
+    listener and each own a fixed share of the identities (``gateway/partition.py``)."""
+
+    def __init__(self, cfg: Config, worker: Worker | None = None) -> None:
         self.cfg = cfg
         assert cfg.listen is not None and cfg.audit is not None
         self.state_dir = cfg.resolve(cfg.gateway.state_dir)
+        self.worker = worker
+        self.partition = partition(cfg)
+        self.relays: set[Relay] = set()  # connections we accepted whose session another worker owns
+        self._inbox: socket.socket | None = None
         ac = cfg.audit
         try:
             audit_key = load_or_create_key(cfg.resolve(ac.key) if ac.key else self.state_dir / "audit-signing.key")
         except (AuditError, ValueError, OSError) as exc:
             raise ConfigError(cfg.path, "audit.key", str(exc)) from None
-        self.audit = AuditLog(cfg.resolve(ac.dir), audit_key, ac.checkpoint_every, ac.checkpoint_ms,
-                              int(ac.max_segment_mb * 1024 * 1024), ac.max_segment_hours * 3600)
+        self.audit = AuditLog(audit_folder(cfg, worker.index if worker else None), audit_key, ac.checkpoint_every,
+                              ac.checkpoint_ms, int(ac.max_segment_mb * 1024 * 1024), ac.max_segment_hours * 3600)
         if ac.encryption_key:
             try:
                 self.audit.aead = load_encryption_key(cfg.resolve(ac.encryption_key))
@@ -151,7 +161,7 @@ class Gateway:
         if cfg.users is not None:
             self.mfa = MFA(cfg.resolve(cfg.users.file), cfg.resolve(cfg.users.secrets),
                            self.state_dir / "mfa-used.json", cfg.users.max_failures,
-                           cfg.users.failure_window, cfg.users.lockout)
+                           cfg.users.failure_window, cfg.users.lockout, shared=worker is not None)
         self.routes: dict[tuple[bytes, bytes, bytes], Route] = {}
         self.server_ctx = tls.server_context(
             cfg.resolve(cfg.listen.cert), cfg.resolve(cfg.listen.key), cfg.resolve(cfg.listen.ca)
@@ -209,14 +219,20 @@ class Gateway:
         except FeedError as exc:
             raise ConfigError(cfg.path, "gateway.state_dir", str(exc)) from None
         g = cfg.gateway
-        self.admission = Admission(g.max_connections, g.max_connections_per_source, g.handshake_rate,
-                                   g.handshake_burst)
+        n = worker.count if worker else 1  # the limits are the gateway's: each worker enforces its share
+        self.admission = Admission(-(-g.max_connections // n), -(-g.max_connections_per_source // n),
+                                   g.handshake_rate / n, g.handshake_burst / n)
         self.server: asyncio.AbstractServer | None = None
         self.connections: set[ClientProtocol] = set()
         self._exec_ids = 0
         self.stopping = False
         for s in cfg.sessions:
-            self._add_route(s)
+            if self.owns(s):
+                self._add_route(s)
+
+    def owns(self, s: SessionConfigToml) -> bool:
+        """Is this session ours (always, unless one of several workers)?"""
+        return self.worker is None or self.partition.owner_of_session(s.client_comp_id) == self.worker.index
 
     def _validator(self, s: SessionConfigToml, settings: ValidationSettings) -> Validator:
         """The route's dictionaries (shipped, or the user's own) with ``settings``."""
@@ -283,7 +299,8 @@ class Gateway:
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(self._loop_exception)
         listen = f"{self.cfg.listen.host}:{self.cfg.listen.port}"
-        self.audit.record("gateway_started", sessions=len(self.routes), listen=listen)
+        self.audit.record("gateway_started", sessions=len(self.routes), listen=listen,
+                          **({"worker": self.worker.index, "workers": self.worker.count} if self.worker else {}))
         if self.policy is not None:
             self.audit.record("policy_loaded", sha256=self.policy.sha256, rules=len(self.policy.rules),
                               shadow=self.policy.global_shadow, file=str(self.policy_file.path))
@@ -293,8 +310,9 @@ class Gateway:
         self._watch_task = loop.create_task(self._watch())
         if self.cfg.audit is not None and self.cfg.audit.nats is not None:
             nc = self.cfg.audit.nats
-            self.replicator = Replicator(self.audit.folder, nc.url, nc.stream, nc.subject, nc.instance, nc.replicas,
-                                         self.state_dir / "nats-cursor.json",
+            suffix = f"-w{self.worker.index}" if self.worker else ""  # one chain per worker, one message id space each
+            self.replicator = Replicator(self.audit.folder, nc.url, nc.stream, nc.subject, nc.instance + suffix,
+                                         nc.replicas, self.state_dir / f"nats-cursor{suffix}.json",
                                          lambda text: self._audit_safe("alert", what=text))
             self.replicator.start()
         def on_thread(fn: Callable[..., None]) -> Callable[..., None]:
@@ -313,14 +331,20 @@ class Gateway:
             from .admin import AdminAPI
 
             self.admin = AdminAPI(self)
-            await self.admin.start(self.cfg.admin.host, self.cfg.admin.port)
+            # each worker serves its own sessions and metrics: worker k on admin.port + k
+            await self.admin.start(self.cfg.admin.host, self.cfg.admin.port + (self.worker.index if self.worker else 0))
         from .client_leg import TLSConnection
 
+        if self.worker is not None:
+            from .handoff import listen_inbox
+
+            listen_inbox(self)
         self.server = await loop.create_server(
             lambda: TLSConnection(self),
             self.cfg.listen.host,
             self.cfg.listen.port,
             reuse_address=True,
+            reuse_port=self.worker is not None,  # the kernel spreads new connections over the workers
         )
         log.info("listening", host=self.cfg.listen.host, port=self.cfg.listen.port, routes=len(self.routes))
 
@@ -347,7 +371,9 @@ class Gateway:
         assert self.cfg.listen is not None
         return {"crl": self.crl_path, "denylist": self.denylist_path,
                 "server_cert": self.cfg.resolve(self.cfg.listen.cert),
-                "server_key": self.cfg.resolve(self.cfg.listen.key)}
+                "server_key": self.cfg.resolve(self.cfg.listen.key),
+                # with several workers, a revocation through one worker's admin API reaches all
+                "admin_revoked": self.admin_revoked_path if self.worker is not None else None}
 
     def _reload(self, force: bool = False, strict: bool = False) -> None:
         """Reload what changed on disk; a failure keeps the last good data (fail closed)."""
@@ -370,6 +396,12 @@ class Gateway:
                 raise
             self._audit_safe("alert", what="revocation data not reloaded; last good data stays in force",
                              reason=str(exc))
+        if "admin_revoked" in changed and not force:
+            try:
+                self.admin_revoked = {str(k): str(v) for k, v in read_json(self.admin_revoked_path).items()}
+            except FeedError as exc:
+                self._audit_safe("alert", what="admin revocations not reloaded; last good list stays",
+                                 reason=str(exc))
         if changed & {"server_cert", "server_key"} and not force:
             assert self.cfg.listen is not None
             try:
@@ -582,11 +614,21 @@ class Gateway:
 
     def admin_revoke(self, identity: str, reason: str, by: str, now: float) -> None:
         """Refuse the identity from now on (persisted across restarts) and cut its live sessions."""
+        self._merge_admin_revoked()
         self.admin_revoked[identity] = f"{reason} (by {by})"
         write_json(self.admin_revoked_path, self.admin_revoked)
         self.enforce(now)
 
+    def _merge_admin_revoked(self) -> None:
+        """Several workers write the same file: start from what is on disk now."""
+        if self.worker is not None:
+            try:
+                self.admin_revoked = {str(k): str(v) for k, v in read_json(self.admin_revoked_path).items()}
+            except FeedError:
+                pass  # keep ours; the write below replaces the unreadable file
+
     def admin_reinstate(self, identity: str) -> bool:
+        self._merge_admin_revoked()
         if self.admin_revoked.pop(identity, None) is None:
             return False
         write_json(self.admin_revoked_path, self.admin_revoked)
@@ -674,6 +716,8 @@ class Gateway:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.abort()
+        for relay in list(self.relays):  # the owners had the grace period to send their Logouts through
+            relay.close()
         for route in self.routes.values():
             route.upstream.abort()
         self._audit_safe("gateway_stopped")
@@ -1031,6 +1075,13 @@ class Gateway:
         body.append((T.BusinessRejectReason, b"%d" % reason))
         conn.session.send_app(T.MT_BUSINESS_MESSAGE_REJECT, body, now)
         conn.pump()
+
+
+def audit_folder(cfg: Config, worker: int | None) -> Path:
+    """``[audit] dir``, or its ``worker-K`` subfolder: each worker keeps its own hash chain."""
+    assert cfg.audit is not None
+    base = cfg.resolve(cfg.audit.dir)
+    return base if worker is None else base / f"worker-{worker}"
 
 
 def _iso(t: float) -> str:

@@ -66,7 +66,7 @@ def test_end_to_end_harness_runs_every_configuration_with_tiny_counts(tmp_path: 
     r = subprocess.run([sys.executable, "-m", "bench", "--quick", "--placements", "split",
                         "--configs", "direct,haproxy,fixgw-hmac,fixgw-ed25519,fixgw-fsync",
                         "--phase", "closed:40", "--phase", "open:200:0.25", "--phase", "pipe:200:16",
-                        "--warmup", "10", "--out", str(tmp_path)],
+                        "--warmup", "10", "--workers", "0", "--out", str(tmp_path)],
                        cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-2000:]
     result = json.loads((tmp_path / "e2e.json").read_text())
@@ -101,7 +101,8 @@ def test_session_engine_bench_runs_and_writes_json(tmp_path: Path) -> None:
 def test_scale_and_flood_runs_keep_every_extra_session_logged_on(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "bench", "--quick", "--placements", "split", "--configs", "fixgw-hmac",
                         "--scale", "20", "--flood", "50", "--phase", "closed:30", "--warmup", "5", "--profile",
-                        "none", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=180)
+                        "none", "--workers", "0", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads((tmp_path / "e2e.json").read_text())
     quiet, flooded = result["flood"]
@@ -111,3 +112,21 @@ def test_scale_and_flood_runs_keep_every_extra_session_logged_on(tmp_path: Path)
     assert [run["idle"] for run in scale] == [0, 20]
     assert scale[1]["idle_still_logged_on"] == 20 and scale[1]["logons_per_s"] > 0
     assert "| 20 |" in (tmp_path / "e2e.md").read_text()
+
+
+def test_worker_runs_compare_one_and_two_workers_and_measure_the_hand_off(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "bench", "--quick", "--placements", "split", "--configs", "fixgw-hmac",
+                        "--phase", "closed:20", "--warmup", "5", "--scale", "0", "--flood", "0", "--profile", "none",
+                        "--workers", "2", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    w = json.loads((tmp_path / "e2e.json").read_text())["workers"]
+    one, two = w["throughput"]
+    assert (one["workers"], two["workers"]) == (1, 2)
+    for run in (one, two):
+        assert run["orders"] == 2 * 150 and run["orders_per_s"] > 0 and run["gateway_cpu_s"] > 0
+        assert run["audit"]["ok"] and all(p["lost"] == 0 for p in run["phases"])
+    assert one["handed_off"] == 0 and two["gateway_processes"] == 3  # supervisor + 2 workers
+    assert {"owner", "relayed"} & set(w["relay"])
+    md = (tmp_path / "e2e.md").read_text()
+    assert "Workers (fixgw-hmac)" in md and "2 workers ×" in md

@@ -1,0 +1,253 @@
+"""Several worker processes: partition, hand-off between workers, one chain per worker, crash isolation.
+
+Real processes throughout: the supervisor (`fixgw run` with ``workers = 2``),
+its two workers listening on one port with SO_REUSEPORT, the exchange
+simulator, and mutual-TLS clients.  The kernel picks the worker that accepts
+each connection, so a client often lands on the worker that does not own its
+identity: those sessions must be handed off and work exactly the same.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from gateway import config as config_mod
+from gateway import pki
+from gateway.config import ConfigError
+from gateway.partition import partition
+from tests import harness
+from tests.harness import FixClient, client_ssl
+
+NOS = [(11, "ORD"), (21, "1"), (38, "100"), (40, "2"), (44, "10.25"), (54, "1"), (55, "INTC"),
+       (60, "20240101-00:00:00")]
+NAMES = ["algo1", "algo2", "algo3", "algo4"]
+
+
+# -- partition (pure) ----------------------------------------------------------------------
+def _cfg(workers: int, idents: list[dict[str, object]]) -> config_mod.Config:
+    cfg = msgspec.convert({"gateway": {"workers": workers}, "identities": idents}, config_mod.Config)
+    cfg.path = "gw.toml"
+    return cfg
+
+
+def _ident(name: str, comp_ids: list[str], worker: int | None = None) -> dict[str, object]:
+    d: dict[str, object] = {"id": f"spiffe://fixgw.dev/client/{name}", "comp_ids": comp_ids}
+    if worker is not None:
+        d["worker"] = worker
+    return d
+
+
+def test_identities_are_spread_evenly_over_workers_in_config_order() -> None:
+    p = partition(_cfg(2, [_ident(n, [n.upper()]) for n in NAMES]))
+    assert [p.owner_of_identity(f"spiffe://fixgw.dev/client/{n}") for n in NAMES] == [0, 1, 0, 1]
+    assert p.owner_of_session("ALGO2") == 1
+    assert p.owner_of_session("NOBODY") == 0
+    assert p.owner_of_identity("spiffe://fixgw.dev/client/stranger") == -1
+
+
+def test_identities_sharing_a_comp_id_stay_on_one_worker() -> None:
+    p = partition(_cfg(2, [_ident("a", ["A", "SHARED"]), _ident("b", ["B"]), _ident("c", ["SHARED", "C"])]))
+    a, b, c = (p.owner_of_identity(f"spiffe://fixgw.dev/client/{n}") for n in "abc")
+    assert a == c != b
+    assert p.owner_of_session("C") == p.owner_of_session("A") == a
+
+
+def test_an_explicit_worker_wins_and_the_rest_fill_around_it() -> None:
+    p = partition(_cfg(2, [_ident("a", ["A"], worker=1), _ident("b", ["B"]), _ident("c", ["C"])]))
+    assert [p.owner_of_identity(f"spiffe://fixgw.dev/client/{n}") for n in "abc"] == [1, 0, 0]
+
+
+def test_conflicting_explicit_workers_for_a_shared_comp_id_are_a_config_error() -> None:
+    with pytest.raises(ConfigError) as e:
+        partition(_cfg(2, [_ident("a", ["X"], worker=0), _ident("b", ["X"], worker=1)]))
+    assert "identities[1].worker" in str(e.value) and "same worker" in str(e.value)
+
+
+def test_a_worker_index_out_of_range_names_the_key(tmp_path: Path) -> None:
+    certs = harness.make_pki(tmp_path / "certs")
+    ident = '[[identities]]\nid = "spiffe://fixgw.dev/client/algo1"\ncomp_ids = ["ALGO1"]\nworker = 5\n'
+    cfg = harness.trading_config(tmp_path, certs, harness.free_port(), harness.free_port(), clients=("ALGO1",),
+                                 identities=ident, gateway_extra="workers = 2")
+    r = subprocess.run([sys.executable, "-m", "gateway", "run", "--config", str(cfg)], capture_output=True,
+                       text=True, timeout=30, cwd=harness.ROOT)
+    assert r.returncode == 2
+    assert "identities[0].worker" in r.stderr and "0-1" in r.stderr and "Traceback" not in r.stderr
+
+
+# -- two workers, real processes -----------------------------------------------------------
+@dataclass
+class World:
+    tmp: Path
+    certs: Path
+    gw_port: int
+    gw: harness.Proc
+    sim: harness.Proc
+
+    def client(self, name: str, source: str = "127.0.0.1") -> FixClient:
+        return FixClient(self.gw_port, client_ssl(self.certs, name), name.upper(), source=source)
+
+    def workers(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.gw.proc.pid)], capture_output=True, text=True).stdout
+        return sorted(int(x) for x in out.split())
+
+    def chain(self, k: int) -> list[dict[str, object]]:
+        return harness.audit_records(self.tmp / "state" / "audit" / f"worker-{k}")
+
+
+def trade(c: FixClient, cl_ord_id: str) -> None:
+    c.send("D", [(11, cl_ord_id), *NOS[1:]])
+    new = c.recv_type(b"8")
+    fill = c.recv_type(b"8")
+    assert new.get(11) == fill.get(11) == cl_ord_id.encode()
+    assert {new.get(39), fill.get(39)} == {b"0", b"2"}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    tmp = tmp_path_factory.mktemp("workers")
+    certs = harness.make_pki(tmp / "certs")
+    for n in NAMES[2:]:
+        pki.issue(certs, n)
+    identities = "".join(f'[[identities]]\nid = "spiffe://fixgw.dev/client/{n}"\ncomp_ids = ["{n.upper()}"]\n'
+                         for n in NAMES)
+    gw_port, sim_port = harness.free_port(), harness.free_port()
+    cfg = harness.trading_config(tmp, certs, gw_port, sim_port, clients=tuple(n.upper() for n in NAMES),
+                                 identities=identities, reset_on_logon=True, gateway_extra="workers = 2")
+    sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp / "sim.log", sim_port)
+    gw = harness.start(["run", "--config", str(cfg)], tmp / "gw.log", gw_port)
+    w = World(tmp, certs, gw_port, gw, sim)
+    deadline = time.monotonic() + 15
+    while len(w.workers()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # both workers listening, exchange legs logged on
+    try:
+        yield w
+    finally:
+        gw.stop()
+        sim.stop()
+
+
+def test_every_session_trades_whichever_worker_accepts_its_connection(world: World) -> None:
+    # 4 identities x 5 connections from 4 source addresses: the kernel spreads them over the
+    # workers, so about half land on the worker that does not own the identity
+    for round_ in range(5):
+        for i, name in enumerate(NAMES):
+            c = world.client(name, source=f"127.0.0.{2 + i}")
+            try:
+                c.logon(reset=True)
+                trade(c, f"{name}-{round_}")
+                c.send("5", [])
+                c.recv_type(b"5")
+            finally:
+                c.close()
+    chains = [world.chain(0), world.chain(1)]
+    for k, chain in enumerate(chains):
+        decided = {r["identity"] for r in chain if r["kind"] == "decision" and r.get("direction") == "outbound"}
+        owned = {f"spiffe://fixgw.dev/client/{n}" for j, n in enumerate(NAMES) if j % 2 == k}
+        assert decided == owned, f"worker {k} decided for {decided}, owns {owned}"
+        for r in chain:  # the owner sees the client's real address, also for handed-off sessions
+            if r["kind"] == "decision" and r.get("direction") == "outbound":
+                assert str(r["peer"]).startswith("127.0.0.") and r["peer"] != "127.0.0.1"
+    handed = [r for chain in chains for r in chain if r["kind"] == "connection_handed_off"]
+    assert handed, "20 connections and not one landed on the other worker"
+    for r in handed:
+        name = str(r["identity"]).rsplit("/", 1)[1]
+        assert r["worker"] == NAMES.index(name) % 2
+    fills = sum(1 for chain in chains for r in chain
+                if r["kind"] == "decision" and r.get("direction") == "inbound" and r.get("ord_status") == "2")
+    assert fills == 20
+
+
+def test_audit_verify_checks_each_workers_chain(world: World) -> None:
+    r = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", str(world.tmp / "state" / "audit")],
+                       capture_output=True, text=True, timeout=60, cwd=harness.ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "worker-0:" in r.stdout and "worker-1:" in r.stdout and r.stdout.count("chain intact") == 2
+    q = subprocess.run([sys.executable, "-m", "gateway", "audit", "query", str(world.tmp / "state" / "audit"),
+                        "--kind", "gateway_started", "--format", "json"],
+                       capture_output=True, text=True, timeout=60, cwd=harness.ROOT)
+    assert q.returncode == 0, q.stderr
+    assert '"worker-0"' in q.stdout and '"worker-1"' in q.stdout
+
+
+def test_a_tampered_worker_chain_fails_verification_by_name(world: World, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "audit"
+    shutil.copytree(world.tmp / "state" / "audit", copy)
+    seg = sorted((copy / "worker-1").glob("audit-*.jsonl"))[0]
+    lines = seg.read_text().splitlines()
+    lines[2] = lines[2].replace('"kind":', '"kind":"x","was":', 1)
+    seg.write_text("\n".join(lines) + "\n")
+    r = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", str(copy)],
+                       capture_output=True, text=True, timeout=60, cwd=harness.ROOT)
+    assert r.returncode == 1
+    assert "worker-0:" in r.stdout and "chain intact" in r.stdout.split("worker-1:")[0]
+    assert "FAILED" in r.stdout.split("worker-1:")[1]
+
+
+def test_a_worker_killed_mid_session_is_restarted_and_the_other_workers_sessions_keep_trading(
+        world: World) -> None:
+    # a session on each worker, each connection retried until it lands on its owner, so that
+    # killing one worker cannot take the other's session down with its relay
+    def handed_off_by(k: int) -> int:
+        return sum(1 for r in world.chain(k) if r["kind"] == "connection_handed_off")
+
+    def direct(name: str, owner: int) -> FixClient:
+        for attempt in range(40):
+            before = handed_off_by(1 - owner)
+            c = world.client(name, source=f"127.0.1.{attempt + 1}")
+            c.logon(reset=True)
+            time.sleep(0.1)
+            if handed_off_by(1 - owner) == before:
+                return c
+            c.close()
+        raise AssertionError(f"{name} never landed on worker {owner}")
+
+    survivor = direct("algo1", 0)
+    victim = direct("algo2", 1)
+    try:
+        trade(survivor, "before-kill")
+        pids = world.workers()
+        assert len(pids) == 2
+        # which pid is worker 1: the one whose environment/args say --index 1
+        w1 = next(p for p in pids if "--index\x001\x00" in Path(f"/proc/{p}/cmdline").read_text())
+        os.kill(w1, signal.SIGKILL)
+        assert victim.recv(10) is None  # its session is gone with its worker
+        trade(survivor, "after-kill")  # the other worker never noticed
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            pids = world.workers()
+            if len(pids) == 2 and w1 not in pids:
+                break
+            time.sleep(0.1)
+        assert len(pids) == 2 and w1 not in pids, "the supervisor did not restart worker 1"
+        time.sleep(1.0)  # the new worker listens and logs its exchange legs on
+        again = world.client("algo2", source="127.0.0.9")
+        try:
+            again.logon(reset=True)
+            trade(again, "after-restart")
+        finally:
+            again.close()
+    finally:
+        survivor.close()
+        victim.close()
+
+
+def test_sigterm_stops_the_supervisor_and_every_worker(world: World) -> None:
+    pids = world.workers()
+    assert world.gw.stop(20) == 0
+    for p in pids:
+        assert not Path(f"/proc/{p}").exists() or "zombie" in Path(f"/proc/{p}/status").read_text()
+    for k in (0, 1):
+        assert world.chain(k)[-1]["kind"] in ("gateway_stopped", "checkpoint")
