@@ -23,7 +23,7 @@ def _workers_args(a: argparse.Namespace) -> dict[str, int] | None:
         return None
     if clients > e2e.MAX_CLIENTS:
         raise SystemExit(f"python -m bench: --workers {clients}: at most {e2e.MAX_CLIENTS} sessions")
-    small = a.quick or a.phase is not None  # --phase: a custom (often tiny) run
+    small = a.quick
     return {"clients": clients, "orders": 150 if small else 6000, "window": 32 if small else 64,
             "warmup": 10 if small else 200, "relay_count": 40 if small else 2000}
 

@@ -73,6 +73,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(n: int) -> int:
+    """The first of ``n`` consecutive free ports."""
+    for _ in range(200):
+        base = free_port()
+        with contextlib.ExitStack() as stack:
+            try:
+                for k in range(n):
+                    s = stack.enter_context(socket.socket())
+                    s.bind(("127.0.0.1", base + k))
+            except OSError:
+                continue
+        return base
+    raise BenchError(f"no {n} consecutive free ports on 127.0.0.1")
+
+
 def make_env(root: Path) -> Env:
     from gateway import pki
     from gateway.identity import new_keys
@@ -98,14 +113,15 @@ def make_env(root: Path) -> Env:
 
 
 def fixgw_config(env: Env, name: str, signing: str, durability: str, writer: str = "thread",
-                 extra_sessions: int = 0, heartbeat: int = 5, workers: int = 1, clients: int = 1) -> Path:
+                 extra_sessions: int = 0, heartbeat: int = 5, workers: int = 1, clients: int = 1,
+                 pin_workers: bool = True, worker_port_base: int | None = None) -> Path:
     """One gateway config (also read by the simulator for its session table).
 
     ``extra_sessions`` adds sessions S0001 … for the scale runs: same identity,
     each with its own persistent exchange leg, heartbeats every ``heartbeat`` s.
     ``clients`` > 1 adds identities algo2 … with sessions ALGO2 … (worker runs:
     each identity is owned by one worker); ``workers`` sets ``[gateway] workers``
-    with every worker pinned to its own CPU."""
+    (``pin_workers``: each on its own CPU; ``worker_port_base``: each also on its own port)."""
     c = env.certs
     extra = [f"S{i:04d}" for i in range(1, extra_sessions + 1)]
     more = [f"ALGO{i}" for i in range(2, clients + 1)]
@@ -119,7 +135,7 @@ def fixgw_config(env: Env, name: str, signing: str, durability: str, writer: str
 [gateway]
 state_dir = "{env.root}/state-{name}"
 workers = {workers}
-pin_workers = {"true" if workers > 1 else "false"}
+pin_workers = {"true" if workers > 1 and pin_workers else "false"}
 {limits}
 [listen]
 host = "127.0.0.1"
@@ -127,6 +143,7 @@ port = {env.relay_port}
 cert = "{c}/gateway.crt"
 key = "{c}/gateway.key"
 ca = "{c}/ca.crt"
+{f"worker_port_base = {worker_port_base}" if worker_port_base and workers > 1 else ""}
 [audit]
 dir = "{env.root}/state-{name}/audit"
 durability = "{durability}"

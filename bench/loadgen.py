@@ -150,6 +150,9 @@ class LoadGen:
         self.gone = False
         self.refused = 0
         self.seq = 0
+        # unique per process: a second generator against the same gateway must not reuse ClOrdIDs
+        # (the risk check refuses duplicates, and a refusal is a fast reply that measures nothing)
+        self.prefix = b"B%x-" % os.getpid()
 
     def on_event(self, event: Event) -> None:
         if isinstance(event, AppMessageReceived):
@@ -183,7 +186,7 @@ class LoadGen:
 
     def send_order(self, intended_ns: int | None = None) -> None:
         self.seq += 1
-        cl = b"B%d" % self.seq
+        cl = self.prefix + b"%d" % self.seq
         body: list[Field] = [
             (T.ClOrdID, cl), (T.Account, b"BENCH"), (T.HandlInst, b"1"), (T.OrderQty, b"100"), (T.OrdType, b"2"),
             (T.Price, b"30.15"), (T.Side, b"1"), (T.Symbol, b"INTC"),
@@ -261,9 +264,11 @@ class LoadGen:
                 raise ConnectionError("orders are still refused; is the exchange leg up?")
             await asyncio.sleep(0.1)
 
-    async def run_phase(self, phase: Phase, warmup: int) -> dict[str, object]:
+    async def run_phase(self, phase: Phase, warmup: int, start_at: float = 0.0) -> dict[str, object]:
         self.rec = Recorder(record=False)  # warm-up: caches, JIT-less but branch predictors and buffers
         await self.closed(warmup)
+        if start_at:  # several load generators measure together (worker runs)
+            await asyncio.sleep(max(0.0, start_at - time.time()))
         self.rec = Recorder()
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         wall0 = time.time()
@@ -326,11 +331,9 @@ async def run(a: argparse.Namespace) -> dict[str, object]:
     if a.idle:
         idle, took = await open_idle(a, ctx, signer)
         out.update(idle_sessions=len(idle), logon_s=took, logons_per_s=len(idle) / took)
-    if a.start_at:  # several load generators begin their phases together (worker runs)
-        await asyncio.sleep(max(0.0, a.start_at - time.time()))
     phases = []
-    for phase in a.phase:
-        phases.append(await gen.run_phase(phase, a.warmup))
+    for i, phase in enumerate(a.phase):
+        phases.append(await gen.run_phase(phase, a.warmup, a.start_at if i == 0 else 0.0))
     if idle:
         out["idle_still_logged_on"] = sum(1 for g in idle if g.session.is_logged_on)
     for g in [gen, *idle]:
@@ -360,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle-heartbeat", type=int, default=5, help="HeartBtInt(108) of the extra sessions")
     p.add_argument("--idle-concurrency", type=int, default=32, help="handshakes in flight while opening them")
     p.add_argument("--start-at", type=float, default=0.0,
-                   help="Unix time to start the phases at (after Logon), so several generators run together")
+                   help="Unix time to start the first phase at (after its warm-up), so several generators "
+                        "measure together")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
     from gateway.cli import raise_fd_limit

@@ -169,28 +169,37 @@ def workers_section(w: dict[str, Any] | None) -> list[str]:
              "all orders answered / (last end − first start). 2 workers are pinned one per CPU; the load "
              "generators, the simulator and the single worker of the 1-worker run are left to the scheduler on "
              "the same 2 CPUs.", "",
-             "| workers | orders/s | × 1 worker | msgs/s through the gateway | gateway CPU ms / 1k orders "
-             "| sessions handed off | audit chains |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "| workers | clients connect to | orders/s | × 1 worker | msgs/s through the gateway "
+             "| gateway CPU ms / 1k orders | gateway cores busy | orders/s per busy core | sessions handed off "
+             "| audit chains |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in runs:
-        cpu = 1000 * r["gateway_cpu_s"] / r["orders"] if r["orders"] else 0.0
+        cpu = 1e6 * r["gateway_cpu_s"] / r["orders"] if r["orders"] else 0.0  # ms per 1,000 orders
         chains = "intact" if r["audit"]["ok"] else "BROKEN"
-        lines.append(f"| {r['workers']} | {r['orders_per_s']:,.0f} | {r['orders_per_s'] / first['orders_per_s']:.2f} "
-                     f"| {3 * r['orders_per_s']:,.0f} | {cpu:.0f} | {r['handed_off']} / {r['clients']} | {chains} |")
-    if len(runs) >= 2:
-        ratio = runs[1]["orders_per_s"] / first["orders_per_s"]
-        lines += ["", f"- 2 workers ×{ratio:.2f} of one (goal ≥ {GOAL_WORKERS_RATIO}: "
-                  f"{'met' if ratio >= GOAL_WORKERS_RATIO else 'MISSED'})"]
-    relay = w.get("relay") or {}
-    if "owner" in relay or "relayed" in relay:
-        lines += ["", "Hand-off cost (2 workers, one session, closed loop; fresh connections until one landed on "
-                  f"the worker that owns the identity and one on the other, {relay.get('attempts', 0)} tried):", "",
-                  "| connection landed on | p50 | p90 | p99 | p99.9 |", "| --- | ---: | ---: | ---: | ---: |"]
-        for kind, label in (("owner", "its owner"), ("relayed", "the other worker (relayed)")):
-            if kind in relay:
-                st = stats(relay[kind])
-                lines.append(f"| {label} | {_fmt(st['p50_us'])} | {_fmt(st['p90_us'])} | {_fmt(st['p99_us'])} | "
-                             f"{_fmt(st['p99.9_us'])} |")
+        busy = r["gateway_cpu_s"] / r["span_s"] if r["span_s"] else 0.0
+        where = "their worker's own port" if r.get("own_ports") else "the shared port"
+        lines.append(f"| {r['workers']} | {where} | {r['orders_per_s']:,.0f} "
+                     f"| {r['orders_per_s'] / first['orders_per_s']:.2f} "
+                     f"| {3 * r['orders_per_s']:,.0f} | {cpu:.0f} | {busy:.2f} "
+                     f"| {r['orders_per_s'] / busy if busy else 0:,.0f} | {r['handed_off']} / {r['clients']} "
+                     f"| {chains} |")
+    lines += [""]
+    for r in runs[1:]:
+        ratio = r["orders_per_s"] / first["orders_per_s"]
+        where = "own ports" if r.get("own_ports") else "shared port"
+        lines.append(f"- {r['workers']} workers ({where}) ×{ratio:.2f} of one (goal ≥ {GOAL_WORKERS_RATIO}: "
+                     f"{'met' if ratio >= GOAL_WORKERS_RATIO else 'MISSED'})")
+    relays = w.get("relay") or []
+    if relays:
+        lines += ["", "Hand-off cost (2 workers, both on the relay CPU; one session, closed loop, the same gateway: "
+                  "first through its owner's own port, then through the other worker's port, so relayed):", "",
+                  "| placement | connection to | p50 | p90 | p99 | p99.9 |",
+                  "| --- | --- | ---: | ---: | ---: | ---: |"]
+        for rel in relays:
+            for kind, label in (("owner", "its owner"), ("relayed", "the other worker (relayed)")):
+                st = stats(rel[kind])
+                lines.append(f"| {rel['placement']} | {label} | {_fmt(st['p50_us'])} | {_fmt(st['p90_us'])} "
+                             f"| {_fmt(st['p99_us'])} | {_fmt(st['p99.9_us'])} |")
     return lines
 
 

@@ -39,6 +39,9 @@ class ListenerConfig(_S, kw_only=True, forbid_unknown_fields=True):
     key: str  # its private key (PEM, keep it mode 0600)
     ca: str  # CA bundle client certificates must chain to
     name: str = "default"  # listener name, usable in [zones] as listener:NAME
+    # with [gateway] workers > 1: worker K also listens on worker_port_base + K, so a client that
+    # connects to its own worker's port needs no hand-off (any other worker's port still works)
+    worker_port_base: int | None = None
 
 
 class UpstreamConfig(_S, kw_only=True, forbid_unknown_fields=True):
@@ -286,6 +289,15 @@ def _check(cfg: Config, p: Path, need_gateway: bool) -> None:
         if not cfg.sessions:
             raise ConfigError(p, "sessions", "no [[sessions]] defined", "add one [[sessions]] table per client session")
         _port(p, "listen.port", cfg.listen.port)
+        base = cfg.listen.worker_port_base
+        if base is not None:
+            n = cfg.gateway.workers
+            if not 1 <= base <= 65536 - n:
+                raise ConfigError(p, "listen.worker_port_base", f"{base}: ports {base}-{base + n - 1} are not all "
+                                  "TCP ports", f"valid with {n} workers: 1-{65536 - n}")
+            if base <= cfg.listen.port < base + n:
+                raise ConfigError(p, "listen.worker_port_base", f"ports {base}-{base + n - 1} include listen.port "
+                                  f"{cfg.listen.port}", "choose a range next to it, e.g. listen.port + 1")
     seen: set[tuple[str, str, str]] = set()
     for i, s in enumerate(cfg.sessions):
         k = f"sessions[{i}]"

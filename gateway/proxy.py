@@ -223,6 +223,7 @@ class Gateway:
         self.admission = Admission(-(-g.max_connections // n), -(-g.max_connections_per_source // n),
                                    g.handshake_rate / n, g.handshake_burst / n)
         self.server: asyncio.AbstractServer | None = None
+        self.servers: list[asyncio.AbstractServer] = []  # more listeners (a worker's own port)
         self.connections: set[ClientProtocol] = set()
         self._exec_ids = 0
         self.stopping = False
@@ -346,6 +347,10 @@ class Gateway:
             reuse_address=True,
             reuse_port=self.worker is not None,  # the kernel spreads new connections over the workers
         )
+        base = self.cfg.listen.worker_port_base
+        if self.worker is not None and base is not None:  # this worker's own port: no hand-off for its clients
+            self.servers.append(await loop.create_server(lambda: TLSConnection(self), self.cfg.listen.host,
+                                                         base + self.worker.index, reuse_address=True))
         log.info("listening", host=self.cfg.listen.host, port=self.cfg.listen.port, routes=len(self.routes))
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -700,6 +705,8 @@ class Gateway:
         grace = self.cfg.gateway.shutdown_grace if grace is None else grace
         if self.server is not None:
             self.server.close()
+        for server in self.servers:
+            server.close()
         now = time.time()
         for conn in list(self.connections):
             if conn.session is not None and conn.session.is_logged_on:

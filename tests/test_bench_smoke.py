@@ -121,12 +121,14 @@ def test_worker_runs_compare_one_and_two_workers_and_measure_the_hand_off(tmp_pa
                        timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
     w = json.loads((tmp_path / "e2e.json").read_text())["workers"]
-    one, two = w["throughput"]
-    assert (one["workers"], two["workers"]) == (1, 2)
-    for run in (one, two):
+    one, two, own = w["throughput"]
+    assert (one["workers"], two["workers"], own["workers"], own["own_ports"]) == (1, 2, 2, True)
+    for run in (one, two, own):
         assert run["orders"] == 2 * 150 and run["orders_per_s"] > 0 and run["gateway_cpu_s"] > 0
         assert run["audit"]["ok"] and all(p["lost"] == 0 for p in run["phases"])
-    assert one["handed_off"] == 0 and two["gateway_processes"] == 3  # supervisor + 2 workers
-    assert {"owner", "relayed"} & set(w["relay"])
+    assert one["handed_off"] == own["handed_off"] == 0 and two["gateway_processes"] == 3  # supervisor + 2
+    assert [r["placement"] for r in w["relay"]] == ["one-core", "split"]
+    for rel in w["relay"]:
+        assert rel["handed_off"] == 2 and rel["owner"]["received"] == rel["relayed"]["received"] == 40
     md = (tmp_path / "e2e.md").read_text()
-    assert "Workers (fixgw-hmac)" in md and "2 workers ×" in md
+    assert "Workers (fixgw-hmac)" in md and "- 2 workers (shared port) ×" in md and "| split | its owner |" in md
