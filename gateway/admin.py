@@ -122,11 +122,14 @@ class AdminAPI:
                     {"error": f"each assertion needs identity and level (one of {', '.join(POSTURE_LEVELS)})"},
                     status=400)
             accepted.append((item["identity"], item["level"]))
-        for ident, level in accepted:
-            self.gw.posture.push(ident, level, now)
-        self.gw._audit_safe("admin_call", path=request.path, identity=caller, allowed=True,
-                            assertions=[f"{i}={lv}" for i, lv in accepted])
-        self.gw.enforce_context(now)
+        missed = self.gw.share_posture(accepted, now)
+        self.gw._audit_safe("admin_call", path=request.path, identity=caller, allowed=not missed,
+                            assertions=[f"{i}={lv}" for i, lv in accepted],
+                            **({"workers_not_reached": missed} if missed else {}))
+        self.gw.apply_posture(accepted, now)
+        if missed:  # the agent must retry: a session on an unreached worker did not hear of it
+            return web.json_response({"error": f"workers {missed} did not receive the assertions; retry",
+                                      "accepted": len(accepted)}, status=503)
         return web.json_response({"accepted": len(accepted)})
 
     def _audit(self, request: web.Request, caller: str, **fields: Any) -> None:

@@ -90,6 +90,23 @@ def send(worker: Worker, owner: int, meta: dict[str, Any]) -> socket.socket:
     return ours
 
 
+def broadcast(worker: Worker, message: dict[str, Any]) -> list[int]:
+    """A control message (no stream) to every other worker; returns the workers it could not reach."""
+    data = json.dumps(message).encode()
+    missed = []
+    for k, fd in enumerate(worker.outboxes):
+        if k == worker.index:
+            continue
+        box = socket.socket(fileno=os.dup(fd))
+        try:
+            box.send(data)
+        except OSError:  # full or gone: the caller answers the request with an error (fail closed)
+            missed.append(k)
+        finally:
+            box.close()
+    return missed
+
+
 class Relay:
     """In the accepting worker: the application on top of a TLSConnection whose session lives elsewhere."""
 
@@ -228,6 +245,16 @@ def listen_inbox(gw: Gateway) -> None:
                 loop.remove_reader(inbox.fileno())
                 return
             socks = [socket.socket(fileno=fd) for fd in fds]
+            if not socks:  # a control message from another worker's admin API
+                try:
+                    control = json.loads(data)
+                    assertions = [(str(i), str(lv)) for i, lv in control["posture"]]
+                    at = float(control["at"])
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.error("inbox_bad_message", error=str(exc))
+                    continue
+                gw.apply_posture(assertions, at, origin=int(control.get("from", -1)))
+                continue
             try:
                 meta = json.loads(data)
                 der = base64.b64decode(meta["der"])

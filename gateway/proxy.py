@@ -463,6 +463,23 @@ class Gateway:
                 self._audit_safe("alert", what=f"{name} feed not reloaded; last good state stays", reason=str(exc))
         return any_changed
 
+    def share_posture(self, assertions: list[tuple[str, str]], now: float) -> list[int]:
+        """Posture pushed to this worker's admin API goes to every worker (each owns other sessions);
+        returns the workers that could not be told."""
+        if self.worker is None:
+            return []
+        from .handoff import broadcast
+
+        return broadcast(self.worker, {"posture": assertions, "at": now, "from": self.worker.index})
+
+    def apply_posture(self, assertions: list[tuple[str, str]], at: float, origin: int | None = None) -> None:
+        """Assertions from the admin API (ours or another worker's): in force now, live sessions re-decided."""
+        for ident, level in assertions:
+            self.posture.push(ident, level, at)
+        if origin is not None:
+            self._audit_safe("posture_shared", origin_worker=origin, assertions=[f"{i}={lv}" for i, lv in assertions])
+        self.enforce_context(time.time())
+
     def enforce_context(self, now: float) -> None:
         """Re-decide live sessions when posture changed (or went stale): log out where policy says."""
         logout_on = set(self.policy_spec.posture.logout_on) if self.policy_spec else set()

@@ -31,6 +31,48 @@ from tests.harness import FixClient, client_ssl
 NOS = [(11, "ORD"), (21, "1"), (38, "100"), (40, "2"), (44, "10.25"), (54, "1"), (55, "INTC"),
        (60, "20240101-00:00:00")]
 NAMES = ["algo1", "algo2", "algo3", "algo4"]
+TD = "spiffe://fixgw.dev/client/"
+POLICY = """
+[posture]
+ttl = 300
+logout_on = ["non-compliant"]
+[actions.order_entry]
+msg_types = ["D", "F"]
+[actions.receive_executions]
+msg_types = ["8", "9"]
+direction = "inbound"
+[[rules]]
+id = "algos-trade"
+roles = ["algo"]
+actions = ["order_entry"]
+decision = "allow"
+[[rules]]
+id = "algos-hear-back"
+roles = ["algo"]
+actions = ["receive_executions"]
+decision = "allow"
+"""
+
+
+def free_ports(n: int) -> int:
+    """The first of ``n`` consecutive free ports (worker K's admin API is on admin.port + K)."""
+    import socket
+
+    for _ in range(100):
+        base = harness.free_port()
+        socks = []
+        try:
+            for k in range(n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", base + k))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no consecutive free ports")
 
 
 # -- partition (pure) ----------------------------------------------------------------------
@@ -90,8 +132,22 @@ class World:
     tmp: Path
     certs: Path
     gw_port: int
+    admin_port: int
     gw: harness.Proc
     sim: harness.Proc
+
+    def post_posture(self, worker: int, identity: str, level: str) -> tuple[int, dict[str, object]]:
+        import http.client
+        import json
+
+        conn = http.client.HTTPSConnection("127.0.0.1", self.admin_port + worker,
+                                           context=client_ssl(self.certs, "posture-agent"), timeout=10)
+        conn.request("POST", "/v1/posture", body=json.dumps({"identity": identity, "level": level}),
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = json.loads(resp.read() or b"{}")
+        conn.close()
+        return resp.status, data
 
     def client(self, name: str, source: str = "127.0.0.1") -> FixClient:
         return FixClient(self.gw_port, client_ssl(self.certs, name), name.upper(), source=source)
@@ -116,16 +172,20 @@ def trade(c: FixClient, cl_ord_id: str) -> None:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("workers")
     certs = harness.make_pki(tmp / "certs")
-    for n in NAMES[2:]:
+    for n in [*NAMES[2:], "posture-agent"]:
         pki.issue(certs, n)
-    identities = "".join(f'[[identities]]\nid = "spiffe://fixgw.dev/client/{n}"\ncomp_ids = ["{n.upper()}"]\n'
+    identities = "".join(f'[[identities]]\nid = "{TD}{n}"\ncomp_ids = ["{n.upper()}"]\nroles = ["algo"]\n'
                          for n in NAMES)
-    gw_port, sim_port = harness.free_port(), harness.free_port()
+    identities += f'[[identities]]\nid = "{TD}posture-agent"\ncomp_ids = []\nroles = ["posture_agent"]\n'
+    gw_port, sim_port, admin_port = harness.free_port(), harness.free_port(), free_ports(2)
+    (tmp / "policy.toml").write_text(POLICY)
     cfg = harness.trading_config(tmp, certs, gw_port, sim_port, clients=tuple(n.upper() for n in NAMES),
-                                 identities=identities, reset_on_logon=True, gateway_extra="workers = 2")
+                                 identities=identities, reset_on_logon=True, gateway_extra="workers = 2",
+                                 extra=f"[admin]\nport = {admin_port}\n")
+    cfg.write_text(cfg.read_text().replace("[policy]\nallow_all = true", f'[policy]\nfile = "{tmp}/policy.toml"'))
     sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp / "sim.log", sim_port)
     gw = harness.start(["run", "--config", str(cfg)], tmp / "gw.log", gw_port)
-    w = World(tmp, certs, gw_port, gw, sim)
+    w = World(tmp, certs, gw_port, admin_port, gw, sim)
     deadline = time.monotonic() + 15
     while len(w.workers()) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -242,6 +302,49 @@ def test_a_worker_killed_mid_session_is_restarted_and_the_other_workers_sessions
     finally:
         survivor.close()
         victim.close()
+
+
+def test_posture_pushed_to_one_workers_admin_api_cuts_a_session_on_the_other(world: World) -> None:
+    # algo2 is worker 1's; the posture agent talks to worker 0's admin API only
+    c = world.client("algo2", source="127.0.0.20")
+    try:
+        c.logon(reset=True)
+        trade(c, "posture-before")
+        t0 = time.monotonic()
+        status, data = world.post_posture(0, TD + "algo2", "non-compliant")
+        assert (status, data) == (200, {"accepted": 1})
+        logout = c.recv_type(b"5", timeout=5)
+        assert b"non-compliant" in (logout.get(58) or b"") and time.monotonic() - t0 < 1.0
+    finally:
+        c.close()
+        world.post_posture(0, TD + "algo2", "compliant")
+    shared = [r for r in world.chain(1) if r["kind"] == "posture_shared"]
+    assert shared and shared[0]["origin_worker"] == 0
+    assert any(r["kind"] == "session_revoked" and r["identity"] == TD + "algo2" for r in world.chain(1))
+    assert any(r["kind"] == "admin_call" and r["path"] == "/v1/posture" for r in world.chain(0))
+
+
+def test_an_identity_revoked_through_one_worker_is_refused_by_all(world: World) -> None:
+    import json
+
+    # what POST /v1/revoke on any worker writes: every worker re-reads it
+    state = world.tmp / "state" / "admin-revoked.json"
+    state.write_text(json.dumps({TD + "algo3": "test: stolen laptop (by test)"}))
+    time.sleep(0.6)  # each worker re-reads it within revocation.check_interval
+    try:
+        for i in range(4):  # whichever worker accepts, the connection is refused
+            c = world.client("algo3", source=f"127.0.2.{i + 1}")
+            try:
+                c.send("A", [(98, "0"), (108, "30"), (141, "Y")])
+                assert c.recv(5) is None
+            finally:
+                c.close()
+    finally:
+        state.write_text("{}")
+        time.sleep(0.6)
+    refused = [r for k in (0, 1) for r in world.chain(k) if r["kind"] == "connection_refused"
+               and "revoked by an administrator" in str(r.get("reason"))]
+    assert len(refused) == 4 and all(r["identity"] == TD + "algo3" for r in refused)
 
 
 def test_sigterm_stops_the_supervisor_and_every_worker(world: World) -> None:
