@@ -57,7 +57,17 @@ class ClientTransport(asyncio.Protocol):
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
         self.raw: asyncio.Transport | None = None
+        self.app: ClientProtocol | Relay | None = None  # what sits on top
         self._closing = False
+
+    # our socket's buffer filled / drained: the application tells the other leg
+    def pause_writing(self) -> None:
+        if self.app is not None:
+            self.app.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.app is not None:
+            self.app.resume_writing()
 
     def writelines(self, frames: list[bytes]) -> None:
         self.write(b"".join(frames))
@@ -96,7 +106,6 @@ class TLSConnection(ClientTransport):
     def __init__(self, gw: Gateway) -> None:
         super().__init__(gw)
         self.tls = tls.ServerTLS(gw.server_ctx)
-        self.app: ClientProtocol | Relay | None = None
         self.peer: str | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._admitted: str | None = None  # the source counted by the gateway's admission
@@ -190,14 +199,6 @@ class TLSConnection(ClientTransport):
         if self.tls.peer_closed:
             self.close()
 
-    def pause_writing(self) -> None:
-        if self.app is not None:
-            self.app.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self.app is not None:
-            self.app.resume_writing()
-
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         if self._admitted is not None:
@@ -222,7 +223,6 @@ class RelayedConnection(ClientTransport):
     def __init__(self, gw: Gateway, ssl_object: Any, peer: tuple[Any, ...] | None, origin: int) -> None:
         super().__init__(gw)
         self.ssl_object, self.peername, self.origin = ssl_object, peer, origin
-        self.app: ClientProtocol | None = None
 
     def close(self) -> None:
         self._closing = True
@@ -251,14 +251,6 @@ class RelayedConnection(ClientTransport):
 
     def eof_received(self) -> bool:
         return False  # the accepting worker closed: so do we
-
-    def pause_writing(self) -> None:
-        if self.app is not None:
-            self.app.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self.app is not None:
-            self.app.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True

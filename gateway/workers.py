@@ -67,7 +67,7 @@ class Supervisor:
 
     def _start(self, k: int) -> None:
         outboxes = ",".join(str(b.fileno()) for _, b in self.inboxes)
-        fds = [a.fileno() for a, _ in self.inboxes] + [b.fileno() for _, b in self.inboxes]
+        fds = [self.inboxes[k][0].fileno()] + [b.fileno() for _, b in self.inboxes]  # its inbox, all outboxes
         cmd = [sys.executable, "-m", "gateway", "--log-level", self.log_level, "_worker", "--config",
                self.config_path, "--index", str(k), "--count", str(self.count),
                "--inbox", str(self.inboxes[k][0].fileno()), "--outboxes", outboxes]
