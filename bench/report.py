@@ -128,7 +128,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", f"Flood ({flood[1]['placement']}, fixgw-hmac): closed-loop round trip without and during a "
                   f"flood of {f.get('rate', 0):.0f} new connections/s (half garbage, half mutual-TLS handshakes "
                   f"that never log on; {f.get('attempts', 0)} attempted, {f.get('handshakes', 0)} handshakes "
-                  f"completed, {f.get('refused', 0)} refused). The flooder runs on the client core.", "",
+                  f"completed, {f.get('refused', 0)} refused). The flooder runs on the client core and connects "
+                  "from its own address (127.0.0.2), as another host would.", "",
                   "| | p50 | p99 | p99.9 |", "| --- | ---: | ---: | ---: |",
                   f"| no flood | {_fmt(quiet['p50_us'])} | {_fmt(quiet['p99_us'])} | {_fmt(quiet['p99.9_us'])} |",
                   f"| flood | {_fmt(flooded['p50_us'])} | {_fmt(flooded['p99_us'])} | "
