@@ -147,12 +147,32 @@ def parse_fields(body: bytes) -> list[Field]:
     """Split ``body`` (fields, each ending in SOH) into ``(tag, value)`` pairs.
 
     Fast path, all in C: when no value contains ``=`` (as many ``=`` as SOH),
-    replacing SOH by ``=`` and splitting alternates tags and values.  Bodies
-    with data fields, ``=`` inside values or unusual tags take the strict path.
-    Length-prefixed data fields (RawData(96), Signature(89) ...) are read by
-    the length their length field gave, since they may contain SOH.
+    replacing SOH by ``=`` and splitting alternates tags and values.  A signed
+    message takes it too: its trailing SignatureLength(93) + Signature(89)
+    (DESIGN §4: last before CheckSum) is cut off by length first, and the rest
+    must pass the same test.  Bodies with other data fields, ``=`` inside
+    values or unusual tags take the strict path.  Length-prefixed data fields
+    (RawData(96), Signature(89) ...) are read by the length their length field
+    gave, since they may contain SOH.
     Raises ``ParseError`` when a field has no ``=`` or a non-numeric tag.
     """
+    if b"\x0193=" in body:
+        signed = _signed_tail(body)
+        if signed is not None:
+            fields = _parse_fields_fast(signed[0])
+            if fields is not None:
+                fields.append((T.SignatureLength, signed[1]))
+                fields.append((T.Signature, signed[2]))
+                return fields
+    else:
+        fields = _parse_fields_fast(body)
+        if fields is not None:
+            return fields
+    return _parse_fields_strict(body)
+
+
+def _parse_fields_fast(body: bytes) -> list[Field] | None:
+    """The all-C split, or None when the body needs the strict path."""
     items = body.replace(SOH, b"=").split(b"=")
     # as many '=' as SOH (no '=' inside a value) and a final SOH
     if len(items) == 2 * body.count(SOH) + 1 and body[-1:] == SOH:
@@ -161,7 +181,20 @@ def parse_fields(body: bytes) -> list[Field]:
             return list(zip(map(_TAG_TABLE.__getitem__, items[0::2]), items[1::2], strict=False))
         except KeyError:
             pass
-    return _parse_fields_strict(body)
+    return None
+
+
+def _signed_tail(body: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """(fields before 93, SignatureLength(93) value, Signature(89) value) when the body ends in
+    exactly ``93=N<SOH>89=<N bytes><SOH>``; None otherwise (the strict path decides)."""
+    cut = body.rfind(b"\x0193=")
+    sig = body.find(b"\x0189=", cut + 4)
+    if sig < 0:
+        return None
+    length = body[cut + 4 : sig]
+    if not length.isdigit() or sig + 4 + int(length) + 1 != len(body) or body[-1:] != SOH:
+        return None
+    return body[: cut + 1], length, body[sig + 4 : -1]
 
 
 def _parse_fields_strict(body: bytes) -> list[Field]:
