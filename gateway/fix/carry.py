@@ -19,16 +19,15 @@ def split_for_carry(msg: Message, header_tags: frozenset[int]) -> tuple[list[Fie
     to one leg and are written fresh by the other; routing and PossResend(97)
     are carried.  SignatureLength(93)/Signature(89) belong to one leg too.
     """
+    fields = msg.fields
+    n = len(fields)
+    i = 1  # after MsgType(35)
     header: list[Field] = []
-    body: list[Field] = []
-    in_header = True
-    for tag, value in msg.fields[1:]:
-        if in_header and tag in header_tags:
-            if tag not in T.SESSION_HEADER_TAGS:
-                header.append((tag, value))
-            continue
-        in_header = False
-        if tag == T.SignatureLength or tag == T.Signature:
-            continue
-        body.append((tag, value))
+    while i < n and fields[i][0] in header_tags:
+        if fields[i][0] not in T.SESSION_HEADER_TAGS:
+            header.append(fields[i])
+        i += 1
+    body = list(fields[i:])
+    if T.Signature in msg or T.SignatureLength in msg:
+        body = [f for f in body if f[0] != T.SignatureLength and f[0] != T.Signature]
     return header, body

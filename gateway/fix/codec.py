@@ -67,12 +67,8 @@ class Message:
 
     def _idx(self) -> dict[int, bytes]:
         idx = self._index
-        if idx is None:
-            idx = {}
-            for tag, value in self.fields:
-                if tag not in idx:
-                    idx[tag] = value
-            self._index = idx
+        if idx is None:  # built in C; reversed, so the first occurrence of a tag wins
+            idx = self._index = dict(reversed(self.fields))
         return idx
 
     def get(self, tag: int, default: bytes | None = None) -> bytes | None:
