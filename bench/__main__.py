@@ -24,8 +24,8 @@ def _workers_args(a: argparse.Namespace) -> dict[str, int] | None:
     if clients > e2e.MAX_CLIENTS:
         raise SystemExit(f"python -m bench: --workers {clients}: at most {e2e.MAX_CLIENTS} sessions")
     small = a.quick
-    return {"clients": clients, "orders": 150 if small else 4000, "window": 32 if small else 64,
-            "warmup": 10 if small else 200, "relay_count": 40 if small else 1200}
+    return {"clients": clients, "orders": 150 if small else 3000, "window": 32 if small else 64,
+            "warmup": 10 if small else 200, "relay_count": 40 if small else 800}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -125,7 +125,7 @@ def throughput(env: Env, workers: int, clients: int, orders: int, window: int, w
                                          logs / f"{name}-relay.log", env.relay_port))
         _wait_workers(logs / f"{name}-relay.log", workers)
         pids = [gw.pid, *_children(gw.pid)]
-        start_at = time.time() + 4.0 + 0.5 * clients  # every generator connected, ready and warm by then
+        start_at = time.time() + 2.5 + 0.4 * clients  # every generator connected, ready and warm by then
         def port(i: int) -> int | None:
             return base + owners.owner_of_session(f"ALGO{i}") if base is not None else None
 
