@@ -38,6 +38,9 @@ ER_FIELDS: list[tuple[int, bytes]] = [
     (55, b"INTC"), (60, b"20240101-00:00:00.000"), (150, b"F"), (151, b"0"),
 ]
 
+#: what a signing client sends (DESIGN §4): SignatureLength(93) + Signature(89), base64 of 32 bytes, last
+SIGNED_NOS_FIELDS = [*NOS_FIELDS, (93, b"44"), (89, b"n9UBPGwEz8Eio+fNe51rderDRDUhfijLSy3qH/dvJWE=")]
+
 
 def _time_per_op(fn: Callable[[], object], n: int) -> float:
     t0 = time.perf_counter()
@@ -71,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     rows = []
-    for label, fields in (("NewOrderSingle", NOS_FIELDS), ("ExecutionReport", ER_FIELDS)):
+    for label, fields in (("NewOrderSingle", NOS_FIELDS), ("signed NewOrderSingle", SIGNED_NOS_FIELDS),
+                          ("ExecutionReport", ER_FIELDS)):
         raw = codec.encode(b"FIX.4.4", fields)
         framer = codec.Framer()
 

@@ -208,7 +208,7 @@ def run(env: Env, logs: Path, clients: int, orders: int, window: int, warmup: in
         out["throughput"].append(res)
         if progress:
             print(f" {res['orders_per_s']:,.0f} orders/s, {res['handed_off']} handed off", file=sys.stderr)
-    for place in placements(["one-core", "split"]) if relay_count else []:
+    for place in placements(["split"])[-1:] if relay_count else []:  # as scale and flood: the relay alone
         if progress:
             print(f"[workers] hand-off cost, {place.name}: closed loop to the owner, then relayed ...", end="",
                   flush=True, file=sys.stderr)
