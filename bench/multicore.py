@@ -45,9 +45,15 @@ from bench.e2e import (
 )
 
 
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(x) for x in out.split()]
+def children(pid: int) -> list[int]:
+    """Live child processes of ``pid``, from /proc (no procps needed)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":  # ppid; zombies are gone already
+                out.append(int(stat.parent.name))
+    return sorted(out)
 
 
 def _gateway_cpu(pids: list[int]) -> float:
@@ -124,7 +130,7 @@ def throughput(env: Env, workers: int, clients: int, orders: int, window: int, w
         gw = stack.enter_context(process([py, "-m", "gateway", "run", "--config", str(cfg)], None,
                                          logs / f"{name}-relay.log", env.relay_port))
         _wait_workers(logs / f"{name}-relay.log", workers)
-        pids = [gw.pid, *_children(gw.pid)]
+        pids = [gw.pid, *children(gw.pid)]
         start_at = time.time() + 2.5 + 0.4 * clients  # every generator connected, ready and warm by then
         def port(i: int) -> int | None:
             return base + owners.owner_of_session(f"ALGO{i}") if base is not None else None

@@ -153,8 +153,9 @@ class World:
         return FixClient(self.gw_port, client_ssl(self.certs, name), name.upper(), source=source)
 
     def workers(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.gw.proc.pid)], capture_output=True, text=True).stdout
-        return sorted(int(x) for x in out.split())
+        from bench.multicore import children
+
+        return children(self.gw.proc.pid)
 
     def chain(self, k: int) -> list[dict[str, object]]:
         return harness.audit_records(self.tmp / "state" / "audit" / f"worker-{k}")
