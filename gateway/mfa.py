@@ -11,6 +11,9 @@ immediately followed by the current 6-digit TOTP code (RFC 6238, 30 s step,
 * each code is accepted once: the last used time step per user is kept, also
   across restarts (``state_dir/mfa-used.json``);
 * failures within a window lock the account for a configured time;
+* with several workers (``shared``) used codes, failures and lockouts live in
+  ``mfa-used.json`` / ``mfa-failures.json``, read and written under an
+  exclusive lock at every check, so every worker counts the same;
 * no password or code ever leaves this module: callers get a reason text
   that names what failed, never what was typed.
 """
@@ -29,6 +32,7 @@ import tomllib
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyotp
 
@@ -105,7 +109,8 @@ class MFA:
             self.accounts[name] = _Account(str(entry["password"]), secret)
         self.max_failures, self.window, self.lockout = max_failures, window, lockout
         self.state_file = state_file
-        self.shared = shared  # several worker processes use the same file: read it under a lock at each check
+        # several worker processes: used codes, failures and lockouts are read and written under a lock
+        self.shared = shared
         self._load_steps()
 
     def _load_steps(self) -> None:
@@ -139,9 +144,53 @@ class MFA:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 self._load_steps()
-                return self._check(username, password_field, now)
+                self._load_failures(username)
+                result = self._check(username, password_field, now)
+                self._save_failures(username)
+                return result
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    @property
+    def _failures_file(self) -> Path:
+        assert self.state_file is not None
+        return self.state_file.with_name("mfa-failures.json")
+
+    def _read_failures(self) -> dict[str, dict[str, object]]:
+        try:
+            data = json.loads(self._failures_file.read_text() or "{}")
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            return {}  # unreadable: start counting again rather than refuse every logon
+        return data if isinstance(data, dict) else {}
+
+    def _load_failures(self, username: str) -> None:
+        """Shared: failures and lockout of ``username`` as every worker has counted them."""
+        acct = self.accounts.get(username)
+        if acct is None:
+            return
+        entry: Any = self._read_failures().get(username)
+        if not isinstance(entry, dict):
+            entry = {}
+        times = entry.get("failures")
+        acct.failures = deque(float(t) for t in (times if isinstance(times, list) else [])
+                              if isinstance(t, (int, float)))
+        until = entry.get("locked_until")
+        acct.locked_until = float(until) if isinstance(until, (int, float)) else 0.0
+
+    def _save_failures(self, username: str) -> None:
+        acct = self.accounts.get(username)
+        if acct is None:
+            return
+        data = self._read_failures()
+        if acct.failures or acct.locked_until:
+            data[username] = {"failures": list(acct.failures), "locked_until": acct.locked_until}
+        else:
+            data.pop(username, None)
+        tmp = self._failures_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self._failures_file)
 
     def _check(self, username: str, password_field: str, now: float) -> tuple[bool, str]:
         acct = self.accounts.get(username)

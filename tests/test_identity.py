@@ -412,6 +412,33 @@ def test_secrets_file_readable_by_others_stops_the_gateway(tmp_path: Path) -> No
         MFA(tmp_path / "u.toml", tmp_path / "s.secrets", None)
 
 
+def test_two_workers_share_used_codes_failures_and_lockout(tmp_path: Path) -> None:
+    """Two MFA instances on one state folder, as two worker processes have: a code one accepted
+    is refused by the other, and failures spread over both lock the account for both."""
+    import time
+
+    import pyotp
+
+    from gateway.mfa import MFA
+
+    uri = add_user(tmp_path / "u.toml", tmp_path / "s.secrets", "carol", "a long password here")
+    totp = pyotp.parse_uri(uri)
+    state = tmp_path / "mfa-used.json"
+    w0, w1 = (MFA(tmp_path / "u.toml", tmp_path / "s.secrets", state, max_failures=4, window=60, lockout=600,
+                  shared=True) for _ in range(2))
+    now = time.time()
+    code = totp.at(now)
+    assert w0.check("carol", "a long password here" + code, now)[0]
+    ok, why = w1.check("carol", "a long password here" + code, now)
+    assert not ok and "already used" in why
+    for i, w in enumerate((w0, w1, w0)):  # 1 failure above (the reuse) + 3 = 4, spread over both
+        assert not w.check("carol", "wrong password!!" + code, now + i)[0]
+    ok, why = w1.check("carol", "a long password here" + totp.at(now + 60), now + 60)
+    assert not ok and "locked" in why
+    text = (tmp_path / "mfa-failures.json").read_text()
+    assert "carol" in text and code not in text and "password" not in text
+
+
 def test_no_password_totp_code_key_or_secret_appears_in_any_audit_record(world: World) -> None:
     audit = (world.tmp / "state" / "audit").glob("audit-*.jsonl")
     text = "".join(p.read_text() for p in audit)
