@@ -30,6 +30,7 @@ import structlog
 from cryptography import x509
 
 from . import tls
+from .answers import ORDER_TYPES, business_reject, cancel_refusal, order_refusal
 from .audit import AuditError, AuditLog, load_encryption_key, load_or_create_key
 from .client import load_signer
 from .config import Config, ConfigError, SessionConfigToml
@@ -69,8 +70,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("fixgw.proxy")
 
 SEQ_MAP_SIZE = 100_000
-#: New orders: what the kill switch blocks and what gets an ExecutionReport(8) refusal.
-ORDER_TYPES = frozenset({T.MT_NEW_ORDER_SINGLE, T.MT_ORDER_CANCEL_REPLACE_REQUEST})
 #: Cancels: allowed through a kill switch, and optionally through an audit outage.
 CANCEL_TYPES = frozenset({T.MT_ORDER_CANCEL_REQUEST, b"q"})
 #: What a read-only session may never send.
@@ -1050,36 +1049,18 @@ class Gateway:
                          orig_cl_ord_id=_s(msg.get(T.OrigClOrdID)), ord_status=_s(msg.get(T.OrdStatus)))
 
     def refuse_decision(self, conn: ClientProtocol, msg: Message, d: Decision, now: float) -> None:
-        """Answer a refused message on the client leg; it never reaches the exchange.
-
-        Orders get ExecutionReport(8) OrdStatus(39)=8/ExecType(150)=8, cancels
-        OrderCancelReject(9), everything else BusinessMessageReject(j); Text(58)
-        names the rule.
-        """
+        """Answer a refused message on the client leg (``gateway/answers.py``); it never reaches the
+        exchange.  Text(58) names the rule."""
         assert conn.session is not None
         text = f"refused by {','.join(d.rule_ids)}: {d.reason}"[:250].encode("latin-1", "replace")
         fix42 = conn.session.config.begin_string == b"FIX.4.2"
-        mt = msg.msg_type
-        g = msg.get
-        if mt in ORDER_TYPES:
+        if msg.msg_type in ORDER_TYPES:
             self._exec_ids += 1
-            body: list[Field] = [(T.AvgPx, b"0"), (T.ClOrdID, g(T.ClOrdID) or b"NONE"), (T.CumQty, b"0"),
-                                 (T.ExecID, b"GW-REJ-%d" % self._exec_ids)]
-            if fix42:
-                body.append((T.ExecTransType, b"0"))
-            body += [(T.OrderID, b"NONE")]
-            if g(T.OrderQty):
-                body.append((T.OrderQty, g(T.OrderQty) or b""))
-            body += [(T.OrdStatus, b"8"), (T.Side, g(T.Side) or b"1"), (T.Symbol, g(T.Symbol) or b"NONE"),
-                     (T.Text, text), (T.TransactTime, format_utc_timestamp(now)),
-                     (T.OrdRejReason, b"0" if fix42 else b"99"), (T.ExecType, b"8"), (T.LeavesQty, b"0")]
+            body = order_refusal(msg, text, b"GW-REJ-%d" % self._exec_ids, fix42, now)
             conn.session.send_app(T.MT_EXECUTION_REPORT, body, now)
             conn.pump()
-        elif mt == T.MT_ORDER_CANCEL_REQUEST:
-            body = [(T.ClOrdID, g(T.ClOrdID) or b"NONE"), (T.OrderID, g(T.OrderID) or b"NONE"),
-                    (T.OrdStatus, b"8"), (T.OrigClOrdID, g(T.OrigClOrdID) or b"NONE"), (T.Text, text),
-                    (T.CxlRejReason, b"2" if fix42 else b"99"), (T.CxlRejResponseTo, b"1")]
-            conn.session.send_app(T.MT_ORDER_CANCEL_REJECT, body, now)
+        elif msg.msg_type == T.MT_ORDER_CANCEL_REQUEST:
+            conn.session.send_app(T.MT_ORDER_CANCEL_REJECT, cancel_refusal(msg, text, fix42), now)
             conn.pump()
         else:
             self._refuse(conn, msg, T.BRR_OTHER if fix42 else T.BRR_NOT_AUTHORIZED, text.decode("latin-1"), now)
@@ -1087,17 +1068,7 @@ class Gateway:
     def _refuse(self, conn: ClientProtocol, msg: Message, reason: int, text: str, now: float) -> None:
         """BusinessMessageReject(j) on the client leg; the message goes no further."""
         assert conn.session is not None
-        body: list[Field] = []
-        seq = msg.get(T.MsgSeqNum)
-        if seq:
-            body.append((T.RefSeqNum, seq))
-        body.append((T.Text, text.encode("latin-1", "replace")))
-        body.append((T.RefMsgType, msg.msg_type))
-        ref_id = msg.get(T.ClOrdID) or msg.get(T.QuoteReqID)
-        if ref_id:
-            body.append((T.BusinessRejectRefID, ref_id))
-        body.append((T.BusinessRejectReason, b"%d" % reason))
-        conn.session.send_app(T.MT_BUSINESS_MESSAGE_REJECT, body, now)
+        conn.session.send_app(T.MT_BUSINESS_MESSAGE_REJECT, business_reject(msg, reason, text), now)
         conn.pump()
 
 

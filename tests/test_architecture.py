@@ -49,3 +49,10 @@ def test_policy_engine_risk_and_anomaly_are_pure() -> None:
         bad = imports_of(f) & (FORBIDDEN - {"datetime"})
         assert not bad, f"{f.name} imports {bad}"
         assert "now()" not in f.read_text(), f"{f.name} reads the clock"
+
+
+def test_the_refusal_answers_and_the_worker_partition_are_pure() -> None:
+    for name in ("answers", "partition"):
+        f = ROOT / "gateway" / f"{name}.py"
+        bad = imports_of(f) & FORBIDDEN
+        assert not bad, f"{f.name} imports {bad}"
