@@ -70,10 +70,9 @@ def verify_cmd(args: argparse.Namespace) -> int:
 def chains(folder: Path) -> list[Path]:
     """The hash chains in an audit folder: itself, or one ``worker-K`` subfolder per worker
     (``[gateway] workers`` > 1), each a chain of its own."""
-    workers = sorted((p for p in folder.glob("worker-*") if p.is_dir()),
-                     key=lambda p: int(p.name.split("-", 1)[1]) if p.name.split("-", 1)[1].isdigit() else 1 << 30)
+    workers = {int(p.name[7:]): p for p in folder.glob("worker-*") if p.name[7:].isdigit() and p.is_dir()}
     if workers and not any(folder.glob("audit-*.jsonl*")):
-        return workers
+        return [workers[k] for k in sorted(workers)]
     return [folder]
 
 

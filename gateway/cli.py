@@ -13,12 +13,13 @@ import json
 import signal
 import sys
 from pathlib import Path
-
-import structlog
+from typing import TYPE_CHECKING
 
 from . import logs
 from .errors import UsageError
-from .handoff import Worker
+
+if TYPE_CHECKING:
+    from .handoff import Worker
 
 
 def _run_gateway(config_path: str, log_level: str = "info", worker: Worker | None = None) -> int:
@@ -37,6 +38,8 @@ def _run_gateway(config_path: str, log_level: str = "info", worker: Worker | Non
 
         return workers.run(cfg, config_path, log_level)
     if worker is not None:
+        import structlog
+
         from .workers import die_with_parent, pin_to_core
 
         die_with_parent()
@@ -469,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return _run_gateway(args.config, args.log_level)
         if args.command == "_worker":
+            from .handoff import Worker
+
             worker = Worker.parse(args.index, args.count, args.inbox, args.outboxes)
             return _run_gateway(args.config, args.log_level, worker)
         if args.command == "exchange-sim":

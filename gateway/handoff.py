@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from .errors import UsageError
+
 if TYPE_CHECKING:
     from .client_leg import TLSConnection
     from .proxy import Gateway
@@ -56,9 +58,14 @@ class Worker:
     def parse(index: int, count: int, inbox: int, outboxes: str) -> Worker:
         fds = [int(x) for x in outboxes.split(",") if x]
         if len(fds) != count or not 0 <= index < count:
-            raise ValueError(f"worker {index} of {count} needs {count} outboxes, got {len(fds)}")
-        for fd in (inbox, *fds):
-            os.set_blocking(fd, False)  # a full inbox refuses the hand-off instead of stalling the loop
+            raise UsageError(f"_worker: worker {index} of {count} needs {count} outboxes, got {len(fds)} "
+                             "(workers are started by `fixgw run`, not by hand)")
+        try:
+            for fd in (inbox, *fds):
+                os.set_blocking(fd, False)  # a full inbox refuses the hand-off instead of stalling the loop
+        except OSError as exc:
+            raise UsageError(f"_worker: inherited descriptor not open ({exc.strerror}); workers are started "
+                             "by `fixgw run`, not by hand") from None
         return Worker(index, count, inbox, fds)
 
 
@@ -72,6 +79,7 @@ def send(worker: Worker, owner: int, meta: dict[str, Any]) -> socket.socket:
     data = json.dumps(meta).encode()
     try:
         if len(data) > MAX_META:
+            ours.close()
             raise HandoffRefused(f"hand-off metadata is {len(data)} bytes (limit {MAX_META})")
         box = socket.socket(fileno=os.dup(worker.outboxes[owner]))
         try:
@@ -129,6 +137,7 @@ class Relay:
         try:
             ours = send(gw.worker, self.owner, meta)
         except HandoffRefused as exc:
+            self._gone = True  # whatever the client sends from now on goes nowhere
             gw._audit_safe("connection_refused", peer=conn.peer, identity=self.identity, reason=str(exc))
             log.warning("handoff_refused", peer=conn.peer, worker=self.owner, reason=str(exc))
             conn.close()
@@ -148,7 +157,7 @@ class Relay:
     def data_received(self, plain: bytes) -> None:
         if self.pipe is not None:
             self.pipe.write(plain)
-        else:
+        elif not self._gone:
             self._early.append(plain)
 
     def pause_writing(self) -> None:  # the client reads slowly: stop reading what the owner sends

@@ -213,8 +213,7 @@ class Gateway:
             except FeedError as exc:
                 raise ConfigError(cfg.path, "feeds", str(exc)) from None
         try:  # identities an administrator revoked through the admin API (identity -> reason)
-            self.admin_revoked: dict[str, str] = {str(k): str(v) for k, v in
-                                                  read_json(self.state_dir / "admin-revoked.json").items()}
+            self.admin_revoked: dict[str, str] = self._read_admin_revoked()
         except FeedError as exc:
             raise ConfigError(cfg.path, "gateway.state_dir", str(exc)) from None
         g = cfg.gateway
@@ -402,7 +401,7 @@ class Gateway:
                              reason=str(exc))
         if "admin_revoked" in changed and not force:
             try:
-                self.admin_revoked = {str(k): str(v) for k, v in read_json(self.admin_revoked_path).items()}
+                self.admin_revoked = self._read_admin_revoked()
             except FeedError as exc:
                 self._audit_safe("alert", what="admin revocations not reloaded; last good list stays",
                                  reason=str(exc))
@@ -640,11 +639,15 @@ class Gateway:
         write_json(self.admin_revoked_path, self.admin_revoked)
         self.enforce(now)
 
+    def _read_admin_revoked(self) -> dict[str, str]:
+        """``state_dir/admin-revoked.json``: identity -> reason (raises FeedError)."""
+        return {str(k): str(v) for k, v in read_json(self.admin_revoked_path).items()}
+
     def _merge_admin_revoked(self) -> None:
         """Several workers write the same file: start from what is on disk now."""
         if self.worker is not None:
             try:
-                self.admin_revoked = {str(k): str(v) for k, v in read_json(self.admin_revoked_path).items()}
+                self.admin_revoked = self._read_admin_revoked()
             except FeedError:
                 pass  # keep ours; the write below replaces the unreadable file
 

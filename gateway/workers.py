@@ -36,8 +36,8 @@ from pathlib import Path
 
 import structlog
 
-from .audit import load_or_create_key
-from .config import Config
+from .audit import AuditError, load_or_create_key
+from .config import Config, ConfigError
 from .partition import partition
 
 log = structlog.get_logger("fixgw.workers")
@@ -46,12 +46,21 @@ RESTART_WINDOW = 60.0
 
 
 def prepare(cfg: Config) -> None:
-    """Everything the workers would otherwise race to create."""
-    assert cfg.audit is not None
+    """Everything the workers would otherwise race to create, and a check that the port is free.
+
+    The workers bind with SO_REUSEPORT, which would let them *share* the port with a gateway of
+    the same user that is still running; a plain bind first fails with EADDRINUSE instead."""
+    assert cfg.audit is not None and cfg.listen is not None
     partition(cfg)  # raises ConfigError naming the identity
     state = cfg.resolve(cfg.gateway.state_dir)
     state.mkdir(parents=True, exist_ok=True)
-    load_or_create_key(cfg.resolve(cfg.audit.key) if cfg.audit.key else state / "audit-signing.key")
+    try:
+        load_or_create_key(cfg.resolve(cfg.audit.key) if cfg.audit.key else state / "audit-signing.key")
+    except (AuditError, ValueError, OSError) as exc:
+        raise ConfigError(cfg.path, "audit.key", str(exc)) from None
+    with socket.socket(socket.AF_INET6 if ":" in cfg.listen.host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((cfg.listen.host, cfg.listen.port))  # OSError EADDRINUSE: `fixgw: cannot listen`
 
 
 class Supervisor:

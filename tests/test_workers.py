@@ -348,6 +348,14 @@ def test_an_identity_revoked_through_one_worker_is_refused_by_all(world: World) 
     assert len(refused) == 4 and all(r["identity"] == TD + "algo3" for r in refused)
 
 
+def test_a_second_gateway_on_the_same_port_is_refused_not_let_in_to_share_it(world: World) -> None:
+    # the workers' SO_REUSEPORT would let a second gateway of the same user share the port
+    r = subprocess.run([sys.executable, "-m", "gateway", "run", "--config", str(world.tmp / "trading.toml")],
+                       capture_output=True, text=True, timeout=30, cwd=harness.ROOT)
+    assert r.returncode == 2 and "cannot listen" in r.stderr and "Traceback" not in r.stderr
+    assert len(world.workers()) == 2
+
+
 def test_sigterm_stops_the_supervisor_and_every_worker(world: World) -> None:
     pids = world.workers()
     assert world.gw.stop(20) == 0

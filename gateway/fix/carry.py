@@ -27,7 +27,8 @@ def split_for_carry(msg: Message, header_tags: frozenset[int]) -> tuple[list[Fie
         if fields[i][0] not in T.SESSION_HEADER_TAGS:
             header.append(fields[i])
         i += 1
-    body = list(fields[i:])
     if T.Signature in msg or T.SignatureLength in msg:
-        body = [f for f in body if f[0] != T.SignatureLength and f[0] != T.Signature]
+        body = [f for f in fields[i:] if f[0] != T.SignatureLength and f[0] != T.Signature]
+    else:
+        body = list(fields[i:])
     return header, body
