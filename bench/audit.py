@@ -24,7 +24,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit import AuditLog
+from gateway.edges.audit import AuditLog
 
 FIELDS = {"direction": "outbound", "decision": "allow", "rules": ["algo-orders-colo"], "controls": ["session_logging"],
           "identity": "spiffe://fixgw.dev/client/algo1", "session": "FIX.4.4/ALGO1/FIXGW", "msg_type": "D",

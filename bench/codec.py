@@ -23,7 +23,7 @@ from pathlib import Path
 
 import simplefix
 
-from gateway.fix import codec
+from gateway.core.fix import codec
 
 NOS_FIELDS: list[tuple[int, bytes]] = [
     (35, b"D"), (34, b"1234"), (49, b"ALGO-ENGINE-1"), (52, b"20240101-00:00:00.000"), (56, b"FIXGW"),

@@ -89,8 +89,8 @@ def free_ports(n: int) -> int:
 
 
 def make_env(root: Path) -> Env:
-    from gateway import pki
-    from gateway.identity import new_keys
+    from gateway.edges import pki
+    from gateway.edges.registry import new_keys
 
     certs = root / "certs"
     pki.init(certs)
@@ -376,7 +376,7 @@ def run_one(env: Env, config: str, place: Placement, phases: list[str], warmup: 
 
 def verify_audit(folder: Path) -> dict[str, object]:
     """The bench's traffic left an intact chain (and how many records)."""
-    from gateway.audit import verify
+    from gateway.edges.audit import verify
 
     res = verify(folder)
     return {"ok": res.ok, "records": res.records}

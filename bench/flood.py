@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from gateway import tls
+from gateway.edges import tls
 
 
 async def run(a: argparse.Namespace) -> dict[str, int]:
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", default="127.0.0.2", help="source address of the flood")
     p.add_argument("--hold", type=float, default=2.0, help="seconds an idle TLS connection waits at most")
     a = p.parse_args(argv)
-    from gateway.cli import raise_fd_limit
+    from gateway.cli.main import raise_fd_limit
 
     raise_fd_limit()
     stats = asyncio.run(run(a))

@@ -37,15 +37,15 @@ from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
 
-from gateway import tls
-from gateway.client import load_signer
-from gateway.fix import tags as T
-from gateway.fix.codec import Field
-from gateway.fix.events import AppMessageReceived, Disconnected, Event, LoggedOn, LoggedOut, LogonRefused
-from gateway.fix.session import Role, Session, SessionConfig
-from gateway.fix.store import MemoryStore
-from gateway.fix.utctime import format_utc_timestamp
-from gateway.legs import SessionProtocol
+from gateway.core.fix import tags as T
+from gateway.core.fix.codec import Field
+from gateway.core.fix.events import AppMessageReceived, Disconnected, Event, LoggedOn, LoggedOut, LogonRefused
+from gateway.core.fix.session import Role, Session, SessionConfig
+from gateway.core.fix.store import MemoryStore
+from gateway.core.fix.utctime import format_utc_timestamp
+from gateway.edges import tls
+from gateway.sdk import load_signer
+from gateway.shells.legs import SessionProtocol
 
 HIGHEST_NS = 60_000_000_000
 
@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                         "measure together")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
-    from gateway.cli import raise_fd_limit
+    from gateway.cli.main import raise_fd_limit
 
     raise_fd_limit()
     try:

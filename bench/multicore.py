@@ -15,7 +15,7 @@ A third run gives every client its owner's own port
 
 Hand-off cost: the kernel, not the gateway, decides which worker accepts a
 connection on the shared port; one landing on the worker that does not own
-its identity is relayed (``gateway/handoff.py``).  One session's closed-loop
+its identity is relayed (``gateway/shells/handoff.py``).  One session's closed-loop
 round trip on a 2-worker gateway, first through its owner's own port, then
 through the other worker's port (relayed), in the e2e placements.
 """
@@ -115,8 +115,8 @@ def throughput(env: Env, workers: int, clients: int, orders: int, window: int, w
                logs: Path, own_ports: bool = False) -> dict[str, Any]:
     """``clients`` pipelined sessions at once through a gateway with ``workers`` workers;
     ``own_ports``: each client connects to its owner's own port (no hand-offs)."""
-    from gateway.config import load
-    from gateway.partition import partition
+    from gateway.core.partition import partition
+    from gateway.edges.config import load
 
     name = f"workers{workers}" + ("-own" if own_ports else "")
     base = free_ports(workers) if own_ports else None

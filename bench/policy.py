@@ -21,8 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from gateway.fix import codec
-from gateway.policy.engine import Context, Policy, Rule
+from gateway.core.fix import codec
+from gateway.core.policy.engine import Context, Policy, Rule
 
 TYPES = [b"D", b"G", b"F", b"R", b"V", b"AD", b"a", b"BE"]
 
@@ -72,7 +72,7 @@ def run(n_rules: int, n: int) -> dict[str, float]:
 
 def run_risk(n: int) -> dict[str, float]:
     """CPU added per order by the pre-trade risk checks (all of them enabled)."""
-    from gateway.policy.risk import Limits, RiskBook
+    from gateway.core.policy.risk import Limits, RiskBook
 
     limits = Limits(max_msgs_per_sec=1e9, burst=1e9, restricted_symbols=frozenset({b"BAD"}), max_order_qty=1e6,
                     max_notional=1e9, price_collar_pct=20, max_open_orders=10**9)

@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway import pki  # noqa: E402
-from gateway.feeds import write_json  # noqa: E402
+from gateway.edges import pki  # noqa: E402
+from gateway.edges.feeds import write_json  # noqa: E402
 from tests import harness  # noqa: E402
 
 IDENT = "spiffe://fixgw.dev/client/flipper"

@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 #: leaf frames that mean "waiting", not working (epoll inside uvloop, the writer's idle wait)
-IDLE_LEAVES = ("Runner.run (", "run (uvloop", "Writer._run (gateway/audit.py")
+IDLE_LEAVES = ("Runner.run (", "run (uvloop", "Writer._run (gateway/edges/audit.py")
 
 
 def py_spy() -> str | None:
@@ -81,7 +81,7 @@ def summarise(raw: Path, top: int = 12) -> dict[str, object]:
         "busy_samples": busy, "idle_samples": idle,
         "self": [{"function": f, "share": round(share(c), 4)} for f, c in self_t.most_common(top)],
         "inclusive": [{"function": f, "share": round(share(c), 4)} for f, c in incl.most_common(top * 3)
-                      if not f.startswith(("<module>", "_run_module_as_main", "_run_code", "main (gateway/cli",
+                      if not f.startswith(("<module>", "_run_module_as_main", "_run_code", "main (gateway/cli/main",
                                            "run (uvloop", "Runner.run", "_run_gateway", "_event_loop_run",
                                            "Thread._bootstrap", "Thread.run"))][:top],
     }

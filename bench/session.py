@@ -19,11 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-from gateway.fix import tags as T
-from gateway.fix.dictionary import standard_validator
-from gateway.fix.events import AppMessageReceived
-from gateway.fix.session import Role, Session, SessionConfig
-from gateway.fix.store import MemoryStore
+from gateway.core.fix import tags as T
+from gateway.core.fix.dictionary import standard_validator
+from gateway.core.fix.events import AppMessageReceived
+from gateway.core.fix.session import Role, Session, SessionConfig
+from gateway.core.fix.store import MemoryStore
 
 BODY = [(T.ClOrdID, b"ORDER-000012345"), (T.Account, b"ACCT-42"), (T.HandlInst, b"1"), (T.OrderQty, b"2000"),
         (T.OrdType, b"2"), (T.Price, b"101.25"), (T.Side, b"1"), (T.Symbol, b"INTC"),

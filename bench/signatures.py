@@ -21,7 +21,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.codec import NOS_FIELDS
-from gateway.fix import codec, signature
+from gateway.core.fix import codec, signature
 
 
 def per_op(fn: Callable[[], object], n: int) -> float:

@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.client import FixClient, load_signer, now_utc  # noqa: E402
+from gateway.sdk import FixClient, load_signer, now_utc  # noqa: E402
 
 ORDERS = [("AAPL", 1, 100, "189.50"), ("MSFT", 2, 250, "411.20"), ("INTC", 1, 1000, "30.15"),
           ("NVDA", 1, 40, "875.00"), ("AMZN", 2, 75, "178.35")]

@@ -49,11 +49,11 @@ sys.path.insert(0, str(ROOT))
 
 import pyotp  # noqa: E402
 
-from gateway import pki  # noqa: E402
-from gateway.client import load_signer  # noqa: E402
-from gateway.feeds import write_json  # noqa: E402
-from gateway.identity import new_keys  # noqa: E402
-from gateway.mfa import add_user  # noqa: E402
+from gateway.edges import pki  # noqa: E402
+from gateway.edges.feeds import write_json  # noqa: E402
+from gateway.edges.mfa import add_user  # noqa: E402
+from gateway.edges.registry import new_keys  # noqa: E402
+from gateway.sdk import load_signer  # noqa: E402
 from tests.harness import FixClient, wait_port  # noqa: E402
 
 TD = "spiffe://fixgw.dev/client/"

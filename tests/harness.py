@@ -21,10 +21,10 @@ from pathlib import Path
 
 import simplefix
 
-from gateway import pki
-from gateway.fix import codec, signature
-from gateway.fix.signature import Signer
-from gateway.fix.utctime import format_utc_timestamp  # noqa: F401  (tests use harness.format_utc_timestamp)
+from gateway.core.fix import codec, signature
+from gateway.core.fix.signature import Signer
+from gateway.core.fix.utctime import format_utc_timestamp  # noqa: F401  (tests use harness.format_utc_timestamp)
+from gateway.edges import pki
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +56,7 @@ def audit_records(folder: Path, settle: float = 0.05, timeout: float = 3.0) -> l
     that caused them (a refused logon's connection may close first), so wait
     until the segments stop growing for ``settle`` seconds.
     """
-    from gateway.audit import segments
+    from gateway.edges.audit import segments
 
     deadline = time.monotonic() + timeout
     last = -1

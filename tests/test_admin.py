@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import pki
+from gateway.edges import pki
 from tests import harness
 from tests.harness import ROOT, FixClient, client_ssl
 

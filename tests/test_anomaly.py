@@ -6,9 +6,9 @@ import json
 import time
 from pathlib import Path
 
-from gateway import pki
-from gateway.fix import codec
-from gateway.policy.anomaly import AnomalyDetector, AnomalySettings
+from gateway.core.fix import codec
+from gateway.core.policy.anomaly import AnomalyDetector, AnomalySettings
+from gateway.edges import pki
 from tests import harness
 from tests.harness import FixClient, client_ssl
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.answers import business_reject, cancel_refusal, order_refusal
-from gateway.fix import codec
+from gateway.core.answers import business_reject, cancel_refusal, order_refusal
+from gateway.core.fix import codec
 
 NOS = codec.parse(codec.encode(b"FIX.4.4", [(35, b"D"), (34, b"7"), (11, b"C1"), (38, b"100"), (54, b"2"),
                                             (55, b"INTC")]))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit import AuditError, AuditLog, segments, verify
+from gateway.edges.audit import AuditError, AuditLog, segments, verify
 from tests.harness import ROOT
 
 
@@ -312,7 +312,7 @@ def test_encrypted_stream_verifies_without_the_key_and_reads_only_with_it(tmp_pa
 
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    from gateway.audit import load_encryption_key
+    from gateway.edges.audit import load_encryption_key
 
     key_file = tmp_path / "audit.aes"
     key_file.write_text(_os.urandom(32).hex())

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from gateway import pki
-from gateway.config import ConfigError, load
+from gateway.edges import pki
+from gateway.edges.config import ConfigError, load
 from tests.harness import ROOT
 
 
@@ -124,7 +124,7 @@ def test_missing_certificate_files_are_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_audit_verify_detects_an_edited_record(tmp_path: Path) -> None:
-    from gateway.audit import AuditLog
+    from gateway.edges.audit import AuditLog
 
     log = AuditLog(tmp_path / "a")
     for i in range(5):
@@ -204,9 +204,9 @@ def test_policy_test_runs_the_shipped_cases_and_fails_on_a_wrong_expectation(tmp
 
 
 def test_signed_policy_is_required_when_a_signer_key_is_configured(tmp_path: Path) -> None:
-    from gateway.identity import new_keys
-    from gateway.policy.load import load as load_policy
-    from gateway.policy.load import sign
+    from gateway.edges.policy_file import load as load_policy
+    from gateway.edges.policy_file import sign
+    from gateway.edges.registry import new_keys
 
     new_keys("ed25519", tmp_path / "admin")
     policy = tmp_path / "policy.toml"

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway import pki
-from gateway.client import FixClient, LogonFailed, load_signer, now_utc
-from gateway.identity import new_keys
-from gateway.mfa import add_user
+from gateway.edges import pki
+from gateway.edges.mfa import add_user
+from gateway.edges.registry import new_keys
+from gateway.sdk import FixClient, LogonFailed, load_signer, now_utc
 from tests import harness
 
 

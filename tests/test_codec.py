@@ -6,8 +6,8 @@ import simplefix
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.fix import codec
-from gateway.fix.codec import FrameGarbled, Framer, FrameReceived
+from gateway.core.fix import codec
+from gateway.core.fix.codec import FrameGarbled, Framer, FrameReceived
 
 NOS = codec.encode(
     b"FIX.4.4",

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from gateway import config_doc
+from gateway.cli import config_doc
 from tests.harness import ROOT
 
 
 def test_readme_configuration_reference_matches_the_schema() -> None:
     readme = (ROOT / "README.md").read_text()
     block = readme[readme.index(config_doc.START):readme.index(config_doc.END) + len(config_doc.END)]
-    assert block == config_doc.markdown(), "run: python -m gateway.config_doc --write README.md"
+    assert block == config_doc.markdown(), "run: python -m gateway.cli.config_doc --write README.md"
 
 
 def test_every_config_key_has_a_description() -> None:
@@ -20,7 +20,7 @@ def test_every_schema_table_is_in_the_reference() -> None:
     documented = {cls for _, cls, _ in config_doc.TABLES}
     import msgspec
 
-    from gateway import config as C
+    from gateway.edges import config as C
 
     structs = {obj for obj in vars(C).values()
                if isinstance(obj, type) and issubclass(obj, msgspec.Struct) and obj is not C._S}

@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from gateway.audit import verify
+from gateway.edges.audit import verify
 from tests import harness
 from tests.harness import FixClient, client_ssl
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.fix import codec
-from gateway.fix import tags as T
-from gateway.fix.dictionary import DictionaryError, ValidationSettings, Validator, load, standard_validator
+from gateway.core.fix import codec
+from gateway.core.fix import tags as T
+from gateway.core.fix.dictionary import DictionaryError, ValidationSettings, Validator, load, standard_validator
 
 HDR = [(34, b"2"), (49, b"TW44"), (52, b"20240101-00:00:00.000"), (56, b"ISLD")]
 

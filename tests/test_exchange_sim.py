@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from gateway.exchange_sim import EchoApp, FillApp, sort_body
-from gateway.fix import codec
-from gateway.fix import tags as T
-from gateway.fix.dictionary import standard_validator
+from gateway.app.exchange_sim import EchoApp, FillApp, sort_body
+from gateway.core.fix import codec
+from gateway.core.fix import tags as T
+from gateway.core.fix.dictionary import standard_validator
 
 V44 = standard_validator(b"FIX.4.4")
 HDR = [(34, b"7"), (49, b"GW"), (52, b"20240101-00:00:00.000"), (56, b"XCHG")]

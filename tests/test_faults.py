@@ -52,7 +52,7 @@ def test_exchange_leg_dropped_and_restored_clients_are_told_and_numbers_continue
         gw.stop()
         sim.stop()
     assert harness.audit_records(audit)  # and the chain is whole
-    from gateway.audit import verify
+    from gateway.edges.audit import verify
 
     assert verify(audit).ok
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import pki
+from gateway.edges import pki
 from tests import harness
 from tests.harness import FixClient, client_ssl
 

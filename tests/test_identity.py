@@ -21,10 +21,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway import pki
-from gateway.fix import signature
-from gateway.identity import new_keys
-from gateway.mfa import add_user
+from gateway.core.fix import signature
+from gateway.edges import pki
+from gateway.edges.mfa import add_user
+from gateway.edges.registry import new_keys
 from tests import harness
 from tests.harness import FixClient, client_ssl
 
@@ -405,8 +405,8 @@ def test_failures_lock_the_account(world: World) -> None:
 def test_secrets_file_readable_by_others_stops_the_gateway(tmp_path: Path) -> None:
     add_user(tmp_path / "u.toml", tmp_path / "s.secrets", "x", "a long password here")
     (tmp_path / "s.secrets").chmod(0o644)
-    from gateway.config import ConfigError
-    from gateway.mfa import MFA
+    from gateway.edges.config import ConfigError
+    from gateway.edges.mfa import MFA
 
     with pytest.raises(ConfigError, match="chmod 600"):
         MFA(tmp_path / "u.toml", tmp_path / "s.secrets", None)
@@ -419,7 +419,7 @@ def test_two_workers_share_used_codes_failures_and_lockout(tmp_path: Path) -> No
 
     import pyotp
 
-    from gateway.mfa import MFA
+    from gateway.edges.mfa import MFA
 
     uri = add_user(tmp_path / "u.toml", tmp_path / "s.secrets", "carol", "a long password here")
     totp = pyotp.parse_uri(uri)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.limits import Admission
+from gateway.core.admission import Admission
 from tests import harness
 from tests.harness import FixClient, client_ssl
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.replicate import fetch_stream
+from gateway.edges.replicate import fetch_stream
 from tests import harness
 from tests.harness import FixClient, client_ssl
 

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.config import ConfigError
-from gateway.fix import codec
-from gateway.policy.engine import POSTURE_LEVELS, Context, Policy, Rule
-from gateway.policy.load import load
+from gateway.core.fix import codec
+from gateway.core.policy.engine import POSTURE_LEVELS, Context, Policy, Rule
+from gateway.edges.config import ConfigError
+from gateway.edges.policy_file import load
 
 ROLES = ["trader", "algo", "quant", "risk"]
 ZONES = ["lan", "vpn", "colo", None]
@@ -134,7 +134,7 @@ def test_inbound_rules_decide_what_the_exchange_may_send_to_a_role() -> None:
 def test_time_windows_are_judged_in_the_rules_time_zone() -> None:
     from zoneinfo import ZoneInfo
 
-    from gateway.policy.engine import TimeWindow
+    from gateway.core.policy.engine import TimeWindow
 
     london_hours = TimeWindow(ZoneInfo("Europe/London"), frozenset(range(5)), 7 * 60, 19 * 60)
     # 2027-01-15 is a Friday; London is on UTC in January
@@ -148,7 +148,7 @@ def test_time_windows_are_judged_in_the_rules_time_zone() -> None:
 
 
 def test_zones_by_cidr_or_listener_first_definition_wins() -> None:
-    from gateway.identity import zone_entries, zone_of
+    from gateway.core.identity import zone_entries, zone_of
 
     table = zone_entries({"desk": ["127.0.0.2/32"], "fix-listener": ["listener:default"], "lo": ["127.0.0.0/8"]})
     assert zone_of("127.0.0.2", table, "default") == "desk"

@@ -19,9 +19,9 @@ from pathlib import Path
 import pyotp
 import pytest
 
-from gateway import pki
-from gateway.feeds import write_json
-from gateway.mfa import add_user
+from gateway.edges import pki
+from gateway.edges.feeds import write_json
+from gateway.edges.mfa import add_user
 from tests import harness
 from tests.harness import FixClient, client_ssl
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from gateway import pki
+from gateway.edges import pki
 from tests import harness
 from tests.harness import FixClient, client_ssl
 

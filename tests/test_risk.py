@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.fix import codec
-from gateway.policy.risk import Limits, RiskBook
+from gateway.core.fix import codec
+from gateway.core.policy.risk import Limits, RiskBook
 
 T0 = 1_800_000_000.0
 

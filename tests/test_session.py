@@ -5,11 +5,11 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.fix import codec
-from gateway.fix import session as S
-from gateway.fix.dictionary import standard_validator
-from gateway.fix.store import MemoryStore
-from gateway.fix.utctime import format_utc_timestamp
+from gateway.core.fix import codec
+from gateway.core.fix import session as S
+from gateway.core.fix.dictionary import standard_validator
+from gateway.core.fix.store import MemoryStore
+from gateway.core.fix.utctime import format_utc_timestamp
 
 T0 = 1_800_000_000.0
 V44 = standard_validator(b"FIX.4.4")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from gateway.fix import codec, signature
+from gateway.core.fix import codec, signature
 
 FIELDS = [(35, b"D"), (34, b"2"), (49, b"A"), (52, b"20260101-00:00:00.000"), (56, b"GW"), (11, b"X")]
 

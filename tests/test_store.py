@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gateway.store import FileStore, session_dir_name
+from gateway.edges.store import FileStore, session_dir_name
 
 
 def test_sequence_numbers_and_messages_survive_reopen(tmp_path: Path) -> None:

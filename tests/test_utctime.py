@@ -5,7 +5,7 @@ import time
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.fix.utctime import format_utc_timestamp, parse_utc_timestamp
+from gateway.core.fix.utctime import format_utc_timestamp, parse_utc_timestamp
 
 
 @given(st.floats(min_value=0, max_value=4_000_000_000, allow_nan=False))

@@ -21,10 +21,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from gateway import config as config_mod
-from gateway import pki
-from gateway.config import ConfigError
-from gateway.partition import partition
+from gateway.core.partition import partition
+from gateway.edges import config as config_mod
+from gateway.edges import pki
+from gateway.edges.config import ConfigError
 from tests import harness
 from tests.harness import FixClient, client_ssl
 

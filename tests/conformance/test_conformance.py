@@ -67,7 +67,7 @@ def test_acceptance_script(results: dict[str, Result], script: str) -> None:
 
 
 def test_shipped_conformance_config_loads() -> None:
-    from gateway.config import load
+    from gateway.edges.config import load
 
     cfg = load(Path(harness.ROOT) / "config" / "conformance.toml")
     assert cfg.listen is not None and cfg.listen.port == 9878

@@ -3,7 +3,7 @@
     python tests/fuzz/fuzz_fix.py codec   -max_total_time=300     # or: make fuzz FUZZ_SECONDS=300
     python tests/fuzz/fuzz_fix.py session -runs=50000
 
-Targets (instrumented: everything under ``gateway.fix``):
+Targets (instrumented: everything under ``gateway.core.fix``):
 
 * ``codec`` — bytes into a ``Framer`` in two chunks split where the input
   says, every event drained; each complete frame's body through
@@ -27,12 +27,12 @@ from pathlib import Path
 
 import atheris
 
-with atheris.instrument_imports(include=["gateway.fix"]):
-    from gateway.fix import codec
-    from gateway.fix import session as S
-    from gateway.fix.dictionary import standard_validator
-    from gateway.fix.store import MemoryStore
-    from gateway.fix.utctime import format_utc_timestamp
+with atheris.instrument_imports(include=["gateway.core.fix"]):
+    from gateway.core.fix import codec
+    from gateway.core.fix import session as S
+    from gateway.core.fix.dictionary import standard_validator
+    from gateway.core.fix.store import MemoryStore
+    from gateway.core.fix.utctime import format_utc_timestamp
 
 T0 = 1_800_000_000.0
 V44 = standard_validator(b"FIX.4.4")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway import pki
-from gateway.audit import verify
+from gateway.edges import pki
+from gateway.edges.audit import verify
 from tests import harness
 
 pytestmark = pytest.mark.interop
@@ -143,7 +143,7 @@ def test_quickfix_1_15_cannot_produce_the_signature_wire_format_and_is_told_why(
     FIX data field) needs the length first.  The refusal names exactly that."""
     import os
 
-    from gateway.identity import new_keys
+    from gateway.edges.registry import new_keys
 
     exe = build_client(tmp_path)
     certs = harness.make_pki(tmp_path / "certs")

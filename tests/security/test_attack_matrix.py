@@ -24,11 +24,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway import pki
-from gateway.feeds import write_json
-from gateway.fix import signature
-from gateway.identity import new_keys
-from gateway.mfa import add_user
+from gateway.core.fix import signature
+from gateway.edges import pki
+from gateway.edges.feeds import write_json
+from gateway.edges.mfa import add_user
+from gateway.edges.registry import new_keys
 from tests import harness
 from tests.harness import FixClient, client_ssl
 from tests.security import matrix

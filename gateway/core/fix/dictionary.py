@@ -1,0 +1,535 @@
+"""FIX data dictionaries (QuickFIX XML format) and message validation.
+
+The loader reads the de facto standard QuickFIX XML layout (``<fields>``,
+``<header>``, ``<trailer>``, ``<messages>``, ``<components>``, repeating
+``<group>`` elements) so a venue's own dictionary with custom fields loads
+the same way as the shipped ones in ``fixdicts/``.
+
+``validate()`` is a pure function that returns the first problem as a
+``ValidationError`` carrying the SessionRejectReason(373) the FIX spec names
+for it, the offending tag, and a detailed text for the audit record and the
+logs (the Reject(3) itself uses the spec's short wording).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.core.fix import tags as T
+from gateway.core.fix.codec import Field, Message
+from gateway.core.fix.utctime import is_utc_date_only, is_utc_time_only, parse_utc_timestamp
+
+#: Folder of the shipped dictionaries (the repository's ``fixdicts/``).
+DICT_DIR = Path(__file__).resolve().parents[3] / "fixdicts"
+
+
+class DictionaryError(ValueError):
+    """A dictionary file that cannot be used; the text names file and element."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldDef:
+    tag: int
+    name: str
+    type: str
+    enums: frozenset[bytes] | None
+
+
+@dataclass(slots=True)
+class GroupDef:
+    """A repeating group: the NumInGroup field, its delimiter and members."""
+
+    count_tag: int
+    delimiter: int = 0
+    members: set[int] = field(default_factory=set)
+    required: list[int] = field(default_factory=list)
+    groups: dict[int, GroupDef] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class MessageDef:
+    """Allowed top-level tags (group members excluded), required tags in order."""
+
+    name: str
+    msg_type: bytes
+    admin: bool
+    tags: set[int] = field(default_factory=set)
+    required: list[int] = field(default_factory=list)
+    groups: dict[int, GroupDef] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationError:
+    reason: int  # SessionRejectReason(373)
+    tag: int | None  # RefTagID(371), None when the spec's reject carries none
+    detail: str
+
+    @property
+    def text(self) -> str:
+        return T.SESSION_REJECT_TEXT.get(self.reason, "Other")
+
+
+class Dictionary:
+    """One FIX version's vocabulary and message layouts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fields: dict[int, FieldDef] = {}
+        self.by_name: dict[str, FieldDef] = {}
+        self.header = MessageDef("Header", b"", True)
+        self.trailer = MessageDef("Trailer", b"", True)
+        self.messages: dict[bytes, MessageDef] = {}
+        self.begin_string = b""
+        self._load()
+
+    # -- loading -------------------------------------------------------------
+    def _fail(self, what: str) -> DictionaryError:
+        return DictionaryError(f"{self.path}: {what}")
+
+    def _load(self) -> None:
+        try:
+            root = ET.parse(self.path).getroot()
+        except (OSError, ET.ParseError) as exc:
+            raise self._fail(f"cannot read dictionary: {exc}") from exc
+        if root.tag != "fix":
+            raise self._fail("root element must be <fix> (QuickFIX dictionary format)")
+        kind = root.get("type", "FIX")
+        major, minor = root.get("major", "?"), root.get("minor", "?")
+        sp = root.get("servicepack", "0")
+        self.begin_string = f"{kind}.{major}.{minor}".encode()
+        self.version = f"{kind}.{major}.{minor}" + (f"SP{sp}" if sp not in ("0", "") else "")
+        fields_el = root.find("fields")
+        if fields_el is None:
+            raise self._fail("missing <fields>")
+        for f in fields_el.findall("field"):
+            try:
+                tag = int(f.get("number", ""))
+            except ValueError:
+                raise self._fail(f"field {f.get('name')!r} has no numeric 'number'") from None
+            name = f.get("name") or ""
+            values = [v.get("enum", "").encode() for v in f.findall("value")]
+            fd = FieldDef(tag, name, f.get("type", "STRING").upper(), frozenset(values) or None)
+            self.fields[tag] = fd
+            self.by_name[name] = fd
+        self._components: dict[str, ET.Element] = {}
+        comps = root.find("components")
+        if comps is not None:
+            for c in comps.findall("component"):
+                self._components[c.get("name", "")] = c
+        header = root.find("header")
+        if header is not None:
+            self._collect(header, self.header, True, self.header.groups)
+        trailer = root.find("trailer")
+        if trailer is not None:
+            self._collect(trailer, self.trailer, True, self.trailer.groups)
+        msgs = root.find("messages")
+        if msgs is not None:
+            for m in msgs.findall("message"):
+                mt = m.get("msgtype", "").encode()
+                md = MessageDef(m.get("name", ""), mt, m.get("msgcat") == "admin")
+                self._collect(m, md, True, md.groups)
+                self.messages[mt] = md
+
+    def _tag_of(self, name: str, where: str) -> int:
+        fd = self.by_name.get(name)
+        if fd is None:
+            raise self._fail(f"{where} refers to undefined field {name!r}")
+        return fd.tag
+
+    def _collect(
+        self,
+        el: ET.Element,
+        target: MessageDef | GroupDef,
+        required_ctx: bool,
+        groups: dict[int, GroupDef],
+        depth: int = 0,
+    ) -> None:
+        if depth > 32:
+            raise self._fail("components nest deeper than 32 levels (a cycle?)")
+        members = target.tags if isinstance(target, MessageDef) else target.members
+        for child in el:
+            req = required_ctx and child.get("required", "N") == "Y"
+            name = child.get("name", "")
+            if child.tag == "field":
+                tag = self._tag_of(name, f"<{el.tag} name={el.get('name')!r}>")
+                members.add(tag)
+                if req:
+                    target.required.append(tag)
+                if isinstance(target, GroupDef) and not target.delimiter:
+                    target.delimiter = tag
+            elif child.tag == "group":
+                tag = self._tag_of(name, f"<group name={name!r}>")
+                members.add(tag)
+                if req:
+                    target.required.append(tag)
+                if isinstance(target, GroupDef) and not target.delimiter:
+                    target.delimiter = tag
+                g = GroupDef(tag)
+                self._collect(child, g, True, g.groups, depth + 1)
+                groups[tag] = g
+            elif child.tag == "component":
+                comp = self._components.get(name)
+                if comp is None:
+                    raise self._fail(f"reference to undefined component {name!r}")
+                self._collect(comp, target, req, groups, depth + 1)
+
+    def field_label(self, tag: int) -> str:
+        fd = self.fields.get(tag)
+        return f"{fd.name}({tag})" if fd else T.field_name(tag)
+
+
+# --- value formats -----------------------------------------------------------
+
+
+def _is_int(v: bytes) -> bool:
+    return v.isdigit() or (v[:1] == b"-" and v[1:].isdigit())
+
+
+def _is_float(v: bytes) -> bool:
+    if v[:1] == b"-":
+        v = v[1:]
+    if not v:
+        return False
+    whole, dot, frac = v.partition(b".")
+    if not whole and not frac:
+        return False
+    return (not whole or whole.isdigit()) and (not frac or frac.isdigit())
+
+
+def _is_month_year(v: bytes) -> bool:
+    if len(v) < 6 or not v[:6].isdigit() or not 1 <= int(v[4:6]) <= 12:
+        return False
+    rest = v[6:]
+    return (
+        rest == b""
+        or (len(rest) == 2 and rest.isdigit())
+        or (len(rest) == 2 and rest[:1] == b"w" and rest[1:].isdigit())
+    )
+
+
+_FORMAT_CHECKS: dict[str, Callable[[bytes], bool]] = {
+    "INT": _is_int,
+    "LENGTH": bytes.isdigit,
+    "SEQNUM": bytes.isdigit,
+    "NUMINGROUP": bytes.isdigit,
+    "TAGNUM": bytes.isdigit,
+    "DAYOFMONTH": bytes.isdigit,
+    "FLOAT": _is_float,
+    "PRICE": _is_float,
+    "QTY": _is_float,
+    "AMT": _is_float,
+    "PERCENTAGE": _is_float,
+    "PRICEOFFSET": _is_float,
+    "CHAR": lambda v: len(v) == 1,
+    "BOOLEAN": lambda v: v in (b"Y", b"N"),
+    "UTCTIMESTAMP": lambda v: parse_utc_timestamp(v) is not None,
+    "UTCDATE": is_utc_date_only,
+    "UTCDATEONLY": is_utc_date_only,
+    "LOCALMKTDATE": is_utc_date_only,
+    "UTCTIMEONLY": is_utc_time_only,
+    "MONTHYEAR": _is_month_year,
+}
+
+_MULTI_VALUE_TYPES = frozenset({"MULTIPLEVALUESTRING", "MULTIPLECHARVALUE", "MULTIPLESTRINGVALUE"})
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationSettings:
+    """Per-session switches, named after QuickFIX's where they match."""
+
+    check_fields_have_values: bool = True  # ValidateFieldsHaveValues
+    check_fields_out_of_order: bool = True  # ValidateFieldsOutOfOrder
+    check_user_defined_fields: bool = True  # ValidateUserDefinedFields (tags >= 5000)
+    allow_unknown_message_fields: bool = False  # AllowUnknownMsgFields
+
+
+class Validator:
+    """Validates messages of one session against its dictionaries.
+
+    For FIX.4.x one dictionary serves both layers; for FIXT.1.1 the transport
+    dictionary covers header, trailer and session messages and the application
+    dictionary the application messages.
+    """
+
+    def __init__(
+        self,
+        transport: Dictionary,
+        application: Dictionary | None = None,
+        settings: ValidationSettings | None = None,
+    ) -> None:
+        self.transport = transport
+        self.application = application or transport
+        self.settings = settings or ValidationSettings()
+        self._fields: dict[int, FieldDef] = dict(self.application.fields)
+        self._fields.update(transport.fields)
+        # session messages of FIXT.1.1 know only the transport vocabulary
+        self._admin_fields: dict[int, FieldDef] = dict(transport.fields)
+        self._header_tags = frozenset(transport.header.tags)
+        self._trailer_tags = frozenset(transport.trailer.tags)
+
+    def label(self, tag: int) -> str:
+        fd = self._fields.get(tag)
+        return f"{fd.name}({tag})" if fd else T.field_name(tag)
+
+    def message_def(self, msg_type: bytes) -> MessageDef | None:
+        md = self.transport.messages.get(msg_type)
+        if md is not None and (md.admin or self.application is self.transport):
+            return md
+        return self.application.messages.get(msg_type)
+
+    def validate(self, msg: Message) -> ValidationError | None:
+        """First validation failure of ``msg`` or ``None`` when it is valid."""
+        fields = msg.fields
+        s = self.settings
+        # 1. structure: header first, trailer last (test case 14g)
+        if s.check_fields_out_of_order:
+            err = self._check_order(fields)
+            if err:
+                return err
+        # 2. MsgType known (test case 2q)
+        md = self.message_def(msg.msg_type)
+        if md is None:
+            return ValidationError(
+                T.SRR_INVALID_MSGTYPE,
+                None,
+                f"MsgType(35) {msg.msg_type.decode('latin-1')!r} is not defined in "
+                f"{self.application.version}",
+            )
+        # 3. every field: value, tag, membership, format, enum, repeats, groups
+        header, trailer = self.transport.header, self.transport.trailer
+        seen: set[int] = set()
+        i = 0
+        n = len(fields)
+        while i < n:
+            tag, value = fields[i]
+            if tag in seen:
+                return ValidationError(
+                    T.SRR_TAG_APPEARS_MORE_THAN_ONCE, tag, f"{self.label(tag)} appears more than once"
+                )
+            seen.add(tag)
+            if tag in self._header_tags:
+                scope: MessageDef = header
+            elif tag in self._trailer_tags:
+                scope = trailer
+            else:
+                scope = md
+            err = self._check_field(tag, value, scope.tags, md)
+            if err:
+                return err
+            group = scope.groups.get(tag)
+            if group is not None and value.isdigit():
+                i, err = self._walk_group(fields, i + 1, group, int(value), md)
+                if err:
+                    return err
+                continue
+            i += 1
+        # 4. required fields, in dictionary order: header, body, trailer (14b)
+        for scope_def in (header, md, trailer):
+            for tag in scope_def.required:
+                if tag not in seen and tag not in (T.BeginString, T.BodyLength, T.CheckSum):
+                    return ValidationError(
+                        T.SRR_REQUIRED_TAG_MISSING, tag, f"required {self.label(tag)} is missing"
+                    )
+        return None
+
+    def _check_order(self, fields: Sequence[Field]) -> ValidationError | None:
+        header_tags, trailer_tags = self._header_tags, self._trailer_tags
+        phase = 0  # 0 header, 1 body, 2 trailer
+        for tag, _ in fields:
+            if tag in header_tags:
+                if phase:
+                    return ValidationError(
+                        T.SRR_TAG_OUT_OF_ORDER,
+                        tag,
+                        f"header field {self.label(tag)} after the body started",
+                    )
+            elif tag in trailer_tags:
+                phase = 2
+            else:
+                if phase == 2:
+                    return ValidationError(
+                        T.SRR_TAG_OUT_OF_ORDER, tag, f"{self.label(tag)} after the trailer started"
+                    )
+                phase = 1
+        return None
+
+    def _check_field(
+        self, tag: int, value: bytes, allowed: set[int], md: MessageDef
+    ) -> ValidationError | None:
+        s = self.settings
+        if not value and s.check_fields_have_values:
+            return ValidationError(
+                T.SRR_TAG_SPECIFIED_WITHOUT_VALUE, tag, f"{self.label(tag)} has no value"
+            )
+        fd = (self._admin_fields if md.admin else self._fields).get(tag)
+        if fd is None:
+            if tag >= 5000 and not s.check_user_defined_fields:
+                return None
+            return ValidationError(
+                T.SRR_INVALID_TAG_NUMBER,
+                tag,
+                f"tag {tag} is not defined in {self.application.version}",
+            )
+        if tag not in allowed and not s.allow_unknown_message_fields:
+            return ValidationError(
+                T.SRR_TAG_NOT_DEFINED_FOR_MSG_TYPE,
+                tag,
+                f"{self.label(tag)} is not defined for {md.name}({md.msg_type.decode('latin-1')})",
+            )
+        if not value:
+            return None
+        check = _FORMAT_CHECKS.get(fd.type)
+        if check is not None and not check(value):
+            return ValidationError(
+                T.SRR_INCORRECT_DATA_FORMAT,
+                tag,
+                f"{self.label(tag)} value {value[:40]!r} is not a valid {fd.type}",
+            )
+        if fd.enums is not None:
+            if fd.type in _MULTI_VALUE_TYPES:
+                bad = [v for v in value.split(b" ") if v not in fd.enums]
+            else:
+                bad = [] if value in fd.enums else [value]
+            if bad:
+                return ValidationError(
+                    T.SRR_VALUE_INCORRECT,
+                    tag,
+                    f"{self.label(tag)} value {bad[0][:40]!r} is not one of its enumerated values",
+                )
+        return None
+
+    def _walk_group(
+        self,
+        fields: Sequence[Field],
+        i: int,
+        group: GroupDef,
+        declared: int,
+        md: MessageDef,
+    ) -> tuple[int, ValidationError | None]:
+        """Walk the instances of ``group`` from ``fields[i]``; check count and members.
+
+        The count is checked before any member, as the NumInGroup field comes
+        first on the wire (14i).
+        """
+        _, instances = self._group_span(fields, i, group)
+        if instances != declared:
+            return i, ValidationError(
+                T.SRR_INCORRECT_NUMINGROUP_COUNT,
+                group.count_tag,
+                f"{self.label(group.count_tag)} declares {declared} instances but {instances} follow",
+            )
+        n = len(fields)
+        count = 0
+        seen: set[int] = set()
+        while i < n:
+            tag, value = fields[i]
+            if tag == group.delimiter:
+                if count:
+                    err = self._group_required(group, seen)
+                    if err:
+                        return i, err
+                count += 1
+                seen = set()
+            elif tag not in group.members or not count:
+                break
+            if tag in seen:
+                return i, ValidationError(
+                    T.SRR_TAG_APPEARS_MORE_THAN_ONCE,
+                    tag,
+                    f"{self.label(tag)} appears twice in one instance of group {self.label(group.count_tag)}",
+                )
+            seen.add(tag)
+            err = self._check_field(tag, value, group.members, md)
+            if err:
+                return i, err
+            sub = group.groups.get(tag)
+            if sub is not None and value.isdigit():
+                i, err = self._walk_group(fields, i + 1, sub, int(value), md)
+                if err:
+                    return i, err
+                continue
+            i += 1
+        if count:
+            err = self._group_required(group, seen)
+            if err:
+                return i, err
+        if count != declared:
+            return i, ValidationError(
+                T.SRR_INCORRECT_NUMINGROUP_COUNT,
+                group.count_tag,
+                f"{self.label(group.count_tag)} declares {declared} instances but {count} follow",
+            )
+        return i, None
+
+    def _group_span(self, fields: Sequence[Field], i: int, group: GroupDef) -> tuple[int, int]:
+        """Index after the group's last field and the number of instances."""
+        n = len(fields)
+        count = 0
+        while i < n:
+            tag, value = fields[i]
+            if tag == group.delimiter:
+                count += 1
+            elif tag not in group.members or not count:
+                break
+            sub = group.groups.get(tag)
+            if sub is not None and value.isdigit():
+                i, _ = self._group_span(fields, i + 1, sub)
+                continue
+            i += 1
+        return i, count
+
+    def _group_required(self, group: GroupDef, seen: set[int]) -> ValidationError | None:
+        for tag in group.required:
+            if tag not in seen:
+                return ValidationError(
+                    T.SRR_REQUIRED_TAG_MISSING,
+                    tag,
+                    f"required {self.label(tag)} is missing from a {self.label(group.count_tag)} instance",
+                )
+        return None
+
+
+_CACHE: dict[Path, Dictionary] = {}
+
+
+def load(path: str | Path) -> Dictionary:
+    """Load (and cache) a QuickFIX-format dictionary file."""
+    p = Path(path).resolve()
+    d = _CACHE.get(p)
+    if d is None:
+        d = Dictionary(p)
+        _CACHE[p] = d
+    return d
+
+
+#: Shipped dictionaries by BeginString; FIXT.1.1 pairs with FIX.5.0SP2.
+STANDARD: dict[bytes, tuple[str, str | None]] = {
+    b"FIX.4.2": ("FIX42.xml", None),
+    b"FIX.4.4": ("FIX44.xml", None),
+    b"FIXT.1.1": ("FIXT11.xml", "FIX50SP2.xml"),
+}
+
+
+def standard_validator(
+    begin_string: bytes,
+    settings: ValidationSettings | None = None,
+    dictionary: str | Path | None = None,
+    app_dictionary: str | Path | None = None,
+) -> Validator:
+    """A validator for ``begin_string`` from the shipped or the given dictionaries."""
+    if dictionary is None:
+        if begin_string not in STANDARD:
+            raise DictionaryError(
+                f"no shipped dictionary for BeginString {begin_string.decode()!r}; "
+                f"valid: {', '.join(b.decode() for b in STANDARD)}"
+            )
+        transport_name, app_name = STANDARD[begin_string]
+        dictionary = DICT_DIR / transport_name
+        if app_dictionary is None and app_name:
+            app_dictionary = DICT_DIR / app_name
+    transport = load(dictionary)
+    app = load(app_dictionary) if app_dictionary else None
+    return Validator(transport, app, settings)

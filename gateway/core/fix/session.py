@@ -1,0 +1,749 @@
+"""FIX session layer as a sans-IO state machine.
+
+Nothing here touches a socket, a clock or a logger.  The shell feeds bytes
+with ``receive_data(data, now)``, drains ``next_event()``, writes
+``frames_to_send()`` and re-arms one timer at ``get_timer()``, calling
+``handle_timer(now)`` when it fires.  The same class plays the acceptor
+(client legs) and the initiator (exchange legs).
+
+Behaviour follows the FIX session-level test cases; comments cite the case
+(1a, 2b, 14e ...) a rule comes from.  Peer input never raises out of this
+module: a bad frame becomes a dropped frame, a Reject(3) with its
+SessionRejectReason(373), or a Logout, and always an event.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from gateway.core.fix import tags as T
+from gateway.core.fix.codec import Field, FrameGarbled, Framer, Message, encode, parse_fields
+from gateway.core.fix.dictionary import ValidationError, Validator
+from gateway.core.fix.events import (
+    AppMessageReceived,
+    Disconnected,
+    DuplicateIgnored,
+    Event,
+    FrameDropped,
+    GapDetected,
+    LoggedOn,
+    LoggedOut,
+    LogonRefused,
+    LogoutSent,
+    MessageRejected,
+    ResendServed,
+    SequenceReset,
+)
+from gateway.core.fix.signature import Signer, encode_signed
+from gateway.core.fix.store import SessionStore
+from gateway.core.fix.utctime import format_utc_timestamp, parse_utc_timestamp
+
+__all__ = [
+    "Role", "State", "SessionConfig", "Session",
+    "LoggedOn",
+    "LogonRefused",
+    "AppMessageReceived",
+    "MessageRejected",
+    "FrameDropped",
+    "DuplicateIgnored",
+    "GapDetected",
+    "ResendServed",
+    "SequenceReset",
+    "LogoutSent",
+    "LoggedOut",
+    "Disconnected",
+    "Event",
+]
+
+
+class Role(enum.Enum):
+    ACCEPTOR = "acceptor"
+    INITIATOR = "initiator"
+
+
+class State(enum.Enum):
+    AWAITING_LOGON = "awaiting_logon"  # acceptor: connected, no Logon yet
+    LOGON_SENT = "logon_sent"  # initiator: Logon sent, waiting for the reply
+    ACTIVE = "active"
+    LOGOUT_SENT = "logout_sent"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    begin_string: bytes
+    sender_comp_id: bytes  # ours
+    target_comp_id: bytes  # the counterparty's
+    role: Role = Role.ACCEPTOR
+    heartbeat_interval: int = 30  # initiator's HeartBtInt(108)
+    reset_on_logon: bool = False  # reset both sequence numbers at every Logon
+    check_latency: bool = True
+    max_latency: float = 120.0  # SendingTime(52) accuracy window, seconds
+    logon_timeout: float = 10.0
+    logout_timeout: float = 2.0
+    default_appl_ver_id: bytes | None = None  # FIXT.1.1: DefaultApplVerID(1137)
+    timestamp_precision: int = 3
+    validator: Validator | None = None
+    max_frame: int = 64 * 1024
+    max_queue: int = 10_000  # out-of-order messages kept while a gap fills
+    signer: Signer | None = None  # sign every frame we send (93/89, DESIGN §4)
+    logon_fields: tuple[Field, ...] = ()  # initiator: extra Logon fields (Username(553), Password(554))
+
+
+class _Stop(Exception):
+    """Internal: stop processing the current message (session is closing)."""
+
+
+@dataclass(slots=True)
+class _Timers:
+    last_sent: float = 0.0
+    last_received: float = 0.0
+    test_requests: int = 0
+    logon_deadline: float | None = None
+    logout_deadline: float | None = None
+
+
+@dataclass(slots=True)
+class _Queue:
+    messages: dict[int, Message | None] = field(default_factory=dict)  # None: already handled
+
+
+class Session:
+    """One FIX session over one connection."""
+
+    def __init__(self, config: SessionConfig, store: SessionStore, framer: Framer | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.framer = framer or Framer(config.max_frame)
+        self.state = State.AWAITING_LOGON if config.role is Role.ACCEPTOR else State.CLOSED
+        self.heartbeat_interval = config.heartbeat_interval
+        self._events: list[Event] = []
+        self._out: list[bytes] = []
+        self._t = _Timers()
+        self._queue = _Queue()
+        self._resend_range: tuple[int, int] | None = None
+        self._sent_reset = False
+        self._header_tags = (
+            frozenset(config.validator.transport.header.tags)
+            if config.validator is not None
+            else T.STANDARD_HEADER_TAGS
+        )
+        self.messages_in = 0
+        self.messages_out = 0
+
+    # -- public API -------------------------------------------------------------
+    @property
+    def is_logged_on(self) -> bool:
+        return self.state in (State.ACTIVE, State.LOGOUT_SENT)
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    def next_event(self) -> Event | None:
+        return self._events.pop(0) if self._events else None
+
+    def events(self) -> list[Event]:
+        out, self._events = self._events, []
+        return out
+
+    def frames_to_send(self) -> list[bytes]:
+        out, self._out = self._out, []
+        return out
+
+    def connection_made(self, now: float) -> None:
+        """Start the session on a fresh connection (initiator sends its Logon)."""
+        self._t.last_received = now
+        self._t.last_sent = now
+        if self.config.role is Role.INITIATOR:
+            reset = self.config.reset_on_logon
+            if reset:
+                self.store.reset()
+                self._sent_reset = True
+            body: list[Field] = [(T.EncryptMethod, b"0"), (T.HeartBtInt, b"%d" % self.heartbeat_interval)]
+            if reset:
+                body.append((T.ResetSeqNumFlag, b"Y"))
+            if self.config.default_appl_ver_id:
+                body.append((T.DefaultApplVerID, self.config.default_appl_ver_id))
+            body.extend(self.config.logon_fields)
+            self.state = State.LOGON_SENT
+            self._t.logon_deadline = now + self.config.logon_timeout
+            self._send_admin(T.MT_LOGON, body, now)
+        else:
+            self.state = State.AWAITING_LOGON
+            self._t.logon_deadline = now + self.config.logon_timeout
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Bytes from the peer (any split)."""
+        if self.state is State.CLOSED:
+            return
+        if data:
+            self.framer.feed(data)
+        while not self.closed:  # a frame may close the session
+            ev = self.framer.next_event()
+            if ev is None:
+                break
+            if isinstance(ev, FrameGarbled):
+                self._on_garbled(ev, now)
+            else:
+                self.receive_message(ev.message, now)
+
+    def receive_message(self, msg: Message, now: float) -> None:
+        """One well-framed message from the peer."""
+        if self.state is State.CLOSED:
+            return
+        try:
+            self._on_message(msg, now, queued=False)
+            self._drain_queue(now)
+        except _Stop:
+            pass
+
+    def send_app(
+        self,
+        msg_type: bytes,
+        body: Sequence[Field],
+        now: float,
+        header: Iterable[Field] = (),
+    ) -> Message | None:
+        """Send an application message; returns it as sent (``None`` when not logged on)."""
+        if self.state is not State.ACTIVE:
+            return None
+        return self._send(msg_type, body, now, header, store=True)
+
+    def store_app(
+        self,
+        msg_type: bytes,
+        body: Sequence[Field],
+        now: float,
+        header: Iterable[Field] = (),
+    ) -> Message:
+        """Persist an application message for a peer that is not connected.
+
+        It takes the next sequence number and waits in the store; the peer
+        gets it through the normal gap recovery (ResendRequest) at its next
+        Logon.  Nothing is written to a transport.
+        """
+        msg = self._send(msg_type, body, now, header, store=True)
+        self._out.pop()
+        return msg
+
+    def reject(self, msg: Message, reason: int, tag: int | None, detail: str, now: float) -> None:
+        """Answer an already accepted message with Reject(3) (e.g. SignatureProblem)."""
+        if self.state is State.ACTIVE:
+            self._now = now
+            self._reject(msg, reason, tag, detail)
+
+    def logout(self, now: float, text: str = "") -> None:
+        """Start a Logout we initiate; the session closes on the reply or timeout."""
+        if self.state is State.ACTIVE:
+            self._logout(now, text)
+        elif self.state in (State.AWAITING_LOGON, State.LOGON_SENT):
+            self._disconnect(text or "closed before logon")
+
+    def close(self, reason: str) -> None:
+        """The transport is gone (peer closed, error): no more output."""
+        if self.state is not State.CLOSED:
+            was_on = self.is_logged_on
+            self.state = State.CLOSED
+            if was_on:
+                self._events.append(LoggedOut(reason, by_peer=True))
+
+    def get_timer(self) -> float | None:
+        if self.state is State.CLOSED:
+            return None
+        t = self._t
+        deadlines: list[float] = []
+        if t.logon_deadline is not None and self.state in (State.AWAITING_LOGON, State.LOGON_SENT):
+            deadlines.append(t.logon_deadline)
+        if t.logout_deadline is not None and self.state is State.LOGOUT_SENT:
+            deadlines.append(t.logout_deadline)
+        hb = self.heartbeat_interval
+        if self.is_logged_on and hb > 0:
+            deadlines.append(t.last_sent + hb)
+            deadlines.append(t.last_received + 1.5 * (t.test_requests + 1) * hb)
+            deadlines.append(t.last_received + 2.4 * hb)
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        if self.state is State.CLOSED:
+            return
+        t = self._t
+        if self.state in (State.AWAITING_LOGON, State.LOGON_SENT):
+            if t.logon_deadline is not None and now >= t.logon_deadline:
+                self._events.append(LogonRefused("no Logon within the logon timeout"))
+                self._disconnect("logon timeout")
+            return
+        if self.state is State.LOGOUT_SENT and t.logout_deadline is not None and now >= t.logout_deadline:
+            self._events.append(LoggedOut("no Logout reply within the logout timeout", by_peer=False))
+            self._disconnect("logout timeout")
+            return
+        hb = self.heartbeat_interval
+        if hb <= 0 or not self.is_logged_on:
+            return
+        if now - t.last_received >= 2.4 * hb:
+            self._events.append(LoggedOut(f"nothing received for {now - t.last_received:.1f} s", False))
+            self._disconnect("heartbeat timeout")
+            return
+        if now - t.last_received >= 1.5 * (t.test_requests + 1) * hb:
+            self._send_admin(T.MT_TEST_REQUEST, [(T.TestReqID, b"TEST")], now)
+            t.test_requests += 1
+        elif now - t.last_sent >= hb:
+            self._send_admin(T.MT_HEARTBEAT, [], now)
+
+    # -- sending ----------------------------------------------------------------
+    def _send(
+        self,
+        msg_type: bytes,
+        body: Sequence[Field],
+        now: float,
+        header: Iterable[Field] = (),
+        store: bool = False,
+        seq: int | None = None,
+    ) -> Message:
+        cfg = self.config
+        own_seq = seq is None
+        if seq is None:
+            seq = self.store.next_sender_seq()
+        head: list[Field] = [
+            (T.MsgSeqNum, b"%d" % seq),
+            (T.SenderCompID, cfg.sender_comp_id),
+            (T.SendingTime, format_utc_timestamp(now, cfg.timestamp_precision)),
+            (T.TargetCompID, cfg.target_comp_id),
+        ]
+        head.extend(header)
+        head.sort(key=_tag_key)
+        fields: list[Field] = [(T.MsgType, msg_type)]
+        fields.extend(head)
+        fields.extend(body)
+        raw = encode_signed(cfg.begin_string, fields, cfg.signer) if cfg.signer else encode(cfg.begin_string, fields)
+        if own_seq:
+            if store:
+                self.store.save_sent(seq, raw)
+            self.store.set_next_sender_seq(seq + 1)
+        self._out.append(raw)
+        self._t.last_sent = now
+        self.messages_out += 1
+        return Message(cfg.begin_string, msg_type, tuple(fields), raw)
+
+    def _send_admin(self, msg_type: bytes, body: Sequence[Field], now: float, header: Iterable[Field] = ()) -> None:
+        self._send(msg_type, body, now, header)
+
+    def _logout(self, now: float, text: str = "") -> None:
+        body: list[Field] = [(T.Text, text.encode("latin-1", "replace"))] if text else []
+        self._send_admin(T.MT_LOGOUT, body, now)
+        self._events.append(LogoutSent(text))
+        self.state = State.LOGOUT_SENT
+        self._t.logout_deadline = now + self.config.logout_timeout
+
+    def _disconnect(self, reason: str) -> None:
+        if self.state is not State.CLOSED:
+            self.state = State.CLOSED
+            self._queue.messages.clear()
+            self._events.append(Disconnected(reason))
+
+    def _refuse_logon(self, reason: str) -> None:
+        """Invalid Logon: close silently (acceptance scripts 1c, 1d, 1e)."""
+        self._events.append(LogonRefused(reason))
+        self._disconnect(reason)
+        raise _Stop
+
+    def _reject(self, msg: Message, reason: int, tag: int | None, detail: str) -> None:
+        """Reject(3) with the spec's wording; detail goes to the event only."""
+        now = self._now
+        seq_b = msg.get(T.MsgSeqNum)
+        body: list[Field] = []
+        if seq_b:
+            body.append((T.RefSeqNum, seq_b))
+        body.append((T.Text, T.SESSION_REJECT_TEXT.get(reason, "Other").encode()))
+        fix42_up = self.config.begin_string >= b"FIX.4.2" or self.config.begin_string.startswith(b"FIXT")
+        if tag is not None:
+            body.append((T.RefTagID, b"%d" % tag))
+        if fix42_up:
+            body.append((T.RefMsgType, msg.msg_type))
+            if self.config.begin_string != b"FIX.4.2" or reason <= T.SRR_INVALID_MSGTYPE:
+                body.append((T.SessionRejectReason, b"%d" % reason))
+        header = [
+            (T.REVERSE_ROUTE[tag_], v) for tag_, v in msg.fields if tag_ in T.REVERSE_ROUTE and v
+        ]
+        seq = msg.seq_num
+        if (
+            msg.msg_type not in (T.MT_LOGON, T.MT_SEQUENCE_RESET)
+            and seq is not None
+            and seq == self.store.next_target_seq()
+        ):
+            self._incr_target()
+        self._send_admin(T.MT_REJECT, body, now, header)
+        self._events.append(MessageRejected(seq, msg.msg_type, reason, tag, detail))
+
+    # -- receiving ---------------------------------------------------------------
+    _now: float = 0.0
+
+    def _on_garbled(self, ev: FrameGarbled, now: float) -> None:
+        self._events.append(FrameDropped(ev.data, ev.reason))
+        if self.state is State.AWAITING_LOGON:
+            # A first message we cannot read is not a Logon: close (1d length invalid).
+            self._events.append(LogonRefused(f"garbled first message: {ev.reason}"))
+            self._disconnect("garbled first message")
+
+    def _incr_target(self) -> None:
+        self.store.set_next_target_seq(self.store.next_target_seq() + 1)
+
+    def _drain_queue(self, now: float) -> None:
+        q = self._queue.messages
+        while q and self.is_logged_on:
+            expected = self.store.next_target_seq()
+            if expected not in q:
+                # drop anything below the expected number (already covered)
+                for s in [s for s in q if s < expected]:
+                    del q[s]
+                if expected not in q:
+                    return
+            msg = q.pop(expected)
+            if msg is None:
+                self._incr_target()
+            else:
+                self._on_message(msg, now, queued=True)
+
+    def _on_message(self, msg: Message, now: float, queued: bool) -> None:
+        self._now = now
+        cfg = self.config
+        mt = msg.msg_type
+        if not queued:
+            self.messages_in += 1
+        if self.state is State.AWAITING_LOGON and mt != T.MT_LOGON:
+            self._refuse_logon(f"first message is MsgType(35)={mt.decode('latin-1')}, not Logon (1e)")
+        if msg.begin_string != cfg.begin_string:
+            if not self.is_logged_on:
+                self._refuse_logon(
+                    f"BeginString(8) expected {cfg.begin_string.decode()} but received "
+                    f"{msg.begin_string.decode('latin-1')}"
+                )
+            if mt == T.MT_LOGOUT:
+                self._on_logout(msg, now)
+                return
+            # 2i: Logout with the spec's text, then wait for the reply
+            self._incr_target()
+            self._logout(now, "Incorrect BeginString")
+            return
+        if cfg.validator is not None:
+            err = cfg.validator.validate(msg)
+            if err is not None:
+                self._on_invalid(msg, err, now)
+                return
+        if mt == T.MT_LOGON:
+            self._on_logon(msg, now)
+        elif mt == T.MT_HEARTBEAT:
+            if self._verify(msg, now):
+                self._incr_target()
+        elif mt == T.MT_TEST_REQUEST:
+            if self._verify(msg, now):
+                test_req_id = msg.get(T.TestReqID)
+                self._send_admin(
+                    T.MT_HEARTBEAT, [(T.TestReqID, test_req_id)] if test_req_id else [], now
+                )
+                self._incr_target()
+        elif mt == T.MT_SEQUENCE_RESET:
+            self._on_sequence_reset(msg, now)
+        elif mt == T.MT_LOGOUT:
+            self._on_logout(msg, now)
+        elif mt == T.MT_RESEND_REQUEST:
+            self._on_resend_request(msg, now)
+        elif mt == T.MT_REJECT:
+            if self._verify(msg, now):
+                self._incr_target()
+        else:
+            if self._verify(msg, now):
+                self._incr_target()
+                self._events.append(AppMessageReceived(msg))
+
+    def _on_invalid(self, msg: Message, err: ValidationError, now: float) -> None:
+        if msg.msg_type == T.MT_LOGON or not self.is_logged_on:
+            self._refuse_logon(f"invalid Logon: {err.detail} (373={err.reason})")
+        seq = msg.seq_num
+        expected = self.store.next_target_seq()
+        if seq is not None and seq > expected:
+            # too high and invalid: ask for the gap first, reject when it comes in order
+            self._verify(msg, now)
+            return
+        self._reject(msg, err.reason, err.tag, err.detail)
+
+    def _verify(self, msg: Message, now: float, check_high: bool = True, check_low: bool = True) -> bool:
+        """Checks every message passes before it counts (QuickFIX's ``verify``)."""
+        cfg = self.config
+        if not self.is_logged_on and msg.msg_type != T.MT_LOGON:
+            self._refuse_logon("message before Logon")
+        if cfg.check_latency:
+            st = parse_utc_timestamp(msg.get(T.SendingTime) or b"")
+            if st is None or abs(now - st) > cfg.max_latency:
+                if not self.is_logged_on:
+                    self._refuse_logon(
+                        f"SendingTime(52) {(msg.get(T.SendingTime) or b'').decode('latin-1')} is "
+                        f"outside the {cfg.max_latency:.0f} s window"
+                    )
+                self._reject(
+                    msg,
+                    T.SRR_SENDING_TIME_ACCURACY,
+                    None,
+                    f"SendingTime(52) {(msg.get(T.SendingTime) or b'').decode('latin-1')} is more than "
+                    f"{cfg.max_latency:.0f} s from now",
+                )
+                self._logout(now)
+                return False
+        if msg.get(T.SenderCompID) != cfg.target_comp_id or msg.get(T.TargetCompID) != cfg.sender_comp_id:
+            if not self.is_logged_on:
+                self._refuse_logon("CompIDs do not match the session")
+            self._reject(
+                msg,
+                T.SRR_COMPID_PROBLEM,
+                None,
+                f"SenderCompID(49) expected {cfg.target_comp_id.decode()} received "
+                f"{(msg.get(T.SenderCompID) or b'').decode('latin-1')}; TargetCompID(56) expected "
+                f"{cfg.sender_comp_id.decode()} received {(msg.get(T.TargetCompID) or b'').decode('latin-1')}",
+            )
+            self._logout(now)
+            return False
+        self._t.last_received = now
+        self._t.test_requests = 0
+        seq = msg.seq_num
+        expected = self.store.next_target_seq()
+        if seq is None:  # validator off: MsgSeqNum(34) missing or not a number
+            if check_high or check_low:
+                self._reject(msg, T.SRR_REQUIRED_TAG_MISSING, T.MsgSeqNum, "MsgSeqNum(34) missing or not a number")
+                return False
+            return True
+        if check_high and seq > expected:
+            self._target_too_high(msg, seq, expected, now)
+            return False
+        if check_low and seq < expected:
+            self._target_too_low(msg, seq, expected, now)
+            return False
+        if (check_high or check_low) and self._resend_range is not None and seq >= self._resend_range[1]:
+            self._resend_range = None
+        return True
+
+    def _target_too_high(self, msg: Message, seq: int, expected: int, now: float) -> None:
+        q = self._queue.messages
+        if len(q) < self.config.max_queue:
+            q[seq] = msg
+        rr = self._resend_range
+        if rr is not None and seq >= rr[0]:
+            return  # already asked for this gap (2b, 10)
+        self._events.append(GapDetected(expected, seq))
+        end = b"0" if self.config.begin_string >= b"FIX.4.2" else b"999999"
+        self._send_admin(T.MT_RESEND_REQUEST, [(T.BeginSeqNo, b"%d" % expected), (T.EndSeqNo, end)], now)
+        self._resend_range = (expected, seq - 1)
+
+    def _target_too_low(self, msg: Message, seq: int, expected: int, now: float) -> None:
+        if msg.get(T.PossDupFlag) != b"Y":
+            text = f"MsgSeqNum too low, expecting {expected} but received {seq}"
+            self._logout(now, text)
+            self._events.append(LoggedOut(text, by_peer=False))
+            self._disconnect(text)
+            raise _Stop
+        if msg.msg_type != T.MT_SEQUENCE_RESET:
+            orig_b = msg.get(T.OrigSendingTime)
+            if orig_b is None:
+                self._reject(msg, T.SRR_REQUIRED_TAG_MISSING, T.OrigSendingTime,
+                             "PossDupFlag(43)=Y without OrigSendingTime(122) (2g)")
+                return
+            orig = parse_utc_timestamp(orig_b)
+            sending = parse_utc_timestamp(msg.get(T.SendingTime) or b"")
+            if orig is not None and sending is not None and orig > sending:
+                self._reject(msg, T.SRR_SENDING_TIME_ACCURACY, None,
+                             "OrigSendingTime(122) is later than SendingTime(52) (2f)")
+                self._logout(now)
+                return
+        self._events.append(DuplicateIgnored(seq))
+
+    def _on_logon(self, msg: Message, now: float) -> None:
+        cfg = self.config
+        if self.state is State.ACTIVE and msg.get(T.ResetSeqNumFlag) != b"Y":
+            # A second Logon on a live session is a protocol error.
+            self._reject(msg, T.SRR_VALUE_INCORRECT, T.MsgType, "Logon(A) on an active session")
+            return
+        hb_b = msg.get(T.HeartBtInt) or b""
+        if not hb_b.isdigit():
+            self._refuse_logon(f"HeartBtInt(108) {hb_b!r} is not a non-negative number")
+        if cfg.role is Role.ACCEPTOR and cfg.begin_string == b"FIXT.1.1" and not msg.get(T.DefaultApplVerID):
+            self._refuse_logon("DefaultApplVerID(1137) missing from Logon")
+        reset_requested = msg.get(T.ResetSeqNumFlag) == b"Y"
+        was_active = self.state is State.ACTIVE
+        # Checks that need no state change come first: a refused Logon must
+        # never reset stored sequence numbers.
+        if cfg.check_latency:
+            st = parse_utc_timestamp(msg.get(T.SendingTime) or b"")
+            if st is None or abs(now - st) > cfg.max_latency:
+                if not was_active:
+                    self._refuse_logon(
+                        f"SendingTime(52) {(msg.get(T.SendingTime) or b'').decode('latin-1')} is outside "
+                        f"the {cfg.max_latency:.0f} s window (1d)"
+                    )
+        if msg.get(T.SenderCompID) != cfg.target_comp_id or msg.get(T.TargetCompID) != cfg.sender_comp_id:
+            self._refuse_logon("CompIDs do not match the session (1c)")
+        if cfg.role is Role.ACCEPTOR:
+            if reset_requested or (cfg.reset_on_logon and not was_active):
+                self.store.reset()
+                self._queue.messages.clear()
+                self._resend_range = None
+        elif self.state is State.LOGON_SENT:
+            if reset_requested and not self._sent_reset:
+                self.store.reset()
+        seq = msg.seq_num
+        expected = self.store.next_target_seq()
+        if seq is not None and seq < expected and not reset_requested:
+            text = f"MsgSeqNum too low, expecting {expected} but received {seq}"
+            if cfg.role is Role.ACCEPTOR and not was_active:
+                # answer the Logon first so the Logout is meaningful, then close
+                pass
+            self._send_admin(T.MT_LOGOUT, [(T.Text, text.encode())], now)
+            self._events.append(LogonRefused(text))
+            self._disconnect(text)
+            raise _Stop
+        self._t.last_received = now
+        self._t.test_requests = 0
+        self.heartbeat_interval = int(hb_b) if cfg.role is Role.ACCEPTOR else cfg.heartbeat_interval
+        if cfg.role is Role.ACCEPTOR:
+            body: list[Field] = [(T.EncryptMethod, b"0"), (T.HeartBtInt, hb_b)]
+            if reset_requested:
+                body.append((T.ResetSeqNumFlag, b"Y"))
+            if cfg.default_appl_ver_id:
+                body.append((T.DefaultApplVerID, cfg.default_appl_ver_id))
+            self._send_admin(T.MT_LOGON, body, now)
+        self.state = State.ACTIVE
+        self._t.logon_deadline = None
+        self._sent_reset = False
+        self._events.append(LoggedOn(self.heartbeat_interval, reset_requested))
+        if seq is not None and seq > expected:
+            self._queue.messages[seq] = None  # the Logon itself is handled
+            self._target_too_high_gap(seq, expected, now)
+        else:
+            self._incr_target()
+
+    def _target_too_high_gap(self, seq: int, expected: int, now: float) -> None:
+        self._events.append(GapDetected(expected, seq))
+        end = b"0" if self.config.begin_string >= b"FIX.4.2" else b"999999"
+        self._send_admin(T.MT_RESEND_REQUEST, [(T.BeginSeqNo, b"%d" % expected), (T.EndSeqNo, end)], now)
+        self._resend_range = (expected, seq - 1)
+
+    def _on_logout(self, msg: Message, now: float) -> None:
+        if not self._verify(msg, now, check_high=False, check_low=False):
+            return
+        text = (msg.get(T.Text) or b"").decode("latin-1")
+        if self.state is not State.LOGOUT_SENT:
+            self._send_admin(T.MT_LOGOUT, [], now)
+            self._events.append(LoggedOut(f"peer logged out{': ' + text if text else ''}", by_peer=True))
+        else:
+            self._events.append(LoggedOut("logout confirmed", by_peer=False))
+        seq = msg.seq_num
+        if seq is not None and seq == self.store.next_target_seq():
+            self._incr_target()
+        self._disconnect("logout")
+        raise _Stop
+
+    def _on_sequence_reset(self, msg: Message, now: float) -> None:
+        gap_fill = msg.get(T.GapFillFlag) == b"Y"
+        if not self._verify(msg, now, check_high=gap_fill, check_low=gap_fill):
+            return
+        new_seq = msg.get_int(T.NewSeqNo)
+        if new_seq is None:
+            self._reject(msg, T.SRR_REQUIRED_TAG_MISSING, T.NewSeqNo, "NewSeqNo(36) missing")
+            return
+        expected = self.store.next_target_seq()
+        if new_seq > expected:
+            self.store.set_next_target_seq(new_seq)
+            self._events.append(SequenceReset(expected, new_seq, gap_fill))
+        elif new_seq < expected:
+            # 11c: NewSeqNo below the expected number
+            self._reject(
+                msg, T.SRR_VALUE_INCORRECT, None,
+                f"NewSeqNo(36) {new_seq} is below the expected MsgSeqNum(34) {expected}",
+            )
+
+    def _on_resend_request(self, msg: Message, now: float) -> None:
+        if not self._verify(msg, now, check_high=False, check_low=False):
+            return
+        begin = msg.get_int(T.BeginSeqNo)
+        end = msg.get_int(T.EndSeqNo)
+        if begin is None or end is None:
+            self._reject(msg, T.SRR_REQUIRED_TAG_MISSING, T.BeginSeqNo if begin is None else T.EndSeqNo,
+                         "ResendRequest without BeginSeqNo(7)/EndSeqNo(16)")
+            return
+        self._serve_resend(begin, end, now)
+        seq = msg.seq_num
+        expected = self.store.next_target_seq()
+        if seq is not None:
+            if seq == expected:
+                self._incr_target()
+            elif seq > expected:
+                # 20: served at once; counts as handled once the gap fills
+                self._queue.messages[seq] = None
+                if self._resend_range is None or seq < self._resend_range[0]:
+                    self._target_too_high_gap(seq, expected, now)
+
+    def _serve_resend(self, begin: int, end: int, now: float) -> None:
+        next_sender = self.store.next_sender_seq()
+        if end == 0 or end == 999999 or end >= next_sender:
+            end = next_sender - 1
+        if begin < 1:
+            begin = 1
+        if begin > end:
+            return
+        resent = filled = 0
+        gap_start: int | None = None
+        current = begin
+        for seq, raw in self.store.get_sent(begin, end):
+            if seq < current:
+                continue
+            if seq > current and gap_start is None:
+                gap_start = current
+            if gap_start is not None:
+                self._gap_fill(gap_start, seq, now)
+                filled += seq - gap_start
+                gap_start = None
+            self._resend(raw, now)
+            resent += 1
+            current = seq + 1
+        if current <= end:
+            self._gap_fill(current, end + 1, now)
+            filled += end + 1 - current
+        self._events.append(ResendServed(begin, end, resent, filled))
+
+    def _gap_fill(self, seq: int, new_seq: int, now: float) -> None:
+        ts = format_utc_timestamp(now, self.config.timestamp_precision)
+        self._send(
+            T.MT_SEQUENCE_RESET,
+            [(T.NewSeqNo, b"%d" % new_seq), (T.GapFillFlag, b"Y")],
+            now,
+            header=[(T.PossDupFlag, b"Y"), (T.OrigSendingTime, ts)],
+            seq=seq,
+        )
+
+    def _resend(self, raw: bytes, now: float) -> None:
+        """Send a stored application message again with PossDupFlag(43)=Y."""
+        msg_fields = parse_fields(raw[raw.index(b"\x0135=") + 1 : raw.rindex(b"\x0110=") + 1])
+        mt = msg_fields[0][1]
+        seq = 0
+        orig = b""
+        header: list[Field] = []
+        body: list[Field] = []
+        in_header = True
+        for tag, value in msg_fields[1:]:
+            if in_header and tag in self._header_tags:
+                if tag == T.MsgSeqNum:
+                    seq = int(value)
+                elif tag == T.SendingTime:
+                    orig = value
+                elif tag not in T.SESSION_HEADER_TAGS:
+                    header.append((tag, value))
+            elif tag not in (T.SignatureLength, T.Signature):
+                in_header = False
+                body.append((tag, value))
+        header.append((T.PossDupFlag, b"Y"))
+        header.append((T.OrigSendingTime, orig))
+        self._send(mt, body, now, header, seq=seq)
+
+
+def _tag_key(f: Field) -> int:
+    return f[0]

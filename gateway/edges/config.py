@@ -1,0 +1,357 @@
+"""Gateway configuration: TOML, validated with msgspec.
+
+Every relative path in a config file is resolved against the folder of that
+file.  Errors raise ``ConfigError`` whose text names the file, the key and
+what would be valid — never a traceback for a user mistake.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from gateway.core.errors import ConfigError
+from gateway.core.identity import parse_zone_entry
+
+__all__ = ["ConfigError"]  # defined in the core (pure code raises it too); imported from here by the edges
+
+BEGIN_STRINGS = ("FIX.4.2", "FIX.4.4", "FIXT.1.1")
+
+
+class _S(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ListenerConfig(_S, kw_only=True, forbid_unknown_fields=True):
+    """The client-facing mTLS listener. There is no plaintext listener."""
+
+    host: str = "127.0.0.1"  # address to listen on
+    port: int  # TCP port of the client listener
+    cert: str  # the gateway's server certificate (PEM)
+    key: str  # its private key (PEM, keep it mode 0600)
+    ca: str  # CA bundle client certificates must chain to
+    name: str = "default"  # listener name, usable in [zones] as listener:NAME
+    # with [gateway] workers > 1: worker K also listens on worker_port_base + K, so a client that
+    # connects to its own worker's port needs no hand-off (any other worker's port still works)
+    worker_port_base: int | None = None
+
+
+class UpstreamConfig(_S, kw_only=True, forbid_unknown_fields=True):
+    """The exchange leg of one route: our initiator session to the venue."""
+
+    host: str  # the venue's FIX host
+    port: int  # the venue's FIX port
+    sender_comp_id: str  # our SenderCompID(49) on the exchange leg
+    target_comp_id: str  # the venue's CompID, TargetCompID(56)
+    tls: bool = True  # TLS to the venue (default); false must be spelled out
+    ca: str | None = None  # CA bundle for the venue's certificate (required with tls)
+    cert: str | None = None  # our client certificate, when the venue checks one
+    key: str | None = None  # its private key
+    server_name: str | None = None  # name to verify in the venue's certificate (default: host)
+    heartbeat_interval: int = 30  # HeartBtInt(108) we propose, seconds
+    reset_on_logon: bool = False  # ResetSeqNumFlag(141)=Y on every Logon
+    validate: bool = True  # validate the venue's messages against the dictionary
+    allow_unknown_message_fields: bool = False  # accept fields the dictionary does not list for the message
+    reconnect_min: float = 0.2  # first reconnect delay, seconds (doubles up to reconnect_max)
+    reconnect_max: float = 30.0  # longest reconnect delay, seconds
+    # persistent: logged on from start-up, reconnects with backoff, shared by
+    #   every logon of the client session (a venue session that stays up);
+    # mirror: logs on when the client logs on (the client's Logon is answered
+    #   once the venue answered ours) and logs out when the client leaves.
+    mode: Literal["persistent", "mirror"] = "persistent"
+    pin_sha256: list[str] = []  # optional: the venue's leaf certificate (hex SHA-256 of the DER)
+
+
+class SessionConfigToml(_S, kw_only=True, forbid_unknown_fields=True):
+    """A client session the gateway accepts and the route it maps to."""
+
+    begin_string: str  # FIX.4.2, FIX.4.4 or FIXT.1.1 (FIX.5.0SP2)
+    client_comp_id: str  # the client's SenderCompID(49)
+    gateway_comp_id: str  # the client's TargetCompID(56): the gateway's CompID
+    upstream: UpstreamConfig
+    reset_on_logon: bool = False  # ResetOnLogon: reset both sequence numbers at every Logon
+    validate: bool = True  # dictionary validation (Reject(3) with SessionRejectReason(373))
+    validate_fields_have_values: bool = True  # QuickFIX ValidateFieldsHaveValues
+    validate_fields_out_of_order: bool = True  # ValidateFieldsOutOfOrder
+    validate_user_defined_fields: bool = True  # ValidateUserDefinedFields (tags >= 5000)
+    allow_unknown_message_fields: bool = False  # AllowUnknownMsgFields
+    max_latency: float = 120.0  # SendingTime(52) window, seconds (MaxLatency)
+    default_appl_ver_id: str | None = None  # FIXT.1.1: DefaultApplVerID(1137) to require
+    dictionary: str | None = None  # a venue's own QuickFIX-format dictionary instead of fixdicts/
+    app_dictionary: str | None = None  # FIXT.1.1: the application dictionary (default FIX50SP2)
+    # client message while the exchange leg is down: reject (BMR 380=4) or logout
+    on_exchange_down: Literal["reject", "logout"] = "reject"
+
+
+class KeyConfig(_S, kw_only=True, forbid_unknown_fields=True):
+    """A signing key of an identity: Ed25519 public key (PEM) or HMAC secret file (hex)."""
+
+    path: str  # Ed25519 public key (PEM) or HMAC secret file (64 hex, mode 0600)
+    valid_until: str | None = None  # RFC 3339; the old key's end in a rotation overlap
+    id: str | None = None  # key id clients may name in the signature (for rotation)
+
+
+class IdentityConfig(_S, kw_only=True, forbid_unknown_fields=True):
+    id: str  # spiffe://<trust domain>/client/<name>, the certificate's URI SAN
+    comp_ids: list[str]  # SenderCompIDs this identity may log on as
+    sub_ids: list[str] = []  # SenderSubID(50) values it may use; empty: any
+    zones: list[str] = []  # names from [zones] it may connect from; empty: any
+    # policy roles (trader, algo, risk_officer, quant, it_admin, gateway_admin, posture_agent ...)
+    roles: list[str] = []
+    # per-message signature scheme required of it (DESIGN §4)
+    signing: Literal["none", "ed25519", "hmac-sha256"] = "none"
+    keys: list[KeyConfig] = []
+    max_bad_signatures: int = 3  # consecutive bad signatures before Logout
+    mfa: bool = False  # a person: Username(553) + Password(554) = password + TOTP
+    pin_sha256: list[str] = []  # optional leaf-certificate pins (hex SHA-256 of the DER)
+    sign_outbound: bool = False  # the gateway signs every message to this identity ([gateway] signing_key)
+    worker: int | None = None  # with [gateway] workers > 1: the worker that owns its sessions (default: spread)
+
+
+class RevocationConfig(_S, kw_only=True, forbid_unknown_fields=True):
+    """Revocation data, reloaded without a restart (file watch or SIGHUP)."""
+
+    crl: str | None = None  # PEM or DER CRL signed by the listener CA
+    denylist: str | None = None  # one identity URI per line, '#' comments
+    check_interval: float = 0.25  # seconds between file / live-session checks
+
+
+class UsersConfig(_S, kw_only=True, forbid_unknown_fields=True):
+    """People who log on with Username(553) and password + TOTP in Password(554)."""
+
+    file: str  # users.toml: names and scrypt password hashes
+    secrets: str  # totp.secrets: TOTP secrets; refused if group/other can read it
+    max_failures: int = 5  # failed logons in failure_window before lockout
+    failure_window: float = 300.0  # seconds
+    lockout: float = 900.0  # seconds
+
+
+class NatsConfig(_S, kw_only=True, forbid_unknown_fields=True):
+    """Replicate the audit stream to NATS JetStream (local segments stay the source and the spool)."""
+
+    url: str = "nats://127.0.0.1:4222"  # NATS server URL
+    stream: str = "FIXGW_AUDIT"  # JetStream stream name (created with file storage if missing)
+    subject: str = "fixgw.audit"  # subject each record is published on
+    instance: str = "gw1"  # Nats-Msg-Id = <instance>-<seq>: unique per gateway
+    replicas: int = 1  # stream replicas (3 on a production cluster)
+
+
+class AuditConfig(_S, kw_only=True, forbid_unknown_fields=True):
+    dir: str  # audit folder (segments, audit.pub)
+    nats: NatsConfig | None = None
+    key: str | None = None  # Ed25519 signing key for checkpoints (default: state_dir/audit-signing.key, created)
+    checkpoint_every: int = 1000  # records
+    checkpoint_ms: float = 1000.0  # or at least this often, milliseconds
+    max_segment_mb: float = 64.0  # rotate a segment at this size
+    max_segment_hours: float = 24.0  # or at this age
+    # write: each record reaches the OS before its message is forwarded (survives a gateway crash);
+    # fsync: forwarded once a group commit (one fsync per batch) made it durable (survives power loss)
+    durability: Literal["write", "fsync"] = "write"
+    # who writes: "thread" (default) — a writer thread, so the event loop never waits on the disk;
+    # "inline" (write durability only) — the loop writes to the page cache itself: ~30 µs less per
+    # message, but a stall in kernel writeback stalls every session
+    writer: Literal["thread", "inline"] = "thread"
+    # while the audit stream cannot write: "refuse" every message (default) or "allow" cancels,
+    # whose decision records are kept in memory and written when the stream recovers
+    cancels_when_unavailable: Literal["refuse", "allow"] = "refuse"
+    inject_enospc_if_exists: str | None = None  # drills and tests: writes fail while this file exists
+    encryption_key: str | None = None  # AES-256 key (64 hex, mode 0600): records encrypted at rest
+
+
+class GatewaySection(_S, kw_only=True, forbid_unknown_fields=True):
+    state_dir: str = "state"  # session stores, feeds (posture, JIT, kill switch), keys
+    trust_domain: str = "fixgw.dev"  # identities must be spiffe://<trust_domain>/...
+    max_frame: int = 65536  # bytes; larger frames are dropped as garbled
+    shutdown_grace: float = 2.0  # seconds to wait for Logout replies on SIGTERM
+    logon_timeout: float = 10.0  # seconds from TLS handshake to Logon(A) before the connection is closed
+    signing_key: str | None = None  # Ed25519 private key: sign what goes to identities with sign_outbound
+    jit_max_minutes: int = 240  # the longest just-in-time grant an operator may give
+    max_connections: int = 1000  # client connections open at once (handshaking or logged on)
+    max_connections_per_source: int = 50  # of those, from one source address
+    handshake_rate: float = 200.0  # new client connections per second (token bucket)
+    handshake_burst: float = 400.0  # connections allowed at once before the rate applies
+    max_buffered_bytes: int = 1048576  # per connection: above this the other leg stops reading (backpressure)
+    # worker processes sharing the listener (SO_REUSEPORT); each owns a fixed share of the identities
+    workers: int = 1
+    pin_workers: bool = False  # worker K runs only on the K-th allowed CPU (no cross-core wake-ups)
+
+
+class ExchangeSimConfig(_S, kw_only=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"  # listen address
+    port: int  # listen port
+    mode: Literal["echo", "fill"] = "fill"  # fill: New + Fill per order; echo: the acceptance scripts' echo application
+    tls: bool = False  # TLS listener
+    cert: str | None = None  # its certificate
+    key: str | None = None  # its private key
+    ca: str | None = None  # CA for client certificates
+    require_client_cert: bool = False  # mutual TLS
+    state_dir: str | None = None  # file stores (default: in memory)
+    reset_on_logon: bool = True  # reset sequence numbers at every Logon
+    validate: bool = True  # validate incoming messages against the dictionary
+    rest_symbols: list[str] = []  # fill mode: orders in these symbols rest (New, no fill) until cancelled
+    fill_delay_ms: float = 0.0  # fill mode: the Fill follows the New after this long (0: at once)
+    journal: str | None = None  # append "<session> <MsgType> <ClOrdID>" per received application message
+
+
+class PolicySection(_S, kw_only=True, forbid_unknown_fields=True):
+    """The policy file; without one a config must say explicitly that it allows all."""
+
+    file: str | None = None  # config/policy.toml; reloaded on change or SIGHUP
+    signer_key: str | None = None  # admin Ed25519 public key: the policy needs a valid FILE.sig
+    allow_all: bool = False  # only for set-ups that test something else (the acceptance scripts)
+
+
+class AdminConfig(_S, kw_only=True, forbid_unknown_fields=True):
+    """The admin API's own listener: HTTPS with client certificates (the listener's CA)."""
+
+    host: str = "127.0.0.1"  # listen address of the admin API
+    port: int  # its port (HTTPS, client certificates required)
+
+
+class PostureConfig(_S, kw_only=True, forbid_unknown_fields=True):
+    file: str | None = None  # JSON written by the posture agent (see gateway/edges/feeds.py)
+    check_interval: float = 0.01  # seconds between checks of posture, JIT, kill switch and policy files
+
+
+class Config(_S, kw_only=True, forbid_unknown_fields=True):
+    gateway: GatewaySection = msgspec.field(default_factory=GatewaySection)
+    listen: ListenerConfig | None = None
+    audit: AuditConfig | None = None
+    policy: PolicySection = msgspec.field(default_factory=PolicySection)
+    identities: list[IdentityConfig] = []
+    zones: dict[str, list[str]] = {}  # network zone name -> source CIDRs
+    revocation: RevocationConfig = msgspec.field(default_factory=RevocationConfig)
+    posture: PostureConfig = msgspec.field(default_factory=PostureConfig)
+    admin: AdminConfig | None = None
+    users: UsersConfig | None = None
+    sessions: list[SessionConfigToml] = []
+    exchange_sim: ExchangeSimConfig | None = None
+    path: str = ""  # set by load(): the file this came from
+
+    @property
+    def base(self) -> Path:
+        return Path(self.path).resolve().parent
+
+    def resolve(self, value: str) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() else (self.base / p).resolve()
+
+
+def _key_of(err: msgspec.ValidationError) -> tuple[str, str]:
+    text = str(err)
+    if " - at `$." in text:
+        problem, _, key = text.partition(" - at `$.")
+        return key.rstrip("`"), problem
+    if " - at `$`" in text:
+        return "(top level)", text.split(" - at ")[0]
+    return "(top level)", text
+
+
+def load(path: str | Path, need_gateway: bool = True) -> Config:
+    """Read and check a config file (``need_gateway``: listener, audit, sessions required)."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(p, "(file)", f"cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(p, "(syntax)", f"not valid TOML: {exc}") from None
+    try:
+        cfg = msgspec.convert(data, Config)
+    except msgspec.ValidationError as exc:
+        key, problem = _key_of(exc)
+        raise ConfigError(p, key, problem) from None
+    cfg.path = str(p)
+    _check(cfg, p, need_gateway)
+    return cfg
+
+
+def _check(cfg: Config, p: Path, need_gateway: bool) -> None:
+    if need_gateway:
+        if cfg.listen is None:
+            raise ConfigError(p, "listen", "missing", "add a [listen] table with port, cert, key and ca")
+        if cfg.audit is None:
+            raise ConfigError(p, "audit.dir", "missing",
+                              'every gateway config names its audit folder: [audit] dir = "..."')
+        if cfg.audit.writer == "inline" and cfg.audit.durability == "fsync":
+            raise ConfigError(p, "audit.writer", '"inline" cannot group-commit fsyncs',
+                              'valid with durability = "fsync": "thread"')
+        if not cfg.sessions:
+            raise ConfigError(p, "sessions", "no [[sessions]] defined", "add one [[sessions]] table per client session")
+        _port(p, "listen.port", cfg.listen.port)
+        base = cfg.listen.worker_port_base
+        if base is not None:
+            n = cfg.gateway.workers
+            if not 1 <= base <= 65536 - n:
+                raise ConfigError(p, "listen.worker_port_base", f"{base}: ports {base}-{base + n - 1} are not all "
+                                  "TCP ports", f"valid with {n} workers: 1-{65536 - n}")
+            if base <= cfg.listen.port < base + n:
+                raise ConfigError(p, "listen.worker_port_base", f"ports {base}-{base + n - 1} include listen.port "
+                                  f"{cfg.listen.port}", "choose a range next to it, e.g. listen.port + 1")
+    seen: set[tuple[str, str, str]] = set()
+    for i, s in enumerate(cfg.sessions):
+        k = f"sessions[{i}]"
+        if s.begin_string not in BEGIN_STRINGS:
+            raise ConfigError(p, f"{k}.begin_string", f"{s.begin_string!r} is not supported",
+                              f"valid: {', '.join(BEGIN_STRINGS)}")
+        ident = (s.begin_string, s.client_comp_id, s.gateway_comp_id)
+        if ident in seen:
+            raise ConfigError(p, k, f"session {'/'.join(ident)} is defined twice")
+        seen.add(ident)
+        _port(p, f"{k}.upstream.port", s.upstream.port)
+        if s.upstream.heartbeat_interval < 0:
+            raise ConfigError(p, f"{k}.upstream.heartbeat_interval", "must be >= 0 seconds")
+        if s.upstream.tls and not s.upstream.ca:
+            raise ConfigError(p, f"{k}.upstream.ca", "an upstream with tls = true needs a CA bundle",
+                              "set ca = \"...\" or, only for a plaintext venue link, tls = false")
+    for i, ident_cfg in enumerate(cfg.identities):
+        if not ident_cfg.id.startswith(f"spiffe://{cfg.gateway.trust_domain}/"):
+            raise ConfigError(p, f"identities[{i}].id", f"{ident_cfg.id!r} is not in the trust domain",
+                              f"identities look like spiffe://{cfg.gateway.trust_domain}/client/NAME")
+    check_zones(cfg.zones, p)
+    if not 1 <= cfg.gateway.workers <= 64:
+        raise ConfigError(p, "gateway.workers", f"{cfg.gateway.workers} workers", "valid: 1-64 (one per core)")
+    for i, ident_cfg in enumerate(cfg.identities):
+        w = ident_cfg.worker
+        if w is not None and not 0 <= w < cfg.gateway.workers:
+            raise ConfigError(p, f"identities[{i}].worker", f"worker {w} does not exist",
+                              f"valid with [gateway] workers = {cfg.gateway.workers}: 0-{cfg.gateway.workers - 1}")
+    for i, ident_cfg in enumerate(cfg.identities):
+        for z in ident_cfg.zones:
+            if z not in cfg.zones:
+                raise ConfigError(p, f"identities[{i}].zones", f"zone {z!r} is not defined",
+                                  f"defined zones: {', '.join(cfg.zones) or 'none (add a [zones] table)'}")
+        if ident_cfg.signing != "none" and not ident_cfg.keys:
+            raise ConfigError(p, f"identities[{i}].keys", f"signing = {ident_cfg.signing!r} needs at least one key",
+                              'keys = [{ path = "keys/NAME.pub" }]')
+        if ident_cfg.sign_outbound and not cfg.gateway.signing_key:
+            raise ConfigError(p, f"identities[{i}].sign_outbound", "needs the gateway's own key",
+                              '[gateway] signing_key = "keys/gateway.key" (fixgw keys new --scheme ed25519)')
+        if ident_cfg.mfa and cfg.users is None:
+            raise ConfigError(p, f"identities[{i}].mfa", "mfa = true needs a [users] table",
+                              '[users] file = "users.toml", secrets = "totp.secrets"')
+    if cfg.exchange_sim is not None:
+        _port(p, "exchange_sim.port", cfg.exchange_sim.port)
+        if cfg.exchange_sim.tls and not (cfg.exchange_sim.cert and cfg.exchange_sim.key):
+            raise ConfigError(p, "exchange_sim.cert", "tls = true needs cert and key")
+
+
+def check_zones(zones: dict[str, list[str]], path: Path) -> None:
+    """Zone tables in the gateway config and in policy files: every entry a CIDR or ``listener:NAME``."""
+    for name, entries in zones.items():
+        for j, e in enumerate(entries):
+            try:
+                parse_zone_entry(e)
+            except ValueError:
+                raise ConfigError(path, f"zones.{name}[{j}]", f"{e!r} is neither a CIDR nor listener:NAME",
+                                  'e.g. "10.0.0.0/8" or "listener:default"') from None
+
+
+def _port(p: Path, key: str, port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise ConfigError(p, key, f"{port} is not a TCP port", "valid: 1-65535")

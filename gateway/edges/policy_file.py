@@ -1,0 +1,254 @@
+"""Policy files (TOML) -> compiled ``Policy`` (edge: reads files).
+
+Errors raise ``ConfigError`` naming the file, the rule id and the key, with
+what would be valid.  The policy's SHA-256 (of the file bytes) identifies
+the version in audit records.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from gateway.core.policy.anomaly import AnomalySettings
+from gateway.core.policy.engine import CONTROLS, DAYS, POSTURE_LEVELS, Policy, Rule, TimeWindow
+from gateway.core.policy.risk import Limits
+from gateway.edges.config import ConfigError, check_zones
+
+
+class _S(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ActionSpec(_S, kw_only=True, forbid_unknown_fields=True):
+    msg_types: list[str]
+    direction: Literal["outbound", "inbound"] = "outbound"
+    description: str = ""
+
+
+class TimeSpec(_S, kw_only=True, forbid_unknown_fields=True):
+    tz: str = "UTC"
+    days: list[str] = msgspec.field(default_factory=lambda: list(DAYS))
+    start: str = "00:00"  # HH:MM local time, inclusive
+    end: str = "24:00"  # HH:MM local time, exclusive
+
+
+class RuleSpec(_S, kw_only=True, forbid_unknown_fields=True):
+    id: str
+    description: str = ""
+    roles: list[str] = []
+    actions: list[str]
+    zones: list[str] | None = None
+    posture: list[str] | None = None
+    time: TimeSpec | None = None
+    symbols: list[str] | None = None
+    accounts: list[str] | None = None
+    max_qty: float | None = None
+    max_notional: float | None = None
+    decision: Literal["allow", "deny"]
+    controls: list[str] = []
+    ip_allowlist: list[str] = []
+    mode: Literal["enforce", "shadow"] = "enforce"
+
+
+class PostureSpec(_S, kw_only=True, forbid_unknown_fields=True):
+    ttl: float = 300.0  # seconds; an older assertion counts as "unknown"
+    # levels that end a live session at once
+    logout_on: list[str] = msgspec.field(default_factory=lambda: ["non-compliant"])
+    cancel_open_orders: bool = True  # before such a logout, cancel the session's open orders upstream
+
+
+class LimitsSpec(_S, kw_only=True, forbid_unknown_fields=True):
+    max_msgs_per_sec: float | None = None
+    burst: float | None = None
+    restricted_symbols: list[str] = []
+    max_order_qty: float | None = None
+    max_notional: float | None = None
+    price_collar_pct: float | None = None
+    max_open_orders: int | None = None
+    duplicate_clordid: bool = True
+
+    def compile(self) -> Limits:
+        return Limits(self.max_msgs_per_sec, self.burst, frozenset(s.encode() for s in self.restricted_symbols),
+                      self.max_order_qty, self.max_notional, self.price_collar_pct, self.max_open_orders,
+                      self.duplicate_clordid)
+
+
+class RiskSpec(_S, kw_only=True, forbid_unknown_fields=True):
+    default: LimitsSpec = msgspec.field(default_factory=LimitsSpec)
+    identities: dict[str, LimitsSpec] = {}
+    accounts: dict[str, LimitsSpec] = {}
+    reference_prices: dict[str, float] = {}
+
+
+class AnomalySpec(_S, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = False
+    learn_orders: int = 200  # warm-up: new orders that only build the baseline
+    rate_factor: float = 5.0
+    min_rate: float = 5.0
+    new_symbols: bool = True
+    off_hours: bool = True
+    kill_on: list[Literal["rate_spike", "new_symbol", "off_hours"]] = []  # findings that trip the kill switch
+
+    def compile(self) -> AnomalySettings:
+        return AnomalySettings(self.enabled, self.learn_orders, self.rate_factor, self.min_rate, self.new_symbols,
+                               self.off_hours, frozenset(self.kill_on))
+
+
+class PolicySpec(_S, kw_only=True, forbid_unknown_fields=True):
+    shadow: bool = False
+    anomaly: AnomalySpec = msgspec.field(default_factory=AnomalySpec)
+    risk: RiskSpec = msgspec.field(default_factory=RiskSpec)
+    zones: dict[str, list[str]] = {}
+    actions: dict[str, ActionSpec] = {}
+    rules: list[RuleSpec] = []
+    posture: PostureSpec = msgspec.field(default_factory=PostureSpec)
+
+
+def _minutes(value: str, path: Path, key: str) -> int:
+    try:
+        hh, mm = value.split(":")
+        m = int(hh) * 60 + int(mm)
+    except ValueError:
+        raise ConfigError(path, key, f"{value!r} is not HH:MM") from None
+    if not 0 <= m <= 24 * 60:
+        raise ConfigError(path, key, f"{value!r} is not a time of day", "00:00 .. 24:00")
+    return m
+
+
+def parse(data: bytes, path: Path) -> tuple[Policy, PolicySpec]:
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "(syntax)", f"not valid TOML: {exc}") from None
+    try:
+        spec = msgspec.convert(raw, PolicySpec)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        problem, _, where = text.partition(" - at `$.")
+        where = where.rstrip("`")
+        if where.startswith("rules["):
+            idx = int(where[6 : where.index("]")])
+            raw_rules = raw.get("rules", [])
+            entry = raw_rules[idx] if idx < len(raw_rules) else None
+            rid = entry.get("id", f"#{idx}") if isinstance(entry, dict) else f"#{idx}"
+            where = f"rule {rid!r}: {where}"
+        raise ConfigError(path, where or "(top level)", problem) from None
+    known_zones = set(spec.zones)
+    check_zones(spec.zones, path)
+    rules: list[Rule] = []
+    seen: set[str] = set()
+    for i, r in enumerate(spec.rules):
+        where = f"rule {r.id!r}"
+        if r.id in seen:
+            raise ConfigError(path, where, f"rule id {r.id!r} is used twice (rules[{i}])")
+        seen.add(r.id)
+        msg_types: set[bytes] = set()
+        directions = set()
+        for a in r.actions:
+            act = spec.actions.get(a)
+            if act is None:
+                raise ConfigError(path, f"{where}: actions", f"unknown action {a!r}",
+                                  f"defined actions: {', '.join(sorted(spec.actions)) or 'none'}")
+            msg_types |= {m.encode() for m in act.msg_types}
+            directions.add(act.direction)
+        if len(directions) > 1:
+            raise ConfigError(path, f"{where}: actions", "mixes inbound and outbound actions", "split the rule")
+        for z in r.zones or []:
+            if z not in known_zones:
+                raise ConfigError(path, f"{where}: zones", f"unknown zone {z!r}",
+                                  f"defined zones: {', '.join(sorted(known_zones)) or 'none'}")
+        for p in r.posture or []:
+            if p not in POSTURE_LEVELS:
+                raise ConfigError(path, f"{where}: posture", f"unknown level {p!r}",
+                                  f"valid: {', '.join(POSTURE_LEVELS)}")
+        for c in r.controls:
+            if c not in CONTROLS:
+                raise ConfigError(path, f"{where}: controls", f"unknown control {c!r}",
+                                  f"valid: {', '.join(sorted(CONTROLS))}")
+        if "ip_allowlist" in r.controls and not r.ip_allowlist:
+            raise ConfigError(path, f"{where}: ip_allowlist", "control ip_allowlist needs addresses")
+        nets = []
+        for c in r.ip_allowlist:
+            try:
+                nets.append(ipaddress.ip_network(c, strict=False))
+            except ValueError:
+                raise ConfigError(path, f"{where}: ip_allowlist", f"{c!r} is not a CIDR") from None
+        window = None
+        if r.time is not None:
+            try:
+                tz = ZoneInfo(r.time.tz)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ConfigError(path, f"{where}: time.tz", f"unknown time zone {r.time.tz!r}",
+                                  "an IANA name such as Europe/London") from None
+            bad = [d for d in r.time.days if d not in DAYS]
+            if bad:
+                raise ConfigError(path, f"{where}: time.days", f"unknown days {bad}", f"valid: {', '.join(DAYS)}")
+            window = TimeWindow(tz, frozenset(DAYS.index(d) for d in r.time.days),
+                                _minutes(r.time.start, path, f"{where}: time.start"),
+                                _minutes(r.time.end, path, f"{where}: time.end"))
+        rules.append(Rule(
+            id=r.id,
+            decision=r.decision,
+            shadow=r.mode == "shadow",
+            roles=frozenset(r.roles),
+            msg_types=frozenset(msg_types),
+            direction=directions.pop() if directions else "outbound",
+            zones=frozenset(r.zones) if r.zones is not None else None,
+            posture=frozenset(r.posture) if r.posture is not None else None,
+            window=window,
+            symbols=frozenset(s.encode() for s in r.symbols) if r.symbols is not None else None,
+            accounts=frozenset(a.encode() for a in r.accounts) if r.accounts is not None else None,
+            max_qty=r.max_qty,
+            max_notional=r.max_notional,
+            controls=frozenset(r.controls),
+            ip_allowlist=tuple(nets),
+            reason=r.description,
+        ))
+    for level in spec.posture.logout_on:
+        if level not in POSTURE_LEVELS:
+            raise ConfigError(path, "posture.logout_on", f"unknown level {level!r}",
+                              f"valid: {', '.join(POSTURE_LEVELS)}")
+    policy = Policy(rules, spec.shadow, hashlib.sha256(data).hexdigest(), str(path))
+    return policy, spec
+
+
+def signature_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sig")
+
+
+def sign(path: Path, key: Ed25519PrivateKey) -> Path:
+    """Write ``FILE.sig``: base64 Ed25519 signature over the policy file's bytes."""
+    out = signature_path(path)
+    out.write_bytes(base64.b64encode(key.sign(path.read_bytes())) + b"\n")
+    return out
+
+
+def load(path: str | Path, signer_key: Ed25519PublicKey | None = None) -> tuple[Policy, PolicySpec]:
+    """Load a policy; with ``signer_key`` the detached ``FILE.sig`` must verify (config-drift protection)."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(p, "(file)", f"cannot read: {exc.strerror}") from None
+    if signer_key is not None:
+        sig_path = signature_path(p)
+        try:
+            sig = base64.b64decode(sig_path.read_bytes().strip(), validate=True)
+            signer_key.verify(sig, data)
+        except OSError:
+            raise ConfigError(p, "(signature)", f"{sig_path.name} is missing",
+                              f"sign it: fixgw policy sign {p} --key ADMIN.key") from None
+        except (ValueError, InvalidSignature):
+            raise ConfigError(p, "(signature)", f"{sig_path.name} does not verify with the admin key",
+                              "the file changed after signing, or it was signed with another key") from None
+    return parse(data, p)

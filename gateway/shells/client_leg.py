@@ -1,0 +1,508 @@
+"""Client leg (edge): our own TLS layer, then the FIX acceptor session.
+
+``TLSConnection`` owns the accepted socket and the server-side TLS state
+(mutual TLS, every refusal audited); once the client certificate is
+verified, ``ClientProtocol`` maps the identity to a route at Logon and drives
+the client-leg ``Session``.  Application messages go to
+``Gateway.client_to_exchange``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import ipaddress
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from cryptography import x509
+
+from gateway.app.gateway import _peer, _s
+from gateway.core.fix import tags as T
+from gateway.core.fix.codec import FrameGarbled, Framer, FrameReceived, Message
+from gateway.core.fix.session import (
+    AppMessageReceived,
+    Disconnected,
+    Event,
+    FrameDropped,
+    LoggedOn,
+    LoggedOut,
+    LogonRefused,
+    MessageRejected,
+    Session,
+)
+from gateway.core.identity import Identity
+from gateway.edges import tls
+from gateway.shells.handoff import Relay
+from gateway.shells.legs import SessionProtocol, set_nodelay
+
+if TYPE_CHECKING:
+    from gateway.app.gateway import Gateway, Route
+
+log = structlog.get_logger("fixgw.client_leg")
+_PASSWORD_RE = re.compile(rb"(^|\x01)554=[^\x01]*\x01")
+
+
+class ClientTransport(asyncio.Protocol):
+    """What ``ClientProtocol`` writes to: a socket it does not own directly.
+
+    Two kinds: ``TLSConnection`` (we accepted the TCP connection and run TLS
+    on it) and ``RelayedConnection`` (another worker did, and relays the
+    plaintext to us; see ``gateway/shells/handoff.py``).
+    """
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.raw: asyncio.Transport | None = None
+        self.app: ClientProtocol | Relay | None = None  # what sits on top
+        self._closing = False
+
+    # our socket's buffer filled / drained: the application tells the other leg
+    def pause_writing(self) -> None:
+        if self.app is not None:
+            self.app.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.app is not None:
+            self.app.resume_writing()
+
+    def writelines(self, frames: list[bytes]) -> None:
+        self.write(b"".join(frames))
+
+    def write(self, data: bytes) -> None:
+        if self.raw is not None and not self._closing:
+            self.raw.write(data)
+
+    def abort(self) -> None:
+        self._closing = True
+        if self.raw is not None:
+            self.raw.abort()
+
+    def is_closing(self) -> bool:
+        return self._closing or self.raw is None or self.raw.is_closing()
+
+    def pause_reading(self) -> None:
+        if self.raw is not None and not self.raw.is_closing():
+            self.raw.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.raw is not None and not self.raw.is_closing():
+            self.raw.resume_reading()
+
+
+class TLSConnection(ClientTransport):
+    """Accepted TCP socket with our own TLS layer; the FIX client leg sits on top.
+
+    There is no plaintext path: application bytes reach ``ClientProtocol``
+    only after the mutual-TLS handshake verified the client certificate.
+    Every refused handshake is audited with OpenSSL's reason.  With several
+    workers, a connection whose identity another worker owns gets a
+    ``Relay`` on top instead, which carries the plaintext to the owner.
+    """
+
+    def __init__(self, gw: Gateway) -> None:
+        super().__init__(gw)
+        self.tls = tls.ServerTLS(gw.server_ctx)
+        self.peer: str | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._admitted: str | None = None  # the source counted by the gateway's admission
+
+    # -- transport interface for the application protocol ----------------------
+    def write(self, data: bytes) -> None:
+        if self.raw is not None and not self._closing:
+            self.raw.write(self.tls.send(data))
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self.raw is not None and not self.raw.is_closing():
+            out = self.tls.close_notify()
+            if out:
+                self.raw.write(out)
+            self.raw.close()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "ssl_object":
+            return self.tls.obj
+        if self.raw is None:
+            return default
+        return self.raw.get_extra_info(name, default)
+
+    def _application(self) -> ClientProtocol | Relay:
+        """Our own session, or a relay to the worker that owns the certificate's identity."""
+        w = self.gw.worker
+        if w is not None:
+            ident, _ = self.gw.guard.identify(tls.peer_uri_sans(self.tls.obj))
+            owner = self.gw.partition.owner_of_identity(ident.id) if ident is not None else -1
+            if ident is not None and owner not in (-1, w.index):
+                return Relay(self.gw, owner, ident.id)
+        return ClientProtocol(self.gw)
+
+    # -- asyncio.Protocol for the raw socket -------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        raw: asyncio.Transport = transport  # type: ignore[assignment]  # uvloop's are not subclasses
+        self.raw = raw
+        self.peer = _peer(transport.get_extra_info("peername"))
+        set_nodelay(transport)
+        if self.gw.stopping:
+            transport.close()
+            return
+        source = self.peer.rsplit(":", 1)[0] if self.peer else "?"
+        refusal = self.gw.admission.admit(source, time.monotonic())
+        if refusal is not None:  # before any TLS work; audited in aggregate by the gateway's tick
+            self._closing = True
+            raw.abort()
+            return
+        self._admitted = source
+        raw.set_write_buffer_limits(high=self.gw.cfg.gateway.max_buffered_bytes)
+        self._deadline = asyncio.get_running_loop().call_later(10.0, self._handshake_timeout)
+
+    def _handshake_timeout(self) -> None:
+        if not self.tls.handshake_done:
+            self._refuse("no TLS handshake within 10 s")
+
+    def _refuse(self, reason: str) -> None:
+        self.gw._audit_safe("tls_refused", peer=self.peer, reason=reason)
+        log.info("tls_refused", peer=self.peer, reason=reason)
+        if self.raw is not None:
+            out = self.tls.pending_output()  # the alert tells the client why
+            if out:
+                self.raw.write(out)
+            self.raw.close()
+        self._closing = True
+
+    def data_received(self, data: bytes) -> None:
+        was_done = self.tls.handshake_done
+        try:
+            plain = self.tls.receive(data)
+        except tls.TLSRefused as exc:
+            if was_done:
+                self.gw._audit_safe("tls_error", peer=self.peer, reason=exc.reason)
+                self.abort()
+            else:
+                self._refuse(exc.reason)
+            return
+        out = self.tls.pending_output()
+        if out and self.raw is not None:
+            self.raw.write(out)
+        if self.tls.handshake_done and not was_done:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self.app = self._application()
+            self.app.connection_made(self)  # type: ignore[arg-type]
+        if plain and self.app is not None:
+            self.app.data_received(plain)
+        if self.tls.peer_closed:
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self._admitted is not None:
+            self.gw.admission.release(self._admitted)
+            self._admitted = None
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if self.app is not None:
+            self.app.connection_lost(exc)
+        elif not self.tls.handshake_done:
+            self.gw._audit_safe("tls_refused", peer=self.peer, reason="closed before the handshake completed")
+
+
+class RelayedConnection(ClientTransport):
+    """A client connection another worker accepted and terminated TLS for (``gateway/shells/handoff.py``).
+
+    ``ssl_object`` answers with the verified leaf certificate and TLS version
+    the accepting worker saw, ``peername`` with the client's real address, so
+    ``ClientProtocol`` makes every check here as for a connection of its own.
+    """
+
+    def __init__(self, gw: Gateway, ssl_object: Any, peer: tuple[Any, ...] | None, origin: int) -> None:
+        super().__init__(gw)
+        self.ssl_object, self.peername, self.origin = ssl_object, peer, origin
+
+    def close(self) -> None:
+        self._closing = True
+        if self.raw is not None:
+            self.raw.close()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "ssl_object":
+            return self.ssl_object
+        if name == "peername":
+            return self.peername
+        if name == "socket":
+            return None  # a Unix stream: no TCP options to set
+        return self.raw.get_extra_info(name, default) if self.raw is not None else default
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.raw = transport  # type: ignore[assignment]
+        assert self.raw is not None
+        self.raw.set_write_buffer_limits(high=self.gw.cfg.gateway.max_buffered_bytes)
+        self.app = ClientProtocol(self.gw)
+        self.app.connection_made(self)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        if self.app is not None:
+            self.app.data_received(data)
+
+    def eof_received(self) -> bool:
+        return False  # the accepting worker closed: so do we
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self.app is not None:
+            self.app.connection_lost(exc)
+
+
+class ClientProtocol(SessionProtocol):
+    """Client leg: mTLS identity, Logon routing, then the session."""
+
+    def __init__(self, gw: Gateway) -> None:
+        super().__init__()
+        self.gw = gw
+        self.identity: Identity | None = None
+        self.route: Route | None = None
+        self.framer = Framer(gw.cfg.gateway.max_frame)
+        self.header_tags: frozenset[int] = T.STANDARD_HEADER_TAGS
+        self._logon_timer: asyncio.TimerHandle | None = None
+        self._pending_logon: Message | None = None  # mirror mode: waiting for the venue
+        self.zone: str | None = None
+        self.leaf_der = b""
+        self.bad_signatures = 0  # consecutive application messages with a bad signature
+        self.user: str | None = None  # the person, for identities with mfa = true
+        self.posture = "unknown"  # last posture seen by enforcement
+        self.roles: frozenset[str] = frozenset()
+        self.peer_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+        self.read_only = False  # set once a decision carried the read_only control
+        self.full_capture = False  # every frame of the session verbatim into the audit stream
+        self.cert_serial: int | None = None
+        self.cert_not_after: float | None = None
+        self.app_in = 0  # application messages from the client / delivered to it (admin API)
+        self.app_out = 0
+        self.last_decision: tuple[str, str, str, float] | None = None  # outcome, rules, MsgType, when
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.gw.connections.add(self)
+        ssl_obj = transport.get_extra_info("ssl_object")
+        peer = _peer(self.peer)
+        if self.gw.stopping:
+            self.close_transport()
+            return
+        sans = tls.peer_uri_sans(ssl_obj)
+        ident, why = self.gw.guard.identify(sans)
+        if ident is None:
+            self.gw._audit_safe("connection_refused", peer=peer, reason=why, uri_sans=sans)
+            log.info("connection_refused", peer=peer, reason=why)
+            self.close_transport()
+            return
+        listener = self.gw.cfg.listen.name if self.gw.cfg.listen else None
+        self.zone = self.gw.guard.zone(self.peer[0] if self.peer else None, listener)
+        self.leaf_der = ssl_obj.getpeercert(binary_form=True) or b""
+        leaf = x509.load_der_x509_certificate(self.leaf_der)
+        self.cert_serial = leaf.serial_number
+        self.cert_not_after = leaf.not_valid_after_utc.timestamp()
+        cut = self.gw.cut_reason(self.cert_serial, self.cert_not_after, ident.id, time.time())
+        if cut is not None:
+            self.gw._audit_safe("connection_refused", peer=peer, identity=ident.id, reason=cut)
+            log.info("connection_refused", peer=peer, reason=cut)
+            self.close_transport()
+            return
+        verdict = self.gw.guard.check_connection(ident, self.zone, self.leaf_der)
+        if not verdict.allowed:
+            self.gw._audit_safe("connection_refused", peer=peer, identity=ident.id, zone=self.zone,
+                                rule=verdict.rule, reason=verdict.reason)
+            log.info("connection_refused", peer=peer, reason=verdict.reason)
+            self.close_transport()
+            return
+        self.identity = ident
+        self.roles = frozenset(ident.roles)  # policy context, built once per connection
+        try:
+            self.peer_ip = ipaddress.ip_address(self.peer[0]) if self.peer else None
+        except ValueError:
+            self.peer_ip = None
+        self.gw._audit_safe("connection_accepted", peer=peer, identity=ident.id, zone=self.zone,
+                            tls=ssl_obj.version() if ssl_obj else None)
+        loop = asyncio.get_running_loop()
+        self._logon_timer = loop.call_later(self.gw.cfg.gateway.logon_timeout, self._logon_timeout)
+
+    def _logon_timeout(self) -> None:
+        if self.session is None:
+            self.gw._audit_safe("logon_refused", peer=_peer(self.peer),
+                                identity=self.identity.id if self.identity else None,
+                                reason="no Logon within the logon timeout")
+            self.close_transport()
+
+    def data_received(self, data: bytes) -> None:
+        if self.session is not None:
+            if self.full_capture:
+                self._capture("in", data)
+            self.session.receive_data(data, time.time())
+            self.pump()
+            return
+        if self.identity is None:
+            return
+        self.framer.feed(data)
+        if self._pending_logon is not None:
+            return  # held in the framer until the exchange leg is up
+        ev = self.framer.next_event()
+        if ev is None:
+            return
+        if isinstance(ev, FrameGarbled):
+            self._refuse_logon(f"garbled first message: {ev.reason}", None)
+            return
+        assert isinstance(ev, FrameReceived)
+        self._first_message(ev.message)
+
+    def _check_mfa(self, msg: Message) -> tuple[bool, str]:
+        mfa = self.gw.mfa
+        user = (msg.get(T.Username) or b"").decode("latin-1")
+        if mfa is None:
+            return False, "no [users] configured"
+        if not user or T.Password not in msg:
+            return False, "Username(553) and Password(554) are required for this identity"
+        ok, why = mfa.check(user, (msg.get(T.Password) or b"").decode("latin-1"), time.time())
+        self.gw._audit_safe("mfa", identity=self.identity.id if self.identity else None, user=user,
+                            accepted=ok, reason=why, peer=_peer(self.peer))
+        self.user = user
+        return ok, why
+
+    def _refuse_logon(self, reason: str, route: Route | None) -> None:
+        self.gw._audit_safe("logon_refused", peer=_peer(self.peer),
+                            identity=self.identity.id if self.identity else None,
+                            session=route.name if route else None, reason=reason)
+        log.info("logon_refused", peer=_peer(self.peer), reason=reason)
+        self.close_transport()
+
+    def _first_message(self, msg: Message) -> None:
+        assert self.identity is not None
+        sender = msg.get(T.SenderCompID) or b""
+        target = msg.get(T.TargetCompID) or b""
+        key = (msg.begin_string, sender, target)
+        route = self.gw.routes.get(key)
+        if route is None:
+            self._refuse_logon(
+                f"no session for BeginString(8)={_s(msg.begin_string)} SenderCompID(49)={_s(sender)} "
+                f"TargetCompID(56)={_s(target)}", None)
+            return
+        if msg.msg_type != T.MT_LOGON:
+            self._refuse_logon(f"first message is MsgType(35)={_s(msg.msg_type)}, not Logon(A)", route)
+            return
+        verdict = self.gw.guard.check_logon(self.identity, msg, time.time())
+        if not verdict.allowed:
+            self._refuse_logon(verdict.reason, route)
+            return
+        if self.identity.mfa:
+            ok, why = self._check_mfa(msg)
+            if not ok:
+                self._refuse_logon(f"MFA: {why}", route)
+                return
+        # Username(553)/Password(554) stop here: the session (and FIX.4.2's
+        # dictionary, which lacks them) never sees them, nor does any log.
+        if T.Username in msg or T.Password in msg:
+            msg = Message(msg.begin_string, msg.msg_type,
+                          [f for f in msg.fields if f[0] not in (T.Username, T.Password)], b"")
+        if route.client is not None:
+            self._refuse_logon(f"session {route.name} is already logged on (duplicate identity)", route)
+            return
+        if self._logon_timer is not None:
+            self._logon_timer.cancel()
+        route.client = self
+        self.route = route
+        if route.upstream.mirror and not route.upstream.logged_on:
+            self._pending_logon = msg
+            asyncio.get_running_loop().create_task(self._logon_after_upstream(route, msg))
+            return
+        self._start_session(route, msg)
+
+    async def _logon_after_upstream(self, route: Route, msg: Message) -> None:
+        ok = await route.upstream.open()
+        self._pending_logon = None
+        if self._closed or route.client is not self:
+            if route.client is self:
+                route.client = None
+            route.upstream.close_mirror(time.time(), "client left before logon completed")
+            return
+        if not ok:
+            route.client = None
+            self._refuse_logon(f"exchange session {route.upstream.name} could not be logged on", route)
+            return
+        self._start_session(route, msg)
+
+    def _start_session(self, route: Route, msg: Message) -> None:
+        self.on_pause = route.client_write_paused
+        if self.identity is not None:  # baseline: enforcement reacts to posture *changes*
+            self.posture = self.gw.posture.level(self.identity.id, time.time())
+        cfg = route.client_config
+        if self.identity is not None and self.identity.sign_outbound and self.gw.outbound_signer is not None:
+            cfg = dataclasses.replace(cfg, signer=self.gw.outbound_signer)
+        if cfg.validator is not None:
+            self.header_tags = frozenset(cfg.validator.transport.header.tags)
+        self.session = Session(cfg, route.client_store, self.framer)
+        now = time.time()
+        self.session.connection_made(now)
+        self.session.receive_message(msg, now)
+        self.session.receive_data(b"", now)
+        self.pump()
+
+    def on_event(self, event: Event, now: float) -> None:
+        route = self.route
+        if route is None:
+            return
+        if isinstance(event, AppMessageReceived):
+            self.gw.client_to_exchange(route, self, event.message, now)
+        elif isinstance(event, LoggedOn):
+            self.gw._audit_safe("logon", session=route.name, identity=self.identity.id if self.identity else None,
+                                peer=_peer(self.peer), heartbeat=event.heartbeat_interval,
+                                reset=event.reset_seq_nums)
+            log.info("logon", session=route.name, peer=_peer(self.peer))
+        elif isinstance(event, LogonRefused):
+            self.gw._audit_safe("logon_refused", session=route.name, peer=_peer(self.peer),
+                                identity=self.identity.id if self.identity else None, reason=event.reason)
+            log.info("logon_refused", session=route.name, reason=event.reason)
+        elif isinstance(event, MessageRejected):
+            self.gw._audit_safe("session_reject", session=route.name, ref_seq=event.ref_seq_num,
+                                msg_type=_s(event.msg_type), reason=event.reason, tag=event.tag,
+                                detail=event.detail)
+        elif isinstance(event, FrameDropped):
+            self.gw._audit_safe("frame_dropped", session=route.name, reason=event.reason, bytes=len(event.data))
+        elif isinstance(event, LoggedOut):
+            self.gw._audit_safe("logout", session=route.name, reason=event.reason, by_peer=event.by_peer)
+        elif isinstance(event, Disconnected):
+            self._release()
+
+    def on_frames_out(self, frames: list[bytes]) -> None:
+        if self.full_capture:
+            self._capture("out", b"".join(frames))
+
+    def _capture(self, direction: str, data: bytes) -> None:
+        """Full capture: the session's bytes verbatim (base64) — Password(554) values redacted."""
+        data = _PASSWORD_RE.sub(b"\\g<1>554=REDACTED\x01", data)
+        self.gw._audit_safe("capture", session=self.route.name if self.route else None,
+                            identity=self.identity.id if self.identity else None, direction=direction,
+                            data=base64.b64encode(data).decode())
+
+    def revoke(self, reason: str, now: float) -> None:
+        """Identity or certificate no longer good: Logout with the reason, then close now."""
+        if self.session is not None and self.session.is_logged_on:
+            self.session.logout(now, reason)
+            self.pump()
+        self.close_transport()
+        self._release()
+
+    def _release(self) -> None:
+        route = self.route
+        if route is not None and route.client is self:
+            route.client = None
+            if route.upstream.mirror and self._pending_logon is None:
+                route.upstream.close_mirror(time.time(), "client session ended")
+
+    def on_closed(self, exc: Exception | None) -> None:
+        if self._logon_timer is not None:
+            self._logon_timer.cancel()
+        self._release()
+        self.gw.connections.discard(self)

@@ -1,0 +1,297 @@
+"""Hand-off between worker processes (edge).
+
+With ``[gateway] workers = N`` every worker listens on the same port
+(SO_REUSEPORT), so the kernel — not the gateway — decides which worker
+accepts a TCP connection, and it cannot know whose certificate will arrive.
+The worker that accepts does the TLS handshake (so every refusal is still
+audited where it happened), reads the identity from the verified client
+certificate and, when another worker owns that identity
+(``gateway/core/partition.py``), hands the session over:
+
+* it makes a fresh AF_UNIX stream pair, keeps one end and passes the other
+  to the owner's *inbox* (an anonymous SOCK_SEQPACKET pair the supervisor
+  created before starting the workers — no path on disk, nothing else can
+  write to it) with SCM_RIGHTS, together with what the owner needs to decide
+  for itself: the peer address and the verified leaf certificate;
+* from then on it is a TLS relay: client ciphertext in, plaintext to the
+  owner; the owner's bytes out, encrypted.  TLS keys never leave the
+  process that negotiated them.
+
+The owner treats the stream like a fresh TLS connection: identity, CRL,
+denylist, zone, pins and Logon are all checked there, and it writes the
+session's records in its own audit chain.  A hand-off that cannot be made
+(the owner's inbox is full or gone) refuses the connection: fail closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from gateway.core.errors import UsageError
+
+if TYPE_CHECKING:
+    from gateway.app.gateway import Gateway
+    from gateway.shells.client_leg import TLSConnection
+
+log = structlog.get_logger("fixgw.handoff")
+MAX_META = 16384  # bytes of hand-off metadata (a leaf certificate is ~1 kB)
+
+
+@dataclass
+class Worker:
+    """This process's place among the workers, and the inboxes to reach the others."""
+
+    index: int
+    count: int
+    inbox: int  # fd: our end to receive hand-offs on
+    outboxes: list[int] = field(default_factory=list)  # fd per worker: where to send it hand-offs
+
+    @staticmethod
+    def parse(index: int, count: int, inbox: int, outboxes: str) -> Worker:
+        fds = [int(x) for x in outboxes.split(",") if x]
+        if len(fds) != count or not 0 <= index < count:
+            raise UsageError(f"_worker: worker {index} of {count} needs {count} outboxes, got {len(fds)} "
+                             "(workers are started by `fixgw run`, not by hand)")
+        try:
+            for fd in (inbox, *fds):
+                os.set_blocking(fd, False)  # a full inbox refuses the hand-off instead of stalling the loop
+        except OSError as exc:
+            raise UsageError(f"_worker: inherited descriptor not open ({exc.strerror}); workers are started "
+                             "by `fixgw run`, not by hand") from None
+        return Worker(index, count, inbox, fds)
+
+
+class HandoffRefused(Exception):
+    pass
+
+
+def send(worker: Worker, owner: int, meta: dict[str, Any]) -> socket.socket:
+    """Pass a new stream to ``owner``; returns our end.  Raises HandoffRefused."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    data = json.dumps(meta).encode()
+    try:
+        if len(data) > MAX_META:
+            ours.close()
+            raise HandoffRefused(f"hand-off metadata is {len(data)} bytes (limit {MAX_META})")
+        box = socket.socket(fileno=os.dup(worker.outboxes[owner]))
+        try:
+            socket.send_fds(box, [data], [theirs.fileno()])
+        finally:
+            box.close()
+    except BlockingIOError:
+        ours.close()
+        raise HandoffRefused(f"worker {owner} is not taking hand-offs (its inbox is full)") from None
+    except OSError as exc:
+        ours.close()
+        raise HandoffRefused(f"worker {owner} is not reachable: {exc.strerror or exc}") from None
+    finally:
+        theirs.close()
+    ours.setblocking(False)
+    return ours
+
+
+def broadcast(worker: Worker, message: dict[str, Any]) -> list[int]:
+    """A control message (no stream) to every other worker; returns the workers it could not reach."""
+    data = json.dumps(message).encode()
+    missed = []
+    for k, fd in enumerate(worker.outboxes):
+        if k == worker.index:
+            continue
+        box = socket.socket(fileno=os.dup(fd))
+        try:
+            box.send(data)
+        except OSError:  # full or gone: the caller answers the request with an error (fail closed)
+            missed.append(k)
+        finally:
+            box.close()
+    return missed
+
+
+class Relay:
+    """In the accepting worker: the application on top of a TLSConnection whose session lives elsewhere."""
+
+    def __init__(self, gw: Gateway, owner: int, identity: str) -> None:
+        self.gw, self.owner, self.identity = gw, owner, identity
+        self.conn: TLSConnection | None = None
+        self.pipe: asyncio.Transport | None = None
+        self._early: list[bytes] = []  # plaintext that arrived before the pipe was connected
+        self._gone = False
+
+    # -- as the application of the TLS connection ----------------------------------
+    def connection_made(self, conn: TLSConnection) -> None:
+        self.conn = conn
+        gw = self.gw
+        assert gw.worker is not None
+        ssl_obj = conn.tls.obj
+        peer = conn.raw.get_extra_info("peername") if conn.raw is not None else None
+        meta = {"peer": list(peer[:2]) if isinstance(peer, tuple) else None, "from": gw.worker.index,
+                "tls": ssl_obj.version(), "der": base64.b64encode(ssl_obj.getpeercert(True) or b"").decode()}
+        try:
+            ours = send(gw.worker, self.owner, meta)
+        except HandoffRefused as exc:
+            self._gone = True  # whatever the client sends from now on goes nowhere
+            gw._audit_safe("connection_refused", peer=conn.peer, identity=self.identity, reason=str(exc))
+            log.warning("handoff_refused", peer=conn.peer, worker=self.owner, reason=str(exc))
+            conn.close()
+            return
+        gw._audit_safe("connection_handed_off", peer=conn.peer, identity=self.identity, worker=self.owner)
+        gw.relays.add(self)
+        asyncio.get_running_loop().create_task(self._attach(ours))
+
+    async def _attach(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.create_unix_connection(lambda: _OwnerSide(self), sock=sock)
+        except OSError as exc:
+            log.warning("handoff_attach_failed", error=str(exc))
+            self._close_client()
+
+    def data_received(self, plain: bytes) -> None:
+        if self.pipe is not None:
+            self.pipe.write(plain)
+        elif not self._gone:
+            self._early.append(plain)
+
+    def pause_writing(self) -> None:  # the client reads slowly: stop reading what the owner sends
+        if self.pipe is not None and not self.pipe.is_closing():
+            self.pipe.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.pipe is not None and not self.pipe.is_closing():
+            self.pipe.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._gone = True
+        self.gw.relays.discard(self)
+        if self.pipe is not None:
+            self.pipe.close()
+
+    # -- the owner's side ---------------------------------------------------------------
+    def attached(self, pipe: asyncio.Transport) -> None:
+        if self._gone:
+            pipe.close()
+            return
+        self.pipe = pipe
+        if self._early:
+            pipe.write(b"".join(self._early))
+            self._early.clear()
+
+    def _close_client(self) -> None:
+        self.gw.relays.discard(self)
+        if self.conn is not None:
+            self.conn.close()
+
+    def close(self) -> None:
+        """Shutdown: the owner had its grace to send Logout through us; now close both ends."""
+        if self.pipe is not None:
+            self.pipe.close()
+        self._close_client()
+
+
+class _OwnerSide(asyncio.Protocol):
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        t: asyncio.Transport = transport  # type: ignore[assignment]
+        cfg = self.relay.gw.cfg.gateway
+        t.set_write_buffer_limits(high=cfg.max_buffered_bytes)
+        self.relay.attached(t)
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.relay.conn
+        if conn is not None:
+            conn.write(data)
+
+    def pause_writing(self) -> None:  # the owner reads slowly: stop reading from the client
+        if self.relay.conn is not None:
+            self.relay.conn.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.relay.conn is not None:
+            self.relay.conn.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay._close_client()
+
+
+class _RelayedTLS:
+    """What the owner knows of the TLS connection another worker terminated (for ClientProtocol)."""
+
+    def __init__(self, der: bytes, version: str | None) -> None:
+        self._der, self._version = der, version
+
+    def getpeercert(self, binary_form: bool = False) -> bytes | None:
+        return self._der if binary_form else None
+
+    def version(self) -> str | None:
+        return self._version
+
+
+def listen_inbox(gw: Gateway) -> None:
+    """Owner side: accept hand-offs from the other workers on this worker's inbox."""
+    assert gw.worker is not None
+    loop = asyncio.get_running_loop()
+    inbox = socket.socket(fileno=os.dup(gw.worker.inbox))
+    inbox.setblocking(False)
+
+    def on_readable() -> None:
+        while True:
+            try:
+                data, fds, _, _ = socket.recv_fds(inbox, MAX_META, 4)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.error("inbox_failed", error=str(exc))
+                loop.remove_reader(inbox.fileno())
+                return
+            socks = [socket.socket(fileno=fd) for fd in fds]
+            if not socks:  # a control message from another worker's admin API
+                try:
+                    control = json.loads(data)
+                    assertions = [(str(i), str(lv)) for i, lv in control["posture"]]
+                    at = float(control["at"])
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.error("inbox_bad_message", error=str(exc))
+                    continue
+                gw.apply_posture(assertions, at, origin=int(control.get("from", -1)))
+                continue
+            try:
+                meta = json.loads(data)
+                der = base64.b64decode(meta["der"])
+                peer = tuple(meta["peer"]) if meta.get("peer") else None
+            except (ValueError, KeyError, TypeError) as exc:  # our own workers wrote it: a bug, not an attack
+                log.error("inbox_bad_message", error=str(exc))
+                for s in socks:
+                    s.close()
+                continue
+            if len(socks) != 1:
+                for s in socks:
+                    s.close()
+                continue
+            loop.create_task(_accept(gw, socks[0], der, peer, meta.get("tls"), int(meta.get("from", -1))))
+
+    loop.add_reader(inbox.fileno(), on_readable)
+    gw._inbox = inbox
+
+
+async def _accept(gw: Gateway, sock: socket.socket, der: bytes, peer: tuple[Any, ...] | None,
+                  version: str | None, origin: int) -> None:
+    from gateway.shells.client_leg import RelayedConnection
+
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.create_unix_connection(lambda: RelayedConnection(gw, _RelayedTLS(der, version), peer, origin),
+                                          sock=sock)
+    except OSError as exc:
+        log.warning("handoff_accept_failed", error=str(exc))
+        sock.close()
