@@ -97,7 +97,7 @@ class _ClientProtocol(SessionProtocol):
 class FixClient:
     def __init__(self, session: Session) -> None:
         self.session = session
-        self._inbox: asyncio.Queue[Message | None] = asyncio.Queue()
+        self.inbox: asyncio.Queue[Message | None] = asyncio.Queue()
         self._logged_on: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._protocol: _ClientProtocol | None = None
         self.logout_text = ""
@@ -186,7 +186,7 @@ class FixClient:
                     self.unverified += 1
                     self.last_unverified = str(exc)
                     return
-            self._inbox.put_nowait(event.message)
+            self.inbox.put_nowait(event.message)
         elif isinstance(event, LoggedOn):
             if not self._logged_on.done():
                 self._logged_on.set_result("ok")
@@ -200,7 +200,7 @@ class FixClient:
     def _finish(self) -> None:
         if not self._logged_on.done():
             self._logged_on.set_exception(LogonFailed(self.logout_text or "connection closed before Logon"))
-        self._inbox.put_nowait(None)
+        self.inbox.put_nowait(None)
 
     # -- API ----------------------------------------------------------------------
     @property
@@ -220,9 +220,9 @@ class FixClient:
 
     async def receive(self, timeout: float | None = None) -> Message | None:
         """The next application message, or ``None`` once the session has ended."""
-        msg = await asyncio.wait_for(self._inbox.get(), timeout)
+        msg = await asyncio.wait_for(self.inbox.get(), timeout)
         if msg is None:
-            self._inbox.put_nowait(None)  # keep ended for later calls
+            self.inbox.put_nowait(None)  # keep ended for later calls
         return msg
 
     def __aiter__(self) -> FixClient:

@@ -4,8 +4,10 @@ Rings, innermost first: ``core`` (pure: no I/O, clocks or logging set-up),
 ``edges`` (files, sockets, TLS, audit writer, feeds), ``shells`` (asyncio
 protocols around the sans-IO core), ``app`` (wiring: one place builds
 everything) and ``cli`` (entry points).  A module may import its own ring and
-rings inside it, never one outside.  Every import counts — module level,
-``if TYPE_CHECKING:`` and function-local — and there is no import cycle.
+rings inside it, never one outside.  Every import counts for the direction —
+module level, function-local and ``if TYPE_CHECKING:`` — and no import that
+runs (module level or function-local) closes a cycle; annotations-only
+imports under ``TYPE_CHECKING`` never run, so they may name a sibling back.
 """
 
 from __future__ import annotations
@@ -44,13 +46,25 @@ def ring_of(module: str) -> int:
     return TOP[parts[1]]
 
 
-def imports_of(module: str, path: Path) -> set[str]:
+def _type_checking_nodes(tree: ast.Module) -> set[int]:
+    """ids of import nodes inside ``if TYPE_CHECKING:`` blocks."""
+    out: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            out |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return out
+
+
+def imports_of(module: str, path: Path, runtime_only: bool = False) -> set[str]:
     """Every module this one imports (anywhere in the file), resolved to absolute names."""
     tree = ast.parse(path.read_text())
+    skip = _type_checking_nodes(tree) if runtime_only else set()
     is_pkg = path.name == "__init__.py"
     package = module.split(".") if is_pkg else module.split(".")[:-1]
     names: set[str] = set()
     for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
             names |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -63,9 +77,9 @@ def imports_of(module: str, path: Path) -> set[str]:
     return names
 
 
-def graph() -> dict[str, set[str]]:
+def graph(runtime_only: bool = False) -> dict[str, set[str]]:
     mods = modules()
-    return {m: {i for i in imports_of(m, p) if i in mods and i != m and not (m.startswith(i + "."))}
+    return {m: {i for i in imports_of(m, p, runtime_only) if i in mods and i != m and not (m.startswith(i + "."))}
             for m, p in mods.items()}
 
 
@@ -81,7 +95,7 @@ def test_imports_point_inward() -> None:
 
 
 def test_no_import_cycles() -> None:
-    g = graph()
+    g = graph(runtime_only=True)
     # packages import nothing of substance; a cycle through an __init__ is not a real one
     g = {m: {d for d in deps if modules()[d].name != "__init__.py"} for m, deps in g.items()}
     state: dict[str, int] = {}

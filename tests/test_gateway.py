@@ -86,7 +86,11 @@ def test_orders_cross_both_legs_and_come_back_filled(env: Env) -> None:
     assert c.recv_type(b"5") is not None
     decisions = [r for r in env.audit() if r["kind"] == "decision" and r["direction"] == "outbound"]
     assert decisions[-1]["decision"] == "allow" and decisions[-1]["cl_ord_id"] == "A1"
-    assert decisions[-1]["client_seq"] == 2 and isinstance(decisions[-1]["upstream_seq"], int)
+    assert decisions[-1]["client_seq"] == 2
+    # what happened after the decision: its own record, naming the exchange leg's MsgSeqNum
+    outcome = [r for r in env.audit() if r["kind"] == "outcome" and r["cl_ord_id"] == "A1"]
+    assert outcome and outcome[-1]["result"] == "forwarded" and isinstance(outcome[-1]["upstream_seq"], int)
+    assert outcome[-1]["decision_seq"] == decisions[-1]["seq"]
     assert decisions[-1]["decide_us"] >= 0
     inbound = [r for r in env.audit() if r["kind"] == "decision" and r["direction"] == "inbound"]
     assert [r["exec_type"] for r in inbound[-2:]] == ["0", "F"]  # both reports audited before delivery

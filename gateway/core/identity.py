@@ -7,11 +7,31 @@ The registry itself is loaded from the config by ``gateway.edges.registry``
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from gateway.core.fix.signature import VerifyKey
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: Header fields that route or attribute a message, by their FIX names: the
+#: identity registry grants values of each (``routing = { OnBehalfOfCompID =
+#: ["CLIENT-A"] }``, ``"*"`` for any); without a grant a message carrying one
+#: is refused.  ApplVerID(1128) is checked against the session's versions.
+ROUTING_FIELDS: dict[str, int] = {
+    "TargetSubID": 57,
+    "OnBehalfOfCompID": 115,
+    "OnBehalfOfSubID": 116,
+    "DeliverToCompID": 128,
+    "DeliverToSubID": 129,
+    "SenderLocationID": 142,
+    "TargetLocationID": 143,
+    "OnBehalfOfLocationID": 144,
+    "DeliverToLocationID": 145,
+    "XmlData": 213,
+    "ApplVerID": 1128,
+}
+XML_DATA = 213
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +47,8 @@ class Identity:
     mfa: bool
     pins: frozenset[str]
     sign_outbound: bool = False
+    #: routing/attribution field tag -> values it may carry ("*": any); see ROUTING_FIELDS
+    routing: Mapping[int, frozenset[str]] = field(default_factory=dict)
 
 
 def parse_zone_entry(entry: str) -> Network | str:

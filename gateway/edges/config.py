@@ -14,7 +14,7 @@ from typing import Literal
 import msgspec
 
 from gateway.core.errors import ConfigError
-from gateway.core.identity import parse_zone_entry
+from gateway.core.identity import ROUTING_FIELDS, parse_zone_entry
 
 __all__ = ["ConfigError"]  # defined in the core (pure code raises it too); imported from here by the edges
 
@@ -109,6 +109,10 @@ class IdentityConfig(_S, kw_only=True, forbid_unknown_fields=True):
     pin_sha256: list[str] = []  # optional leaf-certificate pins (hex SHA-256 of the DER)
     sign_outbound: bool = False  # the gateway signs every message to this identity ([gateway] signing_key)
     worker: int | None = None  # with [gateway] workers > 1: the worker that owns its sessions (default: spread)
+    # routing/attribution header fields it may use, by FIX name -> values ("*": any); default none:
+    # OnBehalfOfCompID, OnBehalfOfSubID, DeliverToCompID, DeliverToSubID, TargetSubID, SenderLocationID,
+    # TargetLocationID, OnBehalfOfLocationID, DeliverToLocationID, XmlData (only "*")
+    routing: dict[str, list[str]] = {}
 
 
 class RevocationConfig(_S, kw_only=True, forbid_unknown_fields=True):
@@ -332,6 +336,13 @@ def _check(cfg: Config, p: Path, need_gateway: bool) -> None:
         if ident_cfg.sign_outbound and not cfg.gateway.signing_key:
             raise ConfigError(p, f"identities[{i}].sign_outbound", "needs the gateway's own key",
                               '[gateway] signing_key = "keys/gateway.key" (fixgw keys new --scheme ed25519)')
+        for name, values in ident_cfg.routing.items():
+            if name not in ROUTING_FIELDS or name == "ApplVerID":
+                valid = ", ".join(n for n in ROUTING_FIELDS if n != "ApplVerID")
+                raise ConfigError(p, f"identities[{i}].routing.{name}", "not a routing field", f"valid: {valid}")
+            if name == "XmlData" and values not in ([], ["*"]):
+                raise ConfigError(p, f"identities[{i}].routing.XmlData", "XmlData cannot be matched by value",
+                                  'use ["*"] to allow it, or leave it out')
         if ident_cfg.mfa and cfg.users is None:
             raise ConfigError(p, f"identities[{i}].mfa", "mfa = true needs a [users] table",
                               '[users] file = "users.toml", secrets = "totp.secrets"')

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gateway.core.fix.signature import VerifyKey
-from gateway.core.identity import Identity, ZoneTable, zone_entries
+from gateway.core.identity import ROUTING_FIELDS, Identity, ZoneTable, zone_entries
 from gateway.edges.config import Config, ConfigError
 
 
@@ -87,6 +87,7 @@ def load_registry(cfg: Config) -> dict[str, Identity]:
             mfa=ic.mfa,
             pins=frozenset(p.lower().replace(":", "") for p in ic.pin_sha256),
             sign_outbound=ic.sign_outbound,
+            routing={ROUTING_FIELDS[name]: frozenset(values) for name, values in ic.routing.items()},
         )
     return out
 

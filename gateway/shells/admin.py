@@ -31,13 +31,15 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
+from cryptography import x509
 
+from gateway.core import pipeline
 from gateway.core.policy.engine import POSTURE_LEVELS
 from gateway.edges import tls
 from gateway.edges.feeds import FeedError, read_json, write_json
 
 if TYPE_CHECKING:
-    from gateway.app.gateway import Gateway
+    from gateway.shells.ports import Hub
 
 log = structlog.get_logger("fixgw.admin")
 
@@ -80,28 +82,29 @@ def _error(status: int, message: str) -> web.Response:
 
 
 class AdminAPI:
-    def __init__(self, gw: Gateway) -> None:
+    def __init__(self, gw: Hub) -> None:
         self.gw = gw
         self.runner: web.AppRunner | None = None
         self.jit_requests: dict[str, JitRequest] = {}
 
-    def _caller(self, request: web.Request, role: str) -> tuple[str | None, web.Response | None]:
+    def _caller(self, request: web.Request, role: str | None) -> tuple[str | None, web.Response | None]:
+        """The caller's identity, decided by the trust pipeline (``gateway.core.pipeline.operator``):
+        registered, live — the listener's CRL, denylist, admin revocations and expiry, checked on
+        every call — and holding ``role`` (None: any identity).  Refusals are audited."""
         transport = request.transport
         ssl_obj = transport.get_extra_info("ssl_object") if transport is not None else None
         ident, why = self.gw.guard.identify(tls.peer_uri_sans(ssl_obj))
-        peer = request.remote
+        revoked = None
         if ident is not None:
-            cut = self.gw.cut_reason(None, None, ident.id, time.time())
-            if cut is not None:
-                ident, why = None, cut
-        if ident is None:
-            self.gw._audit_safe("admin_call", path=request.path, peer=peer, allowed=False, reason=why)
-            return None, web.json_response({"error": why}, status=403)
-        if role not in ident.roles:
-            reason = f"{ident.id} lacks role {role}"
-            self.gw._audit_safe("admin_call", path=request.path, identity=ident.id, peer=peer, allowed=False,
-                                reason=reason)
-            return None, web.json_response({"error": reason}, status=403)
+            serial, not_after = _leaf_facts(ssl_obj)
+            revoked = self.gw.cut_reason(serial, not_after, ident.id, time.time())
+        v = pipeline.operator(ident, why, revoked, role)
+        if not v.allowed:
+            self.gw.audit_event("admin_call", path=request.path, method=request.method, peer=request.remote,
+                                identity=ident.id if ident is not None else None, allowed=False,
+                                rule=v.rule_ids[0], reason=v.reason)
+            return None, web.json_response({"error": v.reason}, status=403)
+        assert ident is not None
         return ident.id, None
 
     async def post_posture(self, request: web.Request) -> web.Response:
@@ -123,7 +126,7 @@ class AdminAPI:
                     status=400)
             accepted.append((item["identity"], item["level"]))
         missed = self.gw.share_posture(accepted, now)
-        self.gw._audit_safe("admin_call", path=request.path, identity=caller, allowed=not missed,
+        self.gw.audit_event("admin_call", path=request.path, identity=caller, allowed=not missed,
                             assertions=[f"{i}={lv}" for i, lv in accepted],
                             **({"workers_not_reached": missed} if missed else {}))
         self.gw.apply_posture(accepted, now)
@@ -133,7 +136,7 @@ class AdminAPI:
         return web.json_response({"accepted": len(accepted)})
 
     def _audit(self, request: web.Request, caller: str, **fields: Any) -> None:
-        self.gw._audit_safe("admin_call", path=request.path, method=request.method, identity=caller,
+        self.gw.audit_event("admin_call", path=request.path, method=request.method, identity=caller,
                             allowed=True, **fields)
 
     def _admin(self, request: web.Request) -> str | web.Response:
@@ -224,7 +227,7 @@ class AdminAPI:
             current = set(data.get(key, []))
             data[key] = sorted(current | set(values) if on else current - set(values))
         write_json(path, data)
-        self.gw._reload_feeds()  # in force now, not at the next tick
+        self.gw.reload_feeds()  # in force now, not at the next tick
         self._audit(request, caller, on=on, everything=bool(body.get("global")), identities=idents,
                     accounts=accounts, reason=str(body.get("reason", "")))
         return await self.get_kill_switch_state()
@@ -321,7 +324,7 @@ class AdminAPI:
         elif state != "pending":
             refusal = f"the request is {state}"
         if refusal is not None:
-            self.gw._audit_safe("admin_call", path=request.path, method=request.method, identity=caller,
+            self.gw.audit_event("admin_call", path=request.path, method=request.method, identity=caller,
                                 allowed=False, reason=refusal, jit_request=req.id)
             return _error(409, refusal)
         req.approved_by, req.approved_at = caller, now
@@ -334,19 +337,19 @@ class AdminAPI:
             return _error(500, str(exc))
         data[req.identity] = max(float(data.get(req.identity, 0)), req.expires_at)
         write_json(path, data)
-        self.gw._reload_feeds()
+        self.gw.reload_feeds()
         self.gw.enforce_context(now)
         self._audit(request, caller, jit_request=req.id, target=req.identity, requested_by=req.requested_by,
                     expires_at=_iso(req.expires_at))
         return web.json_response(req.view(now))
 
     async def get_metrics(self, request: web.Request) -> web.Response:
-        """Prometheus text format; any registered identity may scrape (mTLS still required)."""
-        transport = request.transport
-        ssl_obj = transport.get_extra_info("ssl_object") if transport is not None else None
-        ident, why = self.gw.guard.identify(tls.peer_uri_sans(ssl_obj))
-        if ident is None:
-            return web.json_response({"error": why}, status=403)
+        """Prometheus text format; any registered, live identity may scrape (mTLS still required)."""
+        caller, refused = self._caller(request, None)
+        if refused is not None:
+            return refused
+        assert caller is not None
+        self._audit(request, caller)
         self.gw.refresh_metrics(time.time())
         return web.Response(body=self.gw.metrics.render(), content_type="text/plain", charset="utf-8")
 
@@ -372,3 +375,12 @@ class AdminAPI:
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+
+
+def _leaf_facts(ssl_obj: Any) -> tuple[int | None, float | None]:
+    """Serial number and expiry of the verified client certificate (None when there is none)."""
+    der = ssl_obj.getpeercert(binary_form=True) if ssl_obj is not None else None
+    if not der:
+        return None, None
+    leaf = x509.load_der_x509_certificate(der)
+    return leaf.serial_number, leaf.not_valid_after_utc.timestamp()

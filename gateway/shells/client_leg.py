@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from cryptography import x509
 
-from gateway.app.gateway import _peer, _s
 from gateway.core.fix import tags as T
 from gateway.core.fix.codec import FrameGarbled, Framer, FrameReceived, Message
 from gateway.core.fix.session import (
@@ -35,12 +34,14 @@ from gateway.core.fix.session import (
     Session,
 )
 from gateway.core.identity import Identity
+from gateway.core.pipeline import Party
 from gateway.edges import tls
 from gateway.shells.handoff import Relay
-from gateway.shells.legs import SessionProtocol, set_nodelay
+from gateway.shells.legs import SessionProtocol, peer_text, set_nodelay, text
 
 if TYPE_CHECKING:
-    from gateway.app.gateway import Gateway, Route
+    from gateway.shells.ports import Hub
+    from gateway.shells.route import Route
 
 log = structlog.get_logger("fixgw.client_leg")
 _PASSWORD_RE = re.compile(rb"(^|\x01)554=[^\x01]*\x01")
@@ -54,7 +55,7 @@ class ClientTransport(asyncio.Protocol):
     plaintext to us; see ``gateway/shells/handoff.py``).
     """
 
-    def __init__(self, gw: Gateway) -> None:
+    def __init__(self, gw: Hub) -> None:
         self.gw = gw
         self.raw: asyncio.Transport | None = None
         self.app: ClientProtocol | Relay | None = None  # what sits on top
@@ -103,7 +104,7 @@ class TLSConnection(ClientTransport):
     ``Relay`` on top instead, which carries the plaintext to the owner.
     """
 
-    def __init__(self, gw: Gateway) -> None:
+    def __init__(self, gw: Hub) -> None:
         super().__init__(gw)
         self.tls = tls.ServerTLS(gw.server_ctx)
         self.peer: str | None = None
@@ -146,7 +147,7 @@ class TLSConnection(ClientTransport):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         raw: asyncio.Transport = transport  # type: ignore[assignment]  # uvloop's are not subclasses
         self.raw = raw
-        self.peer = _peer(transport.get_extra_info("peername"))
+        self.peer = peer_text(transport.get_extra_info("peername"))
         set_nodelay(transport)
         if self.gw.stopping:
             transport.close()
@@ -166,7 +167,7 @@ class TLSConnection(ClientTransport):
             self._refuse("no TLS handshake within 10 s")
 
     def _refuse(self, reason: str) -> None:
-        self.gw._audit_safe("tls_refused", peer=self.peer, reason=reason)
+        self.gw.audit_event("tls_refused", peer=self.peer, reason=reason)
         log.info("tls_refused", peer=self.peer, reason=reason)
         if self.raw is not None:
             out = self.tls.pending_output()  # the alert tells the client why
@@ -181,7 +182,7 @@ class TLSConnection(ClientTransport):
             plain = self.tls.receive(data)
         except tls.TLSRefused as exc:
             if was_done:
-                self.gw._audit_safe("tls_error", peer=self.peer, reason=exc.reason)
+                self.gw.audit_event("tls_error", peer=self.peer, reason=exc.reason)
                 self.abort()
             else:
                 self._refuse(exc.reason)
@@ -209,7 +210,7 @@ class TLSConnection(ClientTransport):
         if self.app is not None:
             self.app.connection_lost(exc)
         elif not self.tls.handshake_done:
-            self.gw._audit_safe("tls_refused", peer=self.peer, reason="closed before the handshake completed")
+            self.gw.audit_event("tls_refused", peer=self.peer, reason="closed before the handshake completed")
 
 
 class RelayedConnection(ClientTransport):
@@ -220,7 +221,7 @@ class RelayedConnection(ClientTransport):
     ``ClientProtocol`` makes every check here as for a connection of its own.
     """
 
-    def __init__(self, gw: Gateway, ssl_object: Any, peer: tuple[Any, ...] | None, origin: int) -> None:
+    def __init__(self, gw: Hub, ssl_object: Any, peer: tuple[Any, ...] | None, origin: int) -> None:
         super().__init__(gw)
         self.ssl_object, self.peername, self.origin = ssl_object, peer, origin
 
@@ -261,7 +262,7 @@ class RelayedConnection(ClientTransport):
 class ClientProtocol(SessionProtocol):
     """Client leg: mTLS identity, Logon routing, then the session."""
 
-    def __init__(self, gw: Gateway) -> None:
+    def __init__(self, gw: Hub) -> None:
         super().__init__()
         self.gw = gw
         self.identity: Identity | None = None
@@ -284,19 +285,20 @@ class ClientProtocol(SessionProtocol):
         self.app_in = 0  # application messages from the client / delivered to it (admin API)
         self.app_out = 0
         self.last_decision: tuple[str, str, str, float] | None = None  # outcome, rules, MsgType, when
+        self.party: Party | None = None  # the pipeline's view of the sender, built at the first message
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.gw.connections.add(self)
         ssl_obj = transport.get_extra_info("ssl_object")
-        peer = _peer(self.peer)
+        peer = peer_text(self.peer)
         if self.gw.stopping:
             self.close_transport()
             return
         sans = tls.peer_uri_sans(ssl_obj)
         ident, why = self.gw.guard.identify(sans)
         if ident is None:
-            self.gw._audit_safe("connection_refused", peer=peer, reason=why, uri_sans=sans)
+            self.gw.audit_event("connection_refused", peer=peer, reason=why, uri_sans=sans)
             log.info("connection_refused", peer=peer, reason=why)
             self.close_transport()
             return
@@ -308,13 +310,13 @@ class ClientProtocol(SessionProtocol):
         self.cert_not_after = leaf.not_valid_after_utc.timestamp()
         cut = self.gw.cut_reason(self.cert_serial, self.cert_not_after, ident.id, time.time())
         if cut is not None:
-            self.gw._audit_safe("connection_refused", peer=peer, identity=ident.id, reason=cut)
+            self.gw.audit_event("connection_refused", peer=peer, identity=ident.id, reason=cut)
             log.info("connection_refused", peer=peer, reason=cut)
             self.close_transport()
             return
         verdict = self.gw.guard.check_connection(ident, self.zone, self.leaf_der)
         if not verdict.allowed:
-            self.gw._audit_safe("connection_refused", peer=peer, identity=ident.id, zone=self.zone,
+            self.gw.audit_event("connection_refused", peer=peer, identity=ident.id, zone=self.zone,
                                 rule=verdict.rule, reason=verdict.reason)
             log.info("connection_refused", peer=peer, reason=verdict.reason)
             self.close_transport()
@@ -325,14 +327,14 @@ class ClientProtocol(SessionProtocol):
             self.peer_ip = ipaddress.ip_address(self.peer[0]) if self.peer else None
         except ValueError:
             self.peer_ip = None
-        self.gw._audit_safe("connection_accepted", peer=peer, identity=ident.id, zone=self.zone,
+        self.gw.audit_event("connection_accepted", peer=peer, identity=ident.id, zone=self.zone,
                             tls=ssl_obj.version() if ssl_obj else None)
         loop = asyncio.get_running_loop()
         self._logon_timer = loop.call_later(self.gw.cfg.gateway.logon_timeout, self._logon_timeout)
 
     def _logon_timeout(self) -> None:
         if self.session is None:
-            self.gw._audit_safe("logon_refused", peer=_peer(self.peer),
+            self.gw.audit_event("logon_refused", peer=peer_text(self.peer),
                                 identity=self.identity.id if self.identity else None,
                                 reason="no Logon within the logon timeout")
             self.close_transport()
@@ -366,16 +368,16 @@ class ClientProtocol(SessionProtocol):
         if not user or T.Password not in msg:
             return False, "Username(553) and Password(554) are required for this identity"
         ok, why = mfa.check(user, (msg.get(T.Password) or b"").decode("latin-1"), time.time())
-        self.gw._audit_safe("mfa", identity=self.identity.id if self.identity else None, user=user,
-                            accepted=ok, reason=why, peer=_peer(self.peer))
+        self.gw.audit_event("mfa", identity=self.identity.id if self.identity else None, user=user,
+                            accepted=ok, reason=why, peer=peer_text(self.peer))
         self.user = user
         return ok, why
 
     def _refuse_logon(self, reason: str, route: Route | None) -> None:
-        self.gw._audit_safe("logon_refused", peer=_peer(self.peer),
+        self.gw.audit_event("logon_refused", peer=peer_text(self.peer),
                             identity=self.identity.id if self.identity else None,
                             session=route.name if route else None, reason=reason)
-        log.info("logon_refused", peer=_peer(self.peer), reason=reason)
+        log.info("logon_refused", peer=peer_text(self.peer), reason=reason)
         self.close_transport()
 
     def _first_message(self, msg: Message) -> None:
@@ -386,11 +388,11 @@ class ClientProtocol(SessionProtocol):
         route = self.gw.routes.get(key)
         if route is None:
             self._refuse_logon(
-                f"no session for BeginString(8)={_s(msg.begin_string)} SenderCompID(49)={_s(sender)} "
-                f"TargetCompID(56)={_s(target)}", None)
+                f"no session for BeginString(8)={text(msg.begin_string)} SenderCompID(49)={text(sender)} "
+                f"TargetCompID(56)={text(target)}", None)
             return
         if msg.msg_type != T.MT_LOGON:
-            self._refuse_logon(f"first message is MsgType(35)={_s(msg.msg_type)}, not Logon(A)", route)
+            self._refuse_logon(f"first message is MsgType(35)={text(msg.msg_type)}, not Logon(A)", route)
             return
         verdict = self.gw.guard.check_logon(self.identity, msg, time.time())
         if not verdict.allowed:
@@ -456,22 +458,22 @@ class ClientProtocol(SessionProtocol):
         if isinstance(event, AppMessageReceived):
             self.gw.client_to_exchange(route, self, event.message, now)
         elif isinstance(event, LoggedOn):
-            self.gw._audit_safe("logon", session=route.name, identity=self.identity.id if self.identity else None,
-                                peer=_peer(self.peer), heartbeat=event.heartbeat_interval,
+            self.gw.audit_event("logon", session=route.name, identity=self.identity.id if self.identity else None,
+                                peer=peer_text(self.peer), heartbeat=event.heartbeat_interval,
                                 reset=event.reset_seq_nums)
-            log.info("logon", session=route.name, peer=_peer(self.peer))
+            log.info("logon", session=route.name, peer=peer_text(self.peer))
         elif isinstance(event, LogonRefused):
-            self.gw._audit_safe("logon_refused", session=route.name, peer=_peer(self.peer),
+            self.gw.audit_event("logon_refused", session=route.name, peer=peer_text(self.peer),
                                 identity=self.identity.id if self.identity else None, reason=event.reason)
             log.info("logon_refused", session=route.name, reason=event.reason)
         elif isinstance(event, MessageRejected):
-            self.gw._audit_safe("session_reject", session=route.name, ref_seq=event.ref_seq_num,
-                                msg_type=_s(event.msg_type), reason=event.reason, tag=event.tag,
+            self.gw.audit_event("session_reject", session=route.name, ref_seq=event.ref_seq_num,
+                                msg_type=text(event.msg_type), reason=event.reason, tag=event.tag,
                                 detail=event.detail)
         elif isinstance(event, FrameDropped):
-            self.gw._audit_safe("frame_dropped", session=route.name, reason=event.reason, bytes=len(event.data))
+            self.gw.audit_event("frame_dropped", session=route.name, reason=event.reason, bytes=len(event.data))
         elif isinstance(event, LoggedOut):
-            self.gw._audit_safe("logout", session=route.name, reason=event.reason, by_peer=event.by_peer)
+            self.gw.audit_event("logout", session=route.name, reason=event.reason, by_peer=event.by_peer)
         elif isinstance(event, Disconnected):
             self._release()
 
@@ -482,7 +484,7 @@ class ClientProtocol(SessionProtocol):
     def _capture(self, direction: str, data: bytes) -> None:
         """Full capture: the session's bytes verbatim (base64) — Password(554) values redacted."""
         data = _PASSWORD_RE.sub(b"\\g<1>554=REDACTED\x01", data)
-        self.gw._audit_safe("capture", session=self.route.name if self.route else None,
+        self.gw.audit_event("capture", session=self.route.name if self.route else None,
                             identity=self.identity.id if self.identity else None, direction=direction,
                             data=base64.b64encode(data).decode())
 

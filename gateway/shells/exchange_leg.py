@@ -34,7 +34,8 @@ from gateway.edges.store import FileStore
 from gateway.shells.legs import SessionProtocol
 
 if TYPE_CHECKING:
-    from gateway.app.gateway import Gateway, Route
+    from gateway.shells.ports import Hub
+    from gateway.shells.route import Route
 
 log = structlog.get_logger("fixgw.exchange_leg")
 
@@ -52,7 +53,7 @@ class UpstreamProtocol(SessionProtocol):
             der = ssl_obj.getpeercert(binary_form=True) if ssl_obj is not None else None
             fp = hashlib.sha256(der).hexdigest() if der else "(no certificate)"
             if fp not in pins:
-                self.leg.gw._audit_safe("upstream_pin_mismatch", leg=self.leg.name, sha256=fp)
+                self.leg.gw.audit_event("upstream_pin_mismatch", leg=self.leg.name, sha256=fp)
                 log.info("upstream_pin_mismatch", leg=self.leg.name, sha256=fp)
                 transport.abort()  # type: ignore[attr-defined]
                 return
@@ -80,7 +81,7 @@ class UpstreamLeg:
     opened by ``open()`` when the client logs on and closed with it.
     """
 
-    def __init__(self, gw: Gateway, config: SessionConfig, store: FileStore, s: SessionConfigToml) -> None:
+    def __init__(self, gw: Hub, config: SessionConfig, store: FileStore, s: SessionConfigToml) -> None:
         self.gw = gw
         self.config = config
         self.store = store
@@ -179,7 +180,7 @@ class UpstreamLeg:
             return
         # From here on the leg carries nothing new; open() waits for the close.
         if self.logged_on:
-            self.gw._audit_safe("upstream_logout", leg=self.name, reason=text)
+            self.gw.audit_event("upstream_logout", leg=self.name, reason=text)
         self.logged_on = False
         if p.session is not None and p.session.is_logged_on:
             p.session.logout(now, text)
@@ -207,24 +208,24 @@ class UpstreamLeg:
         elif isinstance(event, LoggedOn):
             self.logged_on = True
             self.logged_on_once = True
-            self.gw._audit_safe("upstream_logon", leg=self.name, session=route.name)
+            self.gw.audit_event("upstream_logon", leg=self.name, session=route.name)
             log.info("upstream_logon", leg=self.name)
             self._resolve_logon(True)
         elif isinstance(event, (LoggedOut, Disconnected)):
             if self.logged_on:
-                self.gw._audit_safe("upstream_logout", leg=self.name, reason=getattr(event, "reason", ""))
+                self.gw.audit_event("upstream_logout", leg=self.name, reason=getattr(event, "reason", ""))
             self.logged_on = False
             self._resolve_logon(False)
         elif isinstance(event, MessageRejected):
-            self.gw._audit_safe("upstream_session_reject", leg=self.name, reason=event.reason, detail=event.detail)
+            self.gw.audit_event("upstream_session_reject", leg=self.name, reason=event.reason, detail=event.detail)
         elif isinstance(event, LogonRefused):
-            self.gw._audit_safe("upstream_logon_refused", leg=self.name, reason=event.reason)
+            self.gw.audit_event("upstream_logon_refused", leg=self.name, reason=event.reason)
             self._resolve_logon(False)
 
     def on_closed(self, proto: UpstreamProtocol) -> None:
         was_on = self.logged_on
         if was_on:
-            self.gw._audit_safe("upstream_logout", leg=self.name, reason="connection lost")
+            self.gw.audit_event("upstream_logout", leg=self.name, reason="connection lost")
         self.logged_on = False
         self._resolve_logon(False)
         if self.protocol is proto:

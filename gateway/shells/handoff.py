@@ -38,8 +38,8 @@ import structlog
 from gateway.core.errors import UsageError
 
 if TYPE_CHECKING:
-    from gateway.app.gateway import Gateway
     from gateway.shells.client_leg import TLSConnection
+    from gateway.shells.ports import Hub
 
 log = structlog.get_logger("fixgw.handoff")
 MAX_META = 16384  # bytes of hand-off metadata (a leaf certificate is ~1 kB)
@@ -118,7 +118,7 @@ def broadcast(worker: Worker, message: dict[str, Any]) -> list[int]:
 class Relay:
     """In the accepting worker: the application on top of a TLSConnection whose session lives elsewhere."""
 
-    def __init__(self, gw: Gateway, owner: int, identity: str) -> None:
+    def __init__(self, gw: Hub, owner: int, identity: str) -> None:
         self.gw, self.owner, self.identity = gw, owner, identity
         self.conn: TLSConnection | None = None
         self.pipe: asyncio.Transport | None = None
@@ -138,11 +138,11 @@ class Relay:
             ours = send(gw.worker, self.owner, meta)
         except HandoffRefused as exc:
             self._gone = True  # whatever the client sends from now on goes nowhere
-            gw._audit_safe("connection_refused", peer=conn.peer, identity=self.identity, reason=str(exc))
+            gw.audit_event("connection_refused", peer=conn.peer, identity=self.identity, reason=str(exc))
             log.warning("handoff_refused", peer=conn.peer, worker=self.owner, reason=str(exc))
             conn.close()
             return
-        gw._audit_safe("connection_handed_off", peer=conn.peer, identity=self.identity, worker=self.owner)
+        gw.audit_event("connection_handed_off", peer=conn.peer, identity=self.identity, worker=self.owner)
         gw.relays.add(self)
         asyncio.get_running_loop().create_task(self._attach(ours))
 
@@ -221,77 +221,3 @@ class _OwnerSide(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.relay._close_client()
-
-
-class _RelayedTLS:
-    """What the owner knows of the TLS connection another worker terminated (for ClientProtocol)."""
-
-    def __init__(self, der: bytes, version: str | None) -> None:
-        self._der, self._version = der, version
-
-    def getpeercert(self, binary_form: bool = False) -> bytes | None:
-        return self._der if binary_form else None
-
-    def version(self) -> str | None:
-        return self._version
-
-
-def listen_inbox(gw: Gateway) -> None:
-    """Owner side: accept hand-offs from the other workers on this worker's inbox."""
-    assert gw.worker is not None
-    loop = asyncio.get_running_loop()
-    inbox = socket.socket(fileno=os.dup(gw.worker.inbox))
-    inbox.setblocking(False)
-
-    def on_readable() -> None:
-        while True:
-            try:
-                data, fds, _, _ = socket.recv_fds(inbox, MAX_META, 4)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.error("inbox_failed", error=str(exc))
-                loop.remove_reader(inbox.fileno())
-                return
-            socks = [socket.socket(fileno=fd) for fd in fds]
-            if not socks:  # a control message from another worker's admin API
-                try:
-                    control = json.loads(data)
-                    assertions = [(str(i), str(lv)) for i, lv in control["posture"]]
-                    at = float(control["at"])
-                except (ValueError, KeyError, TypeError) as exc:
-                    log.error("inbox_bad_message", error=str(exc))
-                    continue
-                gw.apply_posture(assertions, at, origin=int(control.get("from", -1)))
-                continue
-            try:
-                meta = json.loads(data)
-                der = base64.b64decode(meta["der"])
-                peer = tuple(meta["peer"]) if meta.get("peer") else None
-            except (ValueError, KeyError, TypeError) as exc:  # our own workers wrote it: a bug, not an attack
-                log.error("inbox_bad_message", error=str(exc))
-                for s in socks:
-                    s.close()
-                continue
-            if len(socks) != 1:
-                for s in socks:
-                    s.close()
-                continue
-            loop.create_task(_accept(gw, socks[0], der, peer, meta.get("tls"), int(meta.get("from", -1))))
-
-    loop.add_reader(inbox.fileno(), on_readable)
-    gw._inbox = inbox
-
-
-async def _accept(gw: Gateway, sock: socket.socket, der: bytes, peer: tuple[Any, ...] | None,
-                  version: str | None, origin: int) -> None:
-    from gateway.shells.client_leg import RelayedConnection
-
-    sock.setblocking(False)
-    loop = asyncio.get_running_loop()
-    try:
-        await loop.create_unix_connection(lambda: RelayedConnection(gw, _RelayedTLS(der, version), peer, origin),
-                                          sock=sock)
-    except OSError as exc:
-        log.warning("handoff_accept_failed", error=str(exc))
-        sock.close()

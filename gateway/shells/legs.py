@@ -13,6 +13,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 from gateway.core.fix.session import Disconnected, Event, Session
 
@@ -133,3 +134,15 @@ class SessionProtocol(asyncio.Protocol):
             return
         self.session.handle_timer(time.time())
         self.pump()
+
+
+def text(v: bytes | None) -> str | None:
+    """A FIX value for logs and audit records (latin-1, byte for byte)."""
+    return v.decode("latin-1") if v is not None else None
+
+
+def peer_text(peer: Any) -> str | None:
+    """``host:port`` of a socket peer address, or None."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return None

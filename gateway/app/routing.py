@@ -1,0 +1,458 @@
+"""Routing both ways: the trust pipeline's verdict, the audit record, then the crossing.
+
+Client -> exchange, for every application message of a logged-on client:
+
+    verdict = pipeline.outbound(...)       # gateway/core/pipeline.py: the ordered checks
+    decision record -> audit               # fails: refused (BusinessMessageReject 380=4)
+    refused: answered on the client leg    # the answer the verdict names
+    allowed: once the record is durable -> exchange leg -> outcome record
+
+Exchange -> client, for every application message of the venue:
+
+    verdict = pipeline.inbound(...)        # the same for an online and an offline client
+    decision record -> audit               # fails: held until the stream recovers
+    allowed: delivered, or stored for the offline client's next Logon
+
+An allowed order never vanishes: when it cannot be forwarded (the exchange
+leg is down, its store cannot write) the outcome record says why and the
+client is told — on its live session, or in its stored messages for the next
+Logon when it has gone meanwhile.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from gateway.app.audit_gate import AuditGate
+from gateway.core import pipeline
+from gateway.core.answers import business_reject, cancel_refusal, order_refusal
+from gateway.core.fix import tags as T
+from gateway.core.fix.carry import split_for_carry
+from gateway.core.fix.codec import Field, Message
+from gateway.core.fix.session import Session
+from gateway.core.fix.utctime import format_utc_timestamp
+from gateway.core.identity import Identity
+from gateway.core.pipeline import Moment, Party, Rules, Verdict
+from gateway.core.policy.anomaly import AnomalyDetector
+from gateway.core.policy.risk import TERMINAL_STATUS, Limits, RiskBook
+from gateway.edges.audit import AuditError
+from gateway.edges.config import Config
+from gateway.edges.feeds import JitGrants, KillSwitch, PostureFeed
+from gateway.edges.metrics import Metrics
+from gateway.shells.legs import text
+from gateway.shells.route import Route
+
+if TYPE_CHECKING:
+    from gateway.shells.client_leg import ClientProtocol
+
+log = structlog.get_logger("fixgw.routing")
+
+SEQ_MAP_SIZE = 100_000  # exchange-leg MsgSeqNum -> client MsgSeqNum, for RefSeqNum(45) translation
+FORWARDED_SIZE = 100_000  # ClOrdIDs per route remembered for PossResend duplicates
+#: Cancels: optionally let through an audit outage (risk reduction), their records written late.
+CANCEL_TYPES = frozenset({T.MT_ORDER_CANCEL_REQUEST, b"q"})
+
+
+class Router:
+    def __init__(self, cfg: Config, gate: AuditGate, metrics: Metrics, kill: KillSwitch, posture: PostureFeed,
+                 jit: JitGrants, anomaly: AnomalyDetector, trip_kill_switch: Callable[[str, str], None],
+                 identities: Mapping[str, Identity]) -> None:
+        self.cfg = cfg
+        self.gate = gate
+        self.metrics = metrics
+        self.kill = kill
+        self.posture = posture
+        self.jit = jit
+        self.anomaly = anomaly
+        self.trip_kill_switch = trip_kill_switch
+        self.identities = identities
+        self.rules = Rules(None, cfg.policy.allow_all, lambda _: Limits(duplicate_clordid=False), {}, {})
+        self.risk_books: dict[str, RiskBook] = {}
+        self.last_px: dict[bytes, float] = {}  # LastPx(31) per Symbol(55) seen from the exchanges
+        self.forwarded: dict[tuple[bytes, bytes, bytes], OrderedDict[bytes, None]] = {}
+        self._exec_ids = 0
+        assert cfg.audit is not None
+        self.cancels_in_outage = cfg.audit.cancels_when_unavailable == "allow"
+
+    # -- context ---------------------------------------------------------------------
+    def party(self, route: Route, conn: ClientProtocol) -> Party:
+        p = conn.party
+        if p is None:
+            assert conn.identity is not None
+            appl = route.client_config.default_appl_ver_id
+            p = conn.party = Party(conn.identity, conn.roles, conn.zone, conn.peer_ip, conn.user,
+                                   frozenset({appl}) if appl else frozenset())
+            route.party = p  # who decides for the route's messages while the client is away
+        return p
+
+    def moment(self, identity: str, now: float, read_only: bool = False, bad_signatures: int = 0) -> Moment:
+        return Moment(now, self.posture.level(identity, now), self.jit.active(identity, now), read_only,
+                      bad_signatures, self._kill_blocks)
+
+    def _kill_blocks(self, identity: str, accounts: list[str]) -> str | None:
+        for account in accounts or [None]:  # type: ignore[list-item]
+            why = self.kill.blocks(identity, account)
+            if why:
+                return why
+        return None
+
+    def book(self, identity: str) -> RiskBook | None:
+        if self.rules.policy is None:
+            return None
+        book = self.risk_books.get(identity)
+        if book is None:
+            book = self.risk_books[identity] = RiskBook(self.rules.limits(identity))
+        return book
+
+    def exec_id(self, prefix: bytes) -> bytes:
+        self._exec_ids += 1
+        return b"%s-%d" % (prefix, self._exec_ids)
+
+    # -- client -> exchange ----------------------------------------------------------
+    def client_to_exchange(self, route: Route, conn: ClientProtocol, msg: Message, now: float) -> None:
+        assert conn.session is not None and conn.identity is not None
+        ident = conn.identity
+        party = self.party(route, conn)
+        # behaviour against the identity's baseline: alerts, and it may trip the kill switch first
+        for kind, detail in self.anomaly.observe(ident.id, msg, now):
+            self.metrics.anomalies.labels(kind).inc()
+            self.gate.event("anomaly", identity=ident.id, session=route.name, finding=kind, detail=detail)
+            log.warning("anomaly", identity=ident.id, finding=kind, detail=detail)
+            if kind in self.anomaly.settings.kill_on:
+                self.trip_kill_switch(ident.id, f"anomaly {kind}: {detail}")
+        t0 = time.perf_counter_ns()
+        at = self.moment(ident.id, now, conn.read_only, conn.bad_signatures)
+        v = pipeline.outbound(party, msg, at, self.rules, self.book(ident.id), self._forwarded(route))
+        decide_us = (time.perf_counter_ns() - t0) // 1000
+        conn.app_in += 1
+        conn.last_decision = (v.outcome, ",".join(v.rule_ids), text(msg.msg_type) or "", now)
+        if v.stage == "signature":
+            conn.bad_signatures += 1
+        elif v.allowed:
+            conn.bad_signatures = 0
+        try:
+            seq = self.gate.record("decision", **self._decision_fields(route, conn, party, msg, v, at, decide_us))
+        except AuditError as exc:
+            self._audit_down(route, conn, msg, v, now, exc)
+            return
+        self.metrics.decision("outbound", v.outcome, v.rule_ids)
+        self.metrics.decision_seconds.observe(decide_us / 1e6)
+        if not v.allowed:
+            self._refused(route, conn, msg, v, now)
+            return
+        if v.read_only:
+            conn.read_only = True
+        if v.full_capture and not conn.full_capture:
+            conn.full_capture = True
+            self.gate.event("full_capture_on", identity=ident.id, session=route.name)
+
+        def forward() -> None:
+            self.forward(route, conn, msg, seq)
+
+        def on_fail() -> None:
+            if msg.msg_type in CANCEL_TYPES and self.cancels_in_outage:
+                forward()  # risk reduction: the cancel goes on; its record is written on recovery
+                return
+            self.outcome(route, conn, msg, seq, None, "the audit stream failed before the record was written",
+                         T.BRR_APPLICATION_NOT_AVAILABLE)
+
+        self.gate.after_durable(seq, forward, on_fail)
+
+    def _decision_fields(self, route: Route, conn: ClientProtocol, party: Party, msg: Message, v: Verdict,
+                         at: Moment, decide_us: int) -> dict[str, Any]:
+        g = msg.get
+        ident = party.identity
+        fields: dict[str, Any] = {
+            "direction": "outbound", "decision": v.outcome, "stage": v.stage, "rules": list(v.rule_ids),
+            "controls": sorted(v.controls), "shadow_rules": [f"{r}:{d}" for r, d in v.shadow], "reason": v.reason,
+            "posture": at.posture, "mfa": party.user is not None, "user": party.user, "jit": at.jit,
+            "peer": conn.peer[0] if conn.peer else None, "account": text(g(T.Account)), "identity": ident.id,
+            "session": route.name, "msg_type": msg.msg_type.decode("latin-1"), "client_seq": msg.seq_num,
+            "decide_us": decide_us, "roles": list(ident.roles), "cl_ord_id": text(g(T.ClOrdID)),
+            "symbol": text(g(T.Symbol)), "side": text(g(T.Side)), "qty": text(g(T.OrderQty)),
+            "price": text(g(T.Price)), "zone": party.zone, "signature_scheme": ident.signing,
+            "signature": text(g(T.Signature)),  # kept so non-repudiation survives
+        }
+        routing = pipeline.routing_fields(msg)
+        if routing:
+            fields["routing"] = routing
+        if g(T.PossDupFlag) == b"Y":
+            fields["poss_dup"] = True  # a resend of this MsgSeqNum
+        if g(T.PossResend) == b"Y":
+            fields["poss_resend"] = True
+        return fields
+
+    def _audit_down(self, route: Route, conn: ClientProtocol, msg: Message, v: Verdict, now: float,
+                    exc: AuditError) -> None:
+        """The decision could not be recorded: refuse (or, configured, let a cancel through)."""
+        if self.cancels_in_outage and v.allowed and msg.msg_type in CANCEL_TYPES:
+            assert conn.identity is not None
+            self.gate.record_late("decision", {
+                "direction": "outbound", "decision": v.outcome, "rules": list(v.rule_ids),
+                "identity": conn.identity.id, "session": route.name, "msg_type": text(msg.msg_type),
+                "client_seq": msg.seq_num, "cl_ord_id": text(msg.get(T.ClOrdID)),
+                "orig_cl_ord_id": text(msg.get(T.OrigClOrdID))})
+            self.forward(route, conn, msg, None)
+            return
+        self.gate.refused_in_outage()
+        self._send_answer(route, conn, T.MT_BUSINESS_MESSAGE_REJECT, business_reject(
+            msg, T.BRR_APPLICATION_NOT_AVAILABLE,
+            f"refused: the audit stream cannot record it ({exc}); nothing crosses unrecorded"), now)
+
+    def _refused(self, route: Route, conn: ClientProtocol, msg: Message, v: Verdict, now: float) -> None:
+        """Answer a refused message on the client leg; it never reaches the exchange."""
+        assert conn.session is not None
+        self.metrics.refusals.labels(v.rule_ids[0] if v.rule_ids else "?").inc()
+        if v.answer == pipeline.IGNORE:
+            return
+        if v.answer == pipeline.SESSION_REJECT:
+            conn.session.reject(msg, v.reject_reason, v.ref_tag, v.reason, now)
+            if v.logout:
+                conn.session.logout(now, f"{conn.bad_signatures} consecutive messages with a bad signature")
+            conn.pump()
+            return
+        self._refuse(route, conn, msg, f"refused by {','.join(v.rule_ids)}: {v.reason}", T.BRR_NOT_AUTHORIZED, now)
+
+    def _refuse(self, route: Route, conn: ClientProtocol | None, msg: Message, why: str, reason: int,
+                now: float) -> None:
+        """The refusal the client's state machine expects: ExecutionReport for orders, OrderCancelReject
+        for cancels, BusinessMessageReject otherwise.  Text(58) says why."""
+        data = why[:250].encode("latin-1", "replace")
+        fix42 = route.client_config.begin_string == b"FIX.4.2"
+        kind = pipeline.answer_kind(msg.msg_type)
+        if kind == "order":
+            body = order_refusal(msg, data, self.exec_id(b"GW-REJ"), fix42, now)
+            self._send_answer(route, conn, T.MT_EXECUTION_REPORT, body, now)
+        elif kind == "cancel":
+            self._send_answer(route, conn, T.MT_ORDER_CANCEL_REJECT, cancel_refusal(msg, data, fix42), now)
+        else:
+            if fix42 and reason == T.BRR_NOT_AUTHORIZED:
+                reason = T.BRR_OTHER
+            self._send_answer(route, conn, T.MT_BUSINESS_MESSAGE_REJECT,
+                              business_reject(msg, reason, data.decode("latin-1")), now)
+
+    def _send_answer(self, route: Route, conn: ClientProtocol | None, msg_type: bytes, body: list[Field],
+                     now: float) -> None:
+        """On the live session; otherwise stored for the client's next Logon (it is never lost)."""
+        if conn is not None and conn.session is not None and conn.session.is_logged_on:
+            conn.session.send_app(msg_type, body, now)
+            conn.pump()
+            return
+        live = route.client
+        if live is not None and live.session is not None and live.session.is_logged_on:
+            live.session.send_app(msg_type, body, now)
+            live.pump()
+            return
+        assert route.offline is not None
+        try:
+            route.offline.store_app(msg_type, body, now)
+        except (OSError, ValueError) as exc:
+            self.gate.event("alert", what="answer for an offline client could not be stored", session=route.name,
+                            error=str(exc))
+
+    def _forwarded(self, route: Route) -> Mapping[bytes, object]:
+        f = self.forwarded.get(route.key)
+        if f is None:
+            f = self.forwarded[route.key] = OrderedDict()
+        return f
+
+    def forward(self, route: Route, conn: ClientProtocol, msg: Message, decision_seq: int | None) -> None:
+        """Carry an allowed (and recorded) message to the exchange leg, then record what happened.
+
+        The client may have logged out since it sent the message: the order was
+        valid when received, so it still goes on, and its reports wait in the
+        client's store for the next Logon."""
+        now = time.time()
+        up = route.upstream
+        if not up.logged_on or up.protocol is None or up.protocol.session is None:
+            if route.cfg.on_exchange_down == "logout" and conn.session is not None and conn.session.is_logged_on:
+                conn.session.logout(now, f"exchange session {up.name} is not available")
+                conn.pump()
+            self.outcome(route, conn, msg, decision_seq, None, f"exchange session {up.name} is not logged on",
+                         T.BRR_APPLICATION_NOT_AVAILABLE)
+            return
+        header, body = split_for_carry(msg, conn.header_tags)
+        try:
+            sent = up.protocol.session.send_app(msg.msg_type, body, now, header)
+        except (OSError, ValueError) as exc:  # the exchange leg's store cannot write: nothing was sent
+            self.outcome(route, conn, msg, decision_seq, None, f"exchange leg store cannot write: {exc}",
+                         T.BRR_APPLICATION_NOT_AVAILABLE)
+            return
+        if sent is None:
+            self.outcome(route, conn, msg, decision_seq, None, f"exchange session {up.name} is not logged on",
+                         T.BRR_APPLICATION_NOT_AVAILABLE)
+            return
+        self._accepted(route, conn, msg)
+        up_seq = sent.seq_num
+        if up_seq is not None and msg.seq_num is not None:
+            route.seq_map[up_seq] = msg.seq_num
+            if len(route.seq_map) > SEQ_MAP_SIZE:
+                route.seq_map.popitem(last=False)
+        up.protocol.pump()
+        self.outcome(route, conn, msg, decision_seq, up_seq, None, 0)
+
+    def _accepted(self, route: Route, conn: ClientProtocol, msg: Message) -> None:
+        """The message is at the exchange: remember its ClOrdIDs and open orders."""
+        assert conn.identity is not None
+        kind = self.rules.kind(msg.msg_type)
+        book = self.risk_books.get(conn.identity.id)
+        if book is not None:
+            book.accepted(msg)
+        if kind != pipeline.ORDER:
+            return
+        fwd = self.forwarded.setdefault(route.key, OrderedDict())
+        for tag, value in msg.fields:
+            if tag == T.ClOrdID:
+                fwd[value] = None
+        while len(fwd) > FORWARDED_SIZE:
+            fwd.popitem(last=False)
+        cl = msg.get(T.ClOrdID)
+        if cl and msg.msg_type in (T.MT_NEW_ORDER_SINGLE, T.MT_ORDER_CANCEL_REPLACE_REQUEST):
+            route.open_orders[cl] = (msg.get(T.Side) or b"1", msg.get(T.Symbol) or b"", msg.get(T.OrderQty) or b"0")
+            if msg.msg_type == T.MT_ORDER_CANCEL_REPLACE_REQUEST and msg.get(T.OrigClOrdID):
+                route.open_orders.pop(msg.get(T.OrigClOrdID) or b"", None)
+
+    def outcome(self, route: Route, conn: ClientProtocol, msg: Message, decision_seq: int | None,
+                upstream_seq: int | None, why_not: str | None, reason: int) -> None:
+        """The outcome record of an allowed message; when it did not go on, the client is told."""
+        fields: dict[str, Any] = {"session": route.name, "decision_seq": decision_seq, "client_seq": msg.seq_num,
+                                  "msg_type": text(msg.msg_type), "cl_ord_id": text(msg.get(T.ClOrdID))}
+        if why_not is None:
+            self.gate.event("outcome", result="forwarded", upstream_seq=upstream_seq, **fields)
+            return
+        self.gate.event("outcome", result="not_forwarded", reason=why_not, **fields)
+        # BusinessMessageReject(j) 380=4 ApplicationNotAvailable: the gateway, not the policy, could not
+        # carry it (the README's contract for an exchange leg that is down)
+        self._send_answer(route, conn, T.MT_BUSINESS_MESSAGE_REJECT, business_reject(msg, reason, why_not),
+                          time.time())
+
+    # -- exchange -> client ------------------------------------------------------------
+    def exchange_to_client(self, route: Route, msg: Message, header_tags: frozenset[int], now: float) -> None:
+        """Carry an application message from the exchange to the client (decided and recorded first)."""
+        header, body = split_for_carry(msg, header_tags)
+        if msg.msg_type == T.MT_BUSINESS_MESSAGE_REJECT:
+            body = [(t, b"%d" % route.seq_map[int(v)] if t == T.RefSeqNum and v.isdigit() and len(v) < 12
+                     and int(v) in route.seq_map else v) for t, v in body]
+        self._observe(route, msg)
+        conn = route.client
+        party = self.party(route, conn) if conn is not None and conn.identity is not None else route.party
+        if party is None:  # nobody has logged on to this route since start: decide as its identity would
+            party = route.party = self._route_party(route)
+        if party is None:
+            self._deliver_unowned(route, msg, header, body, now)
+            return
+        v = pipeline.inbound(party, msg, self.moment(party.identity.id, now), self.rules)
+        online = conn is not None and conn.session is not None and conn.session.is_logged_on
+        try:
+            seq = self.gate.record(
+                "decision", direction="inbound", decision=v.outcome, rules=list(v.rule_ids),
+                identity=party.identity.id, session=route.name, msg_type=text(msg.msg_type),
+                upstream_seq=msg.seq_num, cl_ord_id=text(msg.get(T.ClOrdID)), exec_type=text(msg.get(T.ExecType)),
+                ord_status=text(msg.get(T.OrdStatus)), symbol=text(msg.get(T.Symbol)),
+                last_qty=text(msg.get(T.LastQty)), last_px=text(msg.get(T.LastPx)),
+                **({} if online else {"client_online": False}))
+        except AuditError as exc:
+            # never delivered or stored unrecorded, never dropped: held until the stream writes again
+            log.error("inbound_held", session=route.name, error=str(exc))
+            self.gate.hold(lambda: self.exchange_to_client(route, msg, header_tags, time.time()))
+            return
+        self.metrics.decision("inbound", v.outcome, v.rule_ids)
+        if not v.allowed:
+            return
+        self.gate.after_durable(seq, lambda: self._deliver(route, msg, header, body))
+
+    def _route_party(self, route: Route) -> Party | None:
+        """Nobody logged on to the route since start: the identity the registry binds to its CompID
+        (zone and MFA unknown, so rules that need them do not allow)."""
+        comp = route.cfg.client_comp_id
+        for ident in self.identities.values():
+            if comp in ident.comp_ids:
+                appl = route.client_config.default_appl_ver_id
+                return Party(ident, frozenset(ident.roles), None, None, None,
+                             frozenset({appl}) if appl else frozenset())
+        return None
+
+    def _observe(self, route: Route, msg: Message) -> None:
+        """What the exchange said about orders: open orders, risk books, reference prices."""
+        if msg.msg_type != T.MT_EXECUTION_REPORT:
+            return
+        if msg.get(T.OrdStatus) in TERMINAL_STATUS:
+            for tag in (T.ClOrdID, T.OrigClOrdID):
+                route.open_orders.pop(msg.get(tag) or b"", None)
+        last_px, sym = msg.get(T.LastPx), msg.get(T.Symbol)
+        if last_px and sym:
+            px = _price(last_px)
+            if px is not None:
+                self.last_px[sym] = px
+        conn = route.client
+        ident = conn.identity.id if conn is not None and conn.identity is not None else (
+            route.party.identity.id if route.party is not None else None)
+        book = self.risk_books.get(ident) if ident else None
+        if book is not None:
+            book.on_execution(msg)
+
+    def _deliver(self, route: Route, msg: Message, header: list[Field], body: list[Field]) -> None:
+        now = time.time()
+        conn = route.client
+        if conn is not None and conn.session is not None and conn.session.is_logged_on:
+            conn.session.send_app(msg.msg_type, body, now, header)
+            conn.app_out += 1
+            conn.pump()
+            return
+        self._store(route, msg, header, body, now)
+
+    def _store(self, route: Route, msg: Message, header: list[Field], body: list[Field], now: float) -> None:
+        """The client is away: keep it for the next Logon (gap recovery delivers it)."""
+        assert route.offline is not None
+        try:
+            stored = route.offline.store_app(msg.msg_type, body, now, header)
+        except (OSError, ValueError) as exc:
+            self.gate.event("alert", what="message for an offline client could not be stored",
+                            session=route.name, upstream_seq=msg.seq_num, error=str(exc))
+            return
+        self.gate.event("stored_for_offline_client", session=route.name, client_seq=stored.seq_num,
+                        msg_type=msg.msg_type.decode("latin-1"), cl_ord_id=text(msg.get(T.ClOrdID)),
+                        orig_cl_ord_id=text(msg.get(T.OrigClOrdID)), ord_status=text(msg.get(T.OrdStatus)))
+
+    def _deliver_unowned(self, route: Route, msg: Message, header: list[Field], body: list[Field],
+                         now: float) -> None:
+        """A route no identity may log on to: nobody could ever receive it, so it is refused, recorded."""
+        try:
+            self.gate.record("decision", direction="inbound", decision="deny", rules=["no-identity"],
+                             session=route.name, msg_type=text(msg.msg_type), upstream_seq=msg.seq_num,
+                             reason="no identity may log on to this session")
+        except AuditError:
+            self.gate.hold(lambda: self._deliver_unowned(route, msg, header, body, time.time()))
+
+    # -- operator-driven ---------------------------------------------------------------
+    def cancel_open_orders(self, route: Route, reason: str, now: float) -> None:
+        """Send OrderCancelRequest(F) upstream for every open order of the route (before a forced logout)."""
+        up = route.upstream
+        if not route.open_orders or not up.logged_on or up.protocol is None or up.protocol.session is None:
+            return
+        session: Session = up.protocol.session
+        for orig, (side, symbol, qty) in list(route.open_orders.items()):
+            cl = self.exec_id(b"GW-CXL")
+            body: list[Field] = [(T.ClOrdID, cl), (T.OrderQty, qty), (T.OrigClOrdID, orig), (T.Side, side),
+                                 (T.Symbol, symbol), (T.TransactTime, format_utc_timestamp(now))]
+            try:
+                sent = session.send_app(T.MT_ORDER_CANCEL_REQUEST, body, now)
+            except (OSError, ValueError) as exc:
+                self.gate.event("alert", what="cancel on logout not sent", session=route.name, error=str(exc))
+                break
+            self.gate.event("cancel_on_logout", session=route.name, orig_cl_ord_id=text(orig), cl_ord_id=text(cl),
+                            reason=reason, upstream_seq=sent.seq_num if sent else None)
+        up.protocol.pump()
+
+
+def _price(v: bytes) -> float | None:
+    try:
+        px = float(v)
+    except ValueError:
+        return None
+    return px if px > 0 and px != float("inf") else None
