@@ -642,6 +642,9 @@ class Gateway:
     def exchange_to_client(self, route: Route, msg: Message, header_tags: frozenset[int], now: float) -> None:
         self.router.exchange_to_client(route, msg, header_tags, now)
 
+    def session_reset(self, route: Route) -> None:
+        self.router.forwarded.pop(route.key, None)
+
 
 def audit_folder(cfg: Config, worker: int | None) -> Path:
     """``[audit] dir``, or its ``worker-K`` subfolder: each worker keeps its own hash chain."""

@@ -458,6 +458,9 @@ class ClientProtocol(SessionProtocol):
         if isinstance(event, AppMessageReceived):
             self.gw.client_to_exchange(route, self, event.message, now)
         elif isinstance(event, LoggedOn):
+            # a new FIX session (sequence numbers start again): ClOrdIDs of the last one are not duplicates
+            if event.reset_seq_nums or (self.session is not None and self.session.store.next_target_seq() <= 2):
+                self.gw.session_reset(route)
             self.gw.audit_event("logon", session=route.name, identity=self.identity.id if self.identity else None,
                                 peer=peer_text(self.peer), heartbeat=event.heartbeat_interval,
                                 reset=event.reset_seq_nums)

@@ -67,6 +67,9 @@ class Hub(Protocol):
 
     def exchange_to_client(self, route: Route, msg: Message, header_tags: frozenset[int], now: float) -> None: ...
 
+    def session_reset(self, route: Route) -> None:
+        """The client leg's sequence numbers were reset: a new FIX session begins on the route."""
+
     # -- operator actions ----------------------------------------------------------------
     def reload_feeds(self, force: bool = False) -> bool: ...
 
