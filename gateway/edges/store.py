@@ -12,7 +12,9 @@ One folder per session under the state directory:
 
 Every call reaches the OS with ``os.pwrite`` / ``os.write`` before it
 returns (survives a process crash, the ``write`` durability mode); nothing
-rewrites the whole store per message.
+rewrites the whole store per message.  Numbers outside the bounds of
+``gateway.core.fix.store`` are refused with ``ValueError`` before anything
+changes, in memory or on disk.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import os
 import struct
 import zlib
 from pathlib import Path
+
+from gateway.core.fix.store import checked_next_seq, checked_seq
 
 _SLOT = struct.Struct("<QQQI4x")
 _REC = struct.Struct("<QII")
@@ -98,14 +102,15 @@ class FileStore:
         return self._target
 
     def set_next_sender_seq(self, seq: int) -> None:
-        self._sender = seq
+        self._sender = checked_next_seq(seq)
         self._write_seqnums()
 
     def set_next_target_seq(self, seq: int) -> None:
-        self._target = seq
+        self._target = checked_next_seq(seq)
         self._write_seqnums()
 
     def save_sent(self, seq: int, raw: bytes) -> None:
+        checked_seq(seq)
         offset = os.lseek(self._log_fd, 0, os.SEEK_END)
         os.write(self._log_fd, _REC.pack(seq, len(raw), zlib.crc32(raw)) + raw)
         self._index[seq] = (offset + _REC.size, len(raw))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from gateway.core.fix import tags as T
 
@@ -39,6 +40,40 @@ Field = tuple[int, bytes]
 
 class ParseError(ValueError):
     """A frame whose fields cannot be read (not a validation failure)."""
+
+
+#: Longest run of significant digits read as a number.  Every bound the core
+#: checks is far below it (MAX_SEQ_NUM has 10 digits); ``int()`` of at most
+#: 18 digits is cheap and exact, and never meets Python's 4300-digit limit.
+MAX_INT_DIGITS: Final = 18
+#: What ``parse_uint`` gives for a longer digit string: above every bound, yet
+#: an ordinary int that compares, formats and packs in 64 bits.
+INT_TOO_LARGE: Final = 10**MAX_INT_DIGITS
+
+
+def parse_uint(value: bytes) -> int | None:
+    """A non-negative decimal integer from the peer; ``None`` when ``value`` is not one.
+
+    The one parser for integers the core reads from the wire.  Only ASCII
+    digits count (``int()`` alone would also take a sign, spaces and ``_``);
+    leading zeros are allowed.  A value with more than ``MAX_INT_DIGITS``
+    significant digits reads as ``INT_TOO_LARGE``, so callers answer "above the
+    bound" precisely and ``int()`` never sees unbounded peer input.
+    """
+    if not value.isdigit():
+        return None
+    if len(value) > MAX_INT_DIGITS:
+        value = value.lstrip(b"0") or b"0"
+        if len(value) > MAX_INT_DIGITS:
+            return INT_TOO_LARGE
+    return int(value)
+
+
+def excerpt(value: bytes, limit: int = 20) -> str:
+    """Peer bytes for an error text: decoded as they are, cut to ``limit``, never a Python repr."""
+    if len(value) <= limit:
+        return value.decode("latin-1")
+    return f"{value[:limit].decode('latin-1')}... ({len(value)} bytes)"
 
 
 class Message:
@@ -79,10 +114,16 @@ class Message:
         return tag in self._idx()
 
     def get_int(self, tag: int) -> int | None:
-        """Value of ``tag`` as an int, ``None`` when absent or not a number."""
+        """Value of ``tag`` as an int, ``None`` when absent or not digits only.
+
+        ``parse_uint`` inlined for the short values of the hot path: a value
+        longer than ``MAX_INT_DIGITS`` reads as ``INT_TOO_LARGE`` at most.
+        """
         value = self._idx().get(tag)
         if value is None or not value.isdigit():
             return None
+        if len(value) > MAX_INT_DIGITS:
+            return parse_uint(value)
         return int(value)
 
     @property
@@ -126,7 +167,14 @@ class FrameGarbled:
 FrameEvent = FrameReceived | FrameGarbled
 
 
+#: Digits a tag number may have (tags are int32 in every FIX engine); a longer
+#: one makes the frame unreadable rather than reach ``int()``.
+_MAX_TAG_DIGITS = 10
+
+
 def _valid_tag(tag: bytes) -> bool:
+    if len(tag) > _MAX_TAG_DIGITS:
+        return False
     return tag.isdigit() or (tag[:1] == b"-" and tag[1:].isdigit())
 
 
@@ -187,10 +235,10 @@ def _signed_tail(body: bytes) -> tuple[bytes, bytes, bytes] | None:
     sig = body.find(b"\x0189=", cut + 4)
     if sig < 0:
         return None
-    length = body[cut + 4 : sig]
-    if not length.isdigit() or sig + 4 + int(length) + 1 != len(body) or body[-1:] != SOH:
+    n = parse_uint(body[cut + 4 : sig])
+    if n is None or sig + 4 + n + 1 != len(body) or body[-1:] != SOH:
         return None
-    return body[: cut + 1], length, body[sig + 4 : -1]
+    return body[: cut + 1], body[cut + 4 : sig], body[sig + 4 : -1]
 
 
 def _parse_fields_strict(body: bytes) -> list[Field]:
@@ -203,10 +251,9 @@ def _parse_fields_strict(body: bytes) -> list[Field]:
     for i in range(len(parts) - 1):
         tag_b, sep, value = parts[i].partition(b"=")
         if not sep:
-            raise ParseError(f"field {parts[i][:20]!r} has no '='")
-        if not tag_b.isdigit():
-            if not _valid_tag(tag_b):
-                raise ParseError(f"tag {tag_b[:20]!r} is not a number")
+            raise ParseError(f"field {excerpt(parts[i])} has no '='")
+        if not _valid_tag(tag_b):
+            raise ParseError(f"tag {excerpt(tag_b)} is not a tag number")
         tag = int(tag_b)
         if tag in data_len:
             return _parse_fields_slow(body)
@@ -223,10 +270,10 @@ def _parse_fields_slow(body: bytes) -> list[Field]:
     while i < end:
         eq = body.find(b"=", i)
         if eq < 0:
-            raise ParseError(f"field {body[i:i + 20]!r} has no '='")
+            raise ParseError(f"field {excerpt(body[i:])} has no '='")
         tag_b = body[i:eq]
-        if not _valid_tag(tag_b) or SOH in tag_b:
-            raise ParseError(f"tag {tag_b[:20]!r} is not a number")
+        if not _valid_tag(tag_b):
+            raise ParseError(f"tag {excerpt(tag_b)} is not a tag number")
         tag = int(tag_b)
         if pending is not None and pending[0] == tag:
             n = pending[1]
@@ -244,9 +291,12 @@ def _parse_fields_slow(body: bytes) -> list[Field]:
         pending = None
         data_tag = T.DATA_LENGTH_TAGS.get(tag)
         if data_tag is not None:
-            if not value.isdigit():
-                raise ParseError(f"length field {tag} has non-numeric value {value[:20]!r}")
-            pending = (data_tag, int(value))
+            length = parse_uint(value)
+            if length is None:
+                raise ParseError(f"length field {tag} has non-numeric value {excerpt(value)}")
+            if length > end:
+                raise ParseError(f"length field {tag} value {excerpt(value)} is longer than the frame")
+            pending = (data_tag, length)
         out.append((tag, value))
     return out
 
@@ -360,7 +410,7 @@ class Framer:
             return None
         length_b = buf[e8 + 3 : e9]
         if not length_b.isdigit():
-            return self._skip_to_next_start(start, f"BodyLength(9) {length_b!r} is not a number")
+            return self._skip_to_next_start(start, f"BodyLength(9) {excerpt(length_b)} is not a number")
         length = int(length_b)
         body_start = e9 + 1
         if body_start - start + length + 7 > self.max_frame:
@@ -399,7 +449,7 @@ def _check_frame(frame: bytes, e8: int, body_start: int, length: int, ck: int) -
         return FrameGarbled(frame, f"BodyLength(9) is {length} but the body is {actual} bytes")
     ck_value = frame[ck + 4 : -1]
     if len(ck_value) != 3 or not ck_value.isdigit():
-        return FrameGarbled(frame, f"CheckSum(10) {ck_value!r} is not three digits")
+        return FrameGarbled(frame, f"CheckSum(10) {excerpt(ck_value)} is not three digits")
     expected = checksum(memoryview(frame)[: ck + 1])
     if int(ck_value) != expected:
         return FrameGarbled(

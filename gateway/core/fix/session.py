@@ -10,16 +10,25 @@ Behaviour follows the FIX session-level test cases; comments cite the case
 (1a, 2b, 14e ...) a rule comes from.  Peer input never raises out of this
 module: a bad frame becomes a dropped frame, a Reject(3) with its
 SessionRejectReason(373), or a Logout, and always an event.
+
+Bounds: integers from the peer are read by ``codec.parse_uint`` only, and a
+sequence number above ``T.MAX_SEQ_NUM`` never reaches the store: MsgSeqNum(34)
+gets a Logout, NewSeqNo(36) / BeginSeqNo(7) / EndSeqNo(16) a Reject(3) with
+373=5.  When either side's MsgSeqNum(34) reaches the bound (ours keeps the last
+number for it) a Logout says so; only ResetSeqNumFlag(141)=Y goes on.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Concatenate, ParamSpec
 
 from gateway.core.fix import tags as T
-from gateway.core.fix.codec import Field, FrameGarbled, Framer, Message, encode, parse_fields
+from gateway.core.fix.carry import split_for_carry
+from gateway.core.fix.codec import Field, FrameGarbled, Framer, Message, encode, excerpt, parse_fields, parse_uint
 from gateway.core.fix.dictionary import ValidationError, Validator
 from gateway.core.fix.events import (
     AppMessageReceived,
@@ -37,7 +46,7 @@ from gateway.core.fix.events import (
     SequenceReset,
 )
 from gateway.core.fix.signature import Signer, encode_signed
-from gateway.core.fix.store import SessionStore
+from gateway.core.fix.store import SessionStore, resend_plan
 from gateway.core.fix.utctime import format_utc_timestamp, parse_utc_timestamp
 
 __all__ = [
@@ -56,6 +65,12 @@ __all__ = [
     "Disconnected",
     "Event",
 ]
+
+
+def _used_up_text(comp_id: bytes) -> str:
+    """Why the session ends when one side has used every sequence number (its CompID says which side)."""
+    return (f"MsgSeqNum(34) of messages from {comp_id.decode('latin-1')} reached {T.MAX_SEQ_NUM}, the largest "
+            "sequence number this session holds; log on with ResetSeqNumFlag(141)=Y to go on")
 
 
 class Role(enum.Enum):
@@ -94,6 +109,20 @@ class SessionConfig:
 
 class _Stop(Exception):
     """Internal: stop processing the current message (session is closing)."""
+
+
+_P = ParamSpec("_P")
+
+
+def _stops(method: Callable[Concatenate[Session, _P], None]) -> Callable[Concatenate[Session, _P], None]:
+    """A public entry point that a closing session (``_Stop``) simply ends."""
+    @functools.wraps(method)
+    def run(self: Session, /, *args: _P.args, **kwargs: _P.kwargs) -> None:
+        try:
+            method(self, *args, **kwargs)
+        except _Stop:
+            pass
+    return run
 
 
 @dataclass(slots=True)
@@ -153,6 +182,7 @@ class Session:
         out, self._out = self._out, []
         return out
 
+    @_stops
     def connection_made(self, now: float) -> None:
         """Start the session on a fresh connection (initiator sends its Logon)."""
         self._t.last_received = now
@@ -197,6 +227,8 @@ class Session:
         try:
             self._on_message(msg, now, queued=False)
             self._drain_queue(now)
+            if self.state is State.ACTIVE and self.store.next_target_seq() > T.MAX_SEQ_NUM:
+                self._end(now, _used_up_text(self.config.target_comp_id))  # its last number was handled
         except _Stop:
             pass
 
@@ -210,7 +242,10 @@ class Session:
         """Send an application message; returns it as sent (``None`` when not logged on)."""
         if self.state is not State.ACTIVE:
             return None
-        return self._send(msg_type, body, now, header, store=True)
+        try:
+            return self._send(msg_type, body, now, header, store=True)
+        except _Stop:  # our last MsgSeqNum(34) went to the Logout that ends the session
+            return None
 
     def store_app(
         self,
@@ -223,18 +258,22 @@ class Session:
 
         It takes the next sequence number and waits in the store; the peer
         gets it through the normal gap recovery (ResendRequest) at its next
-        Logon.  Nothing is written to a transport.
+        Logon.  Nothing is written to a transport.  ``ValueError`` when every number is used.
         """
-        msg = self._send(msg_type, body, now, header, store=True)
+        if self.store.next_sender_seq() > T.MAX_SEQ_NUM:
+            raise ValueError(_used_up_text(self.config.sender_comp_id))
+        msg = self._send(msg_type, body, now, header, store=True, last=True)
         self._out.pop()
         return msg
 
+    @_stops
     def reject(self, msg: Message, reason: int, tag: int | None, detail: str, now: float) -> None:
         """Answer an already accepted message with Reject(3) (e.g. SignatureProblem)."""
         if self.state is State.ACTIVE:
             self._now = now
             self._reject(msg, reason, tag, detail)
 
+    @_stops
     def logout(self, now: float, text: str = "") -> None:
         """Start a Logout we initiate; the session closes on the reply or timeout."""
         if self.state is State.ACTIVE:
@@ -266,6 +305,7 @@ class Session:
             deadlines.append(t.last_received + 2.4 * hb)
         return min(deadlines) if deadlines else None
 
+    @_stops
     def handle_timer(self, now: float) -> None:
         if self.state is State.CLOSED:
             return
@@ -301,11 +341,14 @@ class Session:
         header: Iterable[Field] = (),
         store: bool = False,
         seq: int | None = None,
+        last: bool = False,
     ) -> Message:
         cfg = self.config
         own_seq = seq is None
         if seq is None:
-            seq = self.store.next_sender_seq()
+            seq = self.store.next_sender_seq()  # the last is kept for the Logout that says so (``last``: offline)
+            if seq >= T.MAX_SEQ_NUM and not (seq == T.MAX_SEQ_NUM and (last or msg_type == T.MT_LOGOUT)):
+                self._we_used_up(seq, now)
         head: list[Field] = [
             (T.MsgSeqNum, b"%d" % seq),
             (T.SenderCompID, cfg.sender_comp_id),
@@ -336,6 +379,23 @@ class Session:
         self._events.append(LogoutSent(text))
         self.state = State.LOGOUT_SENT
         self._t.logout_deadline = now + self.config.logout_timeout
+
+    def _we_used_up(self, seq: int, now: float) -> None:
+        """Our numbers are used up: the last one, if still ours, goes to a Logout that says so."""
+        text, logged_on = _used_up_text(self.config.sender_comp_id), self.is_logged_on
+        if seq == T.MAX_SEQ_NUM and self.state not in (State.LOGON_SENT, State.CLOSED):
+            self._send(T.MT_LOGOUT, [(T.Text, text.encode())], now)
+            self._events.append(LogoutSent(text))
+        self._events.append(LoggedOut(text, by_peer=False) if logged_on else LogonRefused(text))
+        self._disconnect(text)
+        raise _Stop
+
+    def _end(self, now: float, text: str) -> None:
+        """Logout with ``text`` and close at once: the session cannot go on."""
+        self._logout(now, text)
+        self._events.append(LoggedOut(text, by_peer=False))
+        self._disconnect(text)
+        raise _Stop
 
     def _disconnect(self, reason: str) -> None:
         if self.state is not State.CLOSED:
@@ -388,7 +448,9 @@ class Session:
             self._disconnect("garbled first message")
 
     def _incr_target(self) -> None:
-        self.store.set_next_target_seq(self.store.next_target_seq() + 1)
+        nxt = self.store.next_target_seq()
+        if nxt <= T.MAX_SEQ_NUM:  # past it every number is used and the session is ending
+            self.store.set_next_target_seq(nxt + 1)
 
     def _drain_queue(self, now: float) -> None:
         q = self._queue.messages
@@ -413,7 +475,12 @@ class Session:
         if not queued:
             self.messages_in += 1
         if self.state is State.AWAITING_LOGON and mt != T.MT_LOGON:
-            self._refuse_logon(f"first message is MsgType(35)={mt.decode('latin-1')}, not Logon (1e)")
+            self._refuse_logon(f"first message is MsgType(35)={excerpt(mt)}, not Logon (1e)")
+        seq_b = msg.get(T.MsgSeqNum)  # 10 digits or more: the only ones that may be above the bound
+        if seq_b is not None and len(seq_b) >= 10 and (parse_uint(seq_b) or 0) > T.MAX_SEQ_NUM:
+            if not self.is_logged_on:
+                self._refuse_logon(_above_bound(msg, T.MsgSeqNum))
+            self._end(now, _above_bound(msg, T.MsgSeqNum))  # no store holds it: the session cannot go on
         if msg.begin_string != cfg.begin_string:
             if not self.is_logged_on:
                 self._refuse_logon(
@@ -530,18 +597,11 @@ class Session:
         rr = self._resend_range
         if rr is not None and seq >= rr[0]:
             return  # already asked for this gap (2b, 10)
-        self._events.append(GapDetected(expected, seq))
-        end = b"0" if self.config.begin_string >= b"FIX.4.2" else b"999999"
-        self._send_admin(T.MT_RESEND_REQUEST, [(T.BeginSeqNo, b"%d" % expected), (T.EndSeqNo, end)], now)
-        self._resend_range = (expected, seq - 1)
+        self._target_too_high_gap(seq, expected, now)
 
     def _target_too_low(self, msg: Message, seq: int, expected: int, now: float) -> None:
         if msg.get(T.PossDupFlag) != b"Y":
-            text = f"MsgSeqNum too low, expecting {expected} but received {seq}"
-            self._logout(now, text)
-            self._events.append(LoggedOut(text, by_peer=False))
-            self._disconnect(text)
-            raise _Stop
+            self._end(now, f"MsgSeqNum too low, expecting {expected} but received {seq}")
         if msg.msg_type != T.MT_SEQUENCE_RESET:
             orig_b = msg.get(T.OrigSendingTime)
             if orig_b is None:
@@ -564,8 +624,10 @@ class Session:
             self._reject(msg, T.SRR_VALUE_INCORRECT, T.MsgType, "Logon(A) on an active session")
             return
         hb_b = msg.get(T.HeartBtInt) or b""
-        if not hb_b.isdigit():
-            self._refuse_logon(f"HeartBtInt(108) {hb_b!r} is not a non-negative number")
+        hb = parse_uint(hb_b)
+        if hb is None or hb > T.MAX_HEART_BT_INT:
+            self._refuse_logon(f"HeartBtInt(108) '{excerpt(hb_b)}' is not a number of seconds from 0 to "
+                               f"{T.MAX_HEART_BT_INT}")
         if cfg.role is Role.ACCEPTOR and cfg.begin_string == b"FIXT.1.1" and not msg.get(T.DefaultApplVerID):
             self._refuse_logon("DefaultApplVerID(1137) missing from Logon")
         reset_requested = msg.get(T.ResetSeqNumFlag) == b"Y"
@@ -593,17 +655,15 @@ class Session:
         seq = msg.seq_num
         expected = self.store.next_target_seq()
         if seq is not None and seq < expected and not reset_requested:
-            text = f"MsgSeqNum too low, expecting {expected} but received {seq}"
-            if cfg.role is Role.ACCEPTOR and not was_active:
-                # answer the Logon first so the Logout is meaningful, then close
-                pass
+            text = (f"MsgSeqNum too low, expecting {expected} but received {seq}" if expected <= T.MAX_SEQ_NUM
+                    else _used_up_text(cfg.target_comp_id))
             self._send_admin(T.MT_LOGOUT, [(T.Text, text.encode())], now)
             self._events.append(LogonRefused(text))
             self._disconnect(text)
             raise _Stop
         self._t.last_received = now
         self._t.test_requests = 0
-        self.heartbeat_interval = int(hb_b) if cfg.role is Role.ACCEPTOR else cfg.heartbeat_interval
+        self.heartbeat_interval = hb if hb is not None and cfg.role is Role.ACCEPTOR else cfg.heartbeat_interval
         if cfg.role is Role.ACCEPTOR:
             body: list[Field] = [(T.EncryptMethod, b"0"), (T.HeartBtInt, hb_b)]
             if reset_requested:
@@ -650,6 +710,9 @@ class Session:
         if new_seq is None:
             self._reject(msg, T.SRR_REQUIRED_TAG_MISSING, T.NewSeqNo, "NewSeqNo(36) missing")
             return
+        if new_seq > T.MAX_SEQ_NUM:
+            self._reject(msg, T.SRR_VALUE_INCORRECT, T.NewSeqNo, _above_bound(msg, T.NewSeqNo))
+            return
         expected = self.store.next_target_seq()
         if new_seq > expected:
             self.store.set_next_target_seq(new_seq)
@@ -670,6 +733,10 @@ class Session:
             self._reject(msg, T.SRR_REQUIRED_TAG_MISSING, T.BeginSeqNo if begin is None else T.EndSeqNo,
                          "ResendRequest without BeginSeqNo(7)/EndSeqNo(16)")
             return
+        for tag, value in ((T.BeginSeqNo, begin), (T.EndSeqNo, end)):
+            if value > T.MAX_SEQ_NUM:
+                self._reject(msg, T.SRR_VALUE_INCORRECT, tag, _above_bound(msg, tag))
+                return
         self._serve_resend(begin, end, now)
         seq = msg.seq_num
         expected = self.store.next_target_seq()
@@ -686,28 +753,17 @@ class Session:
         next_sender = self.store.next_sender_seq()
         if end == 0 or end == 999999 or end >= next_sender:
             end = next_sender - 1
-        if begin < 1:
-            begin = 1
+        begin = max(begin, 1)
         if begin > end:
             return
         resent = filled = 0
-        gap_start: int | None = None
-        current = begin
-        for seq, raw in self.store.get_sent(begin, end):
-            if seq < current:
-                continue
-            if seq > current and gap_start is None:
-                gap_start = current
-            if gap_start is not None:
-                self._gap_fill(gap_start, seq, now)
-                filled += seq - gap_start
-                gap_start = None
-            self._resend(raw, now)
-            resent += 1
-            current = seq + 1
-        if current <= end:
-            self._gap_fill(current, end + 1, now)
-            filled += end + 1 - current
+        for seq, item in resend_plan(self.store.get_sent(begin, end), begin, end):
+            if isinstance(item, bytes):
+                self._resend(item, now)
+                resent += 1
+            else:
+                self._gap_fill(seq, item, now)
+                filled += item - seq
         self._events.append(ResendServed(begin, end, resent, filled))
 
     def _gap_fill(self, seq: int, new_seq: int, now: float) -> None:
@@ -721,29 +777,19 @@ class Session:
         )
 
     def _resend(self, raw: bytes, now: float) -> None:
-        """Send a stored application message again with PossDupFlag(43)=Y."""
-        msg_fields = parse_fields(raw[raw.index(b"\x0135=") + 1 : raw.rindex(b"\x0110=") + 1])
-        mt = msg_fields[0][1]
-        seq = 0
-        orig = b""
-        header: list[Field] = []
-        body: list[Field] = []
-        in_header = True
-        for tag, value in msg_fields[1:]:
-            if in_header and tag in self._header_tags:
-                if tag == T.MsgSeqNum:
-                    seq = int(value)
-                elif tag == T.SendingTime:
-                    orig = value
-                elif tag not in T.SESSION_HEADER_TAGS:
-                    header.append((tag, value))
-            elif tag not in (T.SignatureLength, T.Signature):
-                in_header = False
-                body.append((tag, value))
-        header.append((T.PossDupFlag, b"Y"))
-        header.append((T.OrigSendingTime, orig))
-        self._send(mt, body, now, header, seq=seq)
+        """Send a stored application message again with PossDupFlag(43)=Y, its header and body as carried."""
+        fields = parse_fields(raw[raw.index(b"\x0135=") + 1 : raw.rindex(b"\x0110=") + 1])
+        msg = Message(self.config.begin_string, fields[0][1], fields, raw)
+        header, body = split_for_carry(msg, self._header_tags)
+        header += [(T.PossDupFlag, b"Y"), (T.OrigSendingTime, msg.get(T.SendingTime) or b"")]
+        self._send(msg.msg_type, body, now, header, seq=msg.seq_num or 0)
 
 
 def _tag_key(f: Field) -> int:
     return f[0]
+
+
+def _above_bound(msg: Message, tag: int) -> str:
+    """Detail for a sequence number field above MAX_SEQ_NUM: the field, an excerpt of its value, the bound."""
+    return (f"{T.field_name(tag)} {excerpt(msg.get(tag) or b'')} is above {T.MAX_SEQ_NUM}, "
+            "the largest sequence number this session holds")

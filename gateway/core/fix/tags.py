@@ -34,6 +34,19 @@ CheckSum: Final = 10
 SignatureLength: Final = 93
 Signature: Final = 89
 
+# --- Bounds -----------------------------------------------------------------
+#: The largest sequence number (MsgSeqNum(34), NewSeqNo(36), BeginSeqNo(7),
+#: EndSeqNo(16)) a session holds: 2**31 - 1.  The FIX specification leaves
+#: SeqNum unbounded, but QuickFIX keeps it in a signed 32-bit int (C++
+#: ``typedef int SEQNUM``, QuickFIX/J an ``int``) and so do most venues, so no
+#: real counterparty goes beyond it; at 1,000 messages a second it lasts 24
+#: days without a reset.  Peer input beyond it gets a FIX answer (Reject(3)
+#: 373=5 or a Logout), and the stores refuse it outright.
+MAX_SEQ_NUM: Final = 2**31 - 1
+#: The longest heartbeat interval a Logon may ask for, in seconds: beyond an
+#: hour a dead connection would go unnoticed for hours (2.4 x HeartBtInt(108)).
+MAX_HEART_BT_INT: Final = 3600
+
 # --- Session-level body fields -------------------------------------------
 BeginSeqNo: Final = 7
 EndSeqNo: Final = 16
