@@ -269,7 +269,7 @@ def operator(identity: Identity | None, why_not: str, revoked: str | None, needs
     if revoked is not None:
         return _refuse("revocation", "admin.revoked", revoked)
     if needs_role is not None and needs_role not in identity.roles:
-        return _refuse("role", "admin.role", f"{identity.id} lacks the role {needs_role}")
+        return _refuse("role", "admin.role", f"{identity.id} lacks role {needs_role}")
     return Verdict(True, "allow", "role", (f"admin.{needs_role or 'any'}",), "ok")
 
 
