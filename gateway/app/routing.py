@@ -136,7 +136,10 @@ class Router:
         elif v.allowed:
             conn.bad_signatures = 0
         try:
-            seq = self.gate.record("decision", **self._decision_fields(route, conn, party, msg, v, at, decide_us))
+            # a bad signature is recorded as such: the message was never decided on its content
+            kind = "signature_refused" if v.stage == "signature" else "decision"
+            extra = {"consecutive": conn.bad_signatures} if kind == "signature_refused" else {}
+            seq = self.gate.record(kind, **self._decision_fields(route, conn, party, msg, v, at, decide_us), **extra)
         except AuditError as exc:
             self._audit_down(route, conn, msg, v, now, exc)
             return
