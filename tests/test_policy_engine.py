@@ -154,3 +154,112 @@ def test_zones_by_cidr_or_listener_first_definition_wins() -> None:
     assert zone_of("127.0.0.2", table, "default") == "desk"
     assert zone_of("127.0.0.9", table, "default") == "fix-listener"
     assert zone_of("127.0.0.9", table, "other") == "lo"
+
+
+# --- every occurrence, fail-closed numbers, kinds -----------------------------------
+
+extra_st = st.sampled_from([(55, b"INTC"), (55, b"MSFT"), (38, b"10"), (38, b"5000"), (38, b"-5"), (38, b"nan"),
+                            (600, b"MSFT"), (1, b"ACC")])
+
+
+@settings(max_examples=150, deadline=None)
+@given(rules=rules_st, ctx=ctx_st, msg=msg_st, extra=extra_st, first=st.booleans())
+def test_another_occurrence_never_turns_a_deny_into_an_allow(rules: tuple[Rule, ...], ctx: Context,
+                                                             msg: codec.Message, extra: tuple[int, bytes],
+                                                             first: bool) -> None:
+    """Allow rules need every occurrence, deny rules any one: more fields can only make a message less allowed."""
+    body = list(msg.fields[2:])
+    more = codec.parse(codec.encode(b"FIX.4.4", [msg.fields[0], msg.fields[1],
+                                                 *([extra, *body] if first else [*body, extra])]))
+    p = Policy(list(rules))
+    if p.decide(ctx, more).allowed:
+        assert p.decide(ctx, msg).allowed
+
+
+def _policy_text(rule_extra: str = "", actions_extra: str = "") -> str:
+    return f"""
+[actions.orders]
+msg_types = ["D"]
+{actions_extra}
+[[rules]]
+id = "r"
+actions = ["orders"]
+decision = "allow"
+{rule_extra}
+"""
+
+
+@pytest.mark.parametrize("text,words", [
+    (_policy_text("max_qty = nan"), ["rule 'r': max_qty", "positive"]),
+    (_policy_text("max_qty = -1"), ["rule 'r': max_qty", "positive"]),
+    (_policy_text("max_notional = inf"), ["rule 'r': max_notional", "positive"]),
+    (_policy_text() + "[risk.default]\nmax_order_qty = nan\n", ["risk.default.max_order_qty", "positive"]),
+    (_policy_text() + "[risk.accounts.A]\nmax_notional = -5\n", ["risk.accounts.A.max_notional", "positive"]),
+    (_policy_text() + "[risk.reference_prices]\nINTC = 0\n", ["risk.reference_prices.INTC", "positive"]),
+    (_policy_text() + '[risk.default]\nrestricted_symbols = ["FOO:1"]\n', ["restricted_symbols", "FOO"]),
+    (_policy_text('symbols = [" "]'), ["rule 'r': symbols", "empty"]),
+    (_policy_text(actions_extra='[actions.b]\nmsg_types = ["U1"]\nkind = "cancel"\n'
+                                '[actions.c]\nmsg_types = ["U1"]\nkind = "read"'),
+     ["U1", "cancel", "read", "'b'", "'c'"]),
+    (_policy_text(actions_extra='direction = "inbound"\nkind = "order"'), ["action 'orders': kind", "outbound"]),
+])
+def test_numbers_symbols_and_kinds_are_checked_at_load(tmp_path: Path, text: str, words: list[str]) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load(path)
+    assert str(path) in str(exc.value) and all(w in str(exc.value) for w in words), str(exc.value)
+
+
+def test_a_rule_reports_the_field_that_kept_it_from_allowing(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(_policy_text('symbols = ["INTC"]\naccounts = ["A1"]\nmax_qty = 100'))
+    policy, _ = load(path)
+    ctx = Context("x", frozenset(), None, "compliant", False, None, False, T0)
+
+    def d(*fields: tuple[int, bytes]) -> str:
+        decision = policy.decide(ctx, codec.parse(codec.encode(b"FIX.4.4", [(35, b"D"), (34, b"2"), *fields])))
+        assert not decision.allowed
+        return decision.reason
+
+    assert "r: Symbol(55) MSFT not in the rule's list" in d((1, b"A1"), (55, b"INTC"), (55, b"MSFT"), (38, b"1"))
+    assert "r: AllocAccount(79) B2 not in the rule's list" in d((1, b"A1"), (79, b"B2"), (55, b"INTC"), (38, b"1"))
+    assert "r: OrderQty(38) 1e2 is not a positive number" in d((1, b"A1"), (55, b"INTC"), (38, b"1e2"))
+    assert "r: OrderQty2(192) 101 above 100" in d((1, b"A1"), (55, b"INTC"), (38, b"1"), (192, b"101"))
+    assert "r: no quantity" in d((1, b"A1"), (55, b"INTC"))
+    assert "r: no instrument" in d((1, b"A1"), (38, b"1"))
+
+
+def test_policy_kinds_are_the_fix_table_plus_declared_custom_msgtypes(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(_policy_text(actions_extra='[actions.venue]\nmsg_types = ["U5", "U6"]\nkind = "read"\n'
+                                               '[actions.venue_in]\nmsg_types = ["U7"]\ndirection = "inbound"'))
+    policy, _ = load(path)
+    assert [policy.kind_of(mt) for mt in (b"D", b"AB", b"F", b"V", b"U5", b"U6", b"U7", b"BE")] == \
+        ["order", "order", "cancel", "read", "read", "read", "other", "other"]
+    assert Policy([]).kind_of(b"R") == "order"  # a policy built in code knows the FIX table
+
+
+def test_the_shipped_policy_declares_its_instruments() -> None:
+    policy, spec = load(Path(__file__).resolve().parents[1] / "config" / "policy.toml")
+    assert policy.instruments.normalize == ("trim", "upper")
+    assert "ISIN:US9999999999" in spec.instruments.aliases["XYZ-RESTRICTED"]
+
+
+def test_an_allow_hands_its_scan_to_risk(tmp_path: Path) -> None:
+    from gateway.core.policy.risk import Limits, RiskBook
+
+    path = tmp_path / "p.toml"
+    path.write_text(_policy_text('symbols = ["INTC"]') + '[instruments]\nnormalize = ["trim"]\n')
+    policy, _ = load(path)
+    ctx = Context("x", frozenset(), None, "compliant", False, None, False, T0)
+    m = codec.parse(codec.encode(b"FIX.4.4", [(35, b"D"), (34, b"2"), (11, b"A"), (55, b"INTC "), (38, b"-1")]))
+    d = policy.decide(ctx, m)
+    assert d.allowed and d.facts is not None
+    book = RiskBook(Limits(max_order_qty=10))
+    assert book.check(m, T0, None, {}, facts=d.facts) == book.check(m, T0, None, {}) == \
+        ("risk.max_order_qty", "OrderQty(38) -1 is not a positive number")
+    # with exact case (normalize = ["trim"]) the rule's INTC is not intc
+    lower = codec.parse(codec.encode(b"FIX.4.4", [(35, b"D"), (34, b"2"), (55, b"intc"), (38, b"1")]))
+    assert not policy.decide(ctx, lower).allowed
+    assert Policy([]).decide(ctx, m).facts is None  # no rule read fields: nothing scanned

@@ -305,7 +305,7 @@ class Router:
         kind = self.rules.kind(msg.msg_type)
         book = self.risk_books.get(conn.identity.id)
         if book is not None:
-            book.accepted(msg)
+            book.accepted(msg, kind)
         if kind != pipeline.ORDER:
             return
         fwd = self.forwarded.setdefault(route.key, OrderedDict())

@@ -58,6 +58,7 @@ from gateway.core.fix.codec import Message
 from gateway.core.identity import ROUTING_FIELDS, XML_DATA, Identity
 from gateway.core.policy.actions import CANCEL, ORDER, READ, kind_of
 from gateway.core.policy.engine import Context, Decision, Policy
+from gateway.core.policy.instruments import DEFAULT_INSTRUMENTS
 from gateway.core.policy.risk import Limits, RiskBook
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -137,8 +138,8 @@ class Rules:
     references: Mapping[bytes, float]
 
     def kind(self, msg_type: bytes) -> str:
-        own = getattr(self.policy, "kind_of", None)  # a policy's actions may name their own kinds
-        return str(own(msg_type)) if own is not None else kind_of(msg_type)
+        p = self.policy  # a policy's actions may name the kind of a venue's own MsgTypes
+        return p.kind_of(msg_type) if p is not None else kind_of(msg_type)
 
 
 def _refuse(stage: str, rule: str, reason: str, answer: str = REFUSE, **kw: object) -> Verdict:
@@ -232,9 +233,10 @@ def outbound(party: Party, msg: Message, at: Moment, rules: Rules, book: RiskBoo
         return Verdict(False, d.outcome, "policy", d.rule_ids, d.reason, REFUSE, shadow=d.shadow)
     # 8. pre-trade risk, after an enforced allow
     if book is not None and d.outcome == "allow":
-        account = msg.get(T.Account)
-        hit = book.check(msg, at.now, rules.account_limits.get(account) if account else None,
-                         rules.references)
+        accounts = [rules.account_limits[v] for t, v in msg.fields if t == T.Account and v in rules.account_limits]
+        policy = rules.policy
+        hit = book.check(msg, at.now, accounts or None, rules.references, kind,
+                         policy.instruments if policy is not None else DEFAULT_INSTRUMENTS, d.facts)
         if hit is not None:
             name, why = hit
             if name == "risk.possresend_duplicate":

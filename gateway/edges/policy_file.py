@@ -3,6 +3,23 @@
 Errors raise ``ConfigError`` naming the file, the rule id and the key, with
 what would be valid.  The policy's SHA-256 (of the file bytes) identifies
 the version in audit records.
+
+Besides the rules, the loader compiles and checks what the hot path must be
+able to trust:
+
+* ``[instruments]`` (``gateway/core/policy/instruments.py``): rule
+  ``symbols`` and risk ``restricted_symbols`` entries are normalised and
+  expanded with their aliases here, once; ``restricted_symbols`` and the
+  ``reference_prices`` keys are written back into the returned spec in that
+  normalised form (``SOURCE:ID`` for identifiers), so ``LimitsSpec.compile()``
+  needs nothing else;
+* an action's ``kind`` (``gateway/core/policy/actions.py``) may not loosen a
+  FIX MsgType, two actions may not give one MsgType two kinds, and ``kind``
+  is for outbound actions only;
+* an outbound allow rule may not allow an ORDER-kind MsgType that pre-trade
+  risk cannot check (a venue's own MsgType declared ``kind = "order"``);
+* every bound and reference price is a finite number above 0 (TOML has
+  ``nan`` and ``inf``, and a NaN bound compares false with everything).
 """
 
 from __future__ import annotations
@@ -10,6 +27,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import math
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -19,8 +37,17 @@ import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from gateway.core.policy.actions import KINDS, ORDER, RISK_CHECKABLE, downgrade, kind_of
 from gateway.core.policy.anomaly import AnomalySettings
 from gateway.core.policy.engine import CONTROLS, DAYS, POSTURE_LEVELS, Policy, Rule, TimeWindow
+from gateway.core.policy.instruments import (
+    AS_WRITTEN,
+    NORMALIZE_STEPS,
+    InstrumentError,
+    Instruments,
+    compile_instruments,
+    display,
+)
 from gateway.core.policy.risk import Limits
 from gateway.edges.config import ConfigError, check_zones
 
@@ -33,6 +60,12 @@ class ActionSpec(_S, kw_only=True, forbid_unknown_fields=True):
     msg_types: list[str]
     direction: Literal["outbound", "inbound"] = "outbound"
     description: str = ""
+    kind: str | None = None  # order | cancel | read | other, for a venue's own MsgTypes (actions.py)
+
+
+class InstrumentsSpec(_S, kw_only=True, forbid_unknown_fields=True):
+    normalize: list[str] = msgspec.field(default_factory=lambda: list(NORMALIZE_STEPS))
+    aliases: dict[str, list[str]] = {}  # symbol -> its SecurityIDs, "SOURCE:ID"
 
 
 class TimeSpec(_S, kw_only=True, forbid_unknown_fields=True):
@@ -77,10 +110,11 @@ class LimitsSpec(_S, kw_only=True, forbid_unknown_fields=True):
     max_open_orders: int | None = None
     duplicate_clordid: bool = True
 
-    def compile(self) -> Limits:
-        return Limits(self.max_msgs_per_sec, self.burst, frozenset(s.encode() for s in self.restricted_symbols),
-                      self.max_order_qty, self.max_notional, self.price_collar_pct, self.max_open_orders,
-                      self.duplicate_clordid)
+    def compile(self, instruments: Instruments | None = None) -> Limits:
+        """``Limits``; entries as the loader wrote them back (normalised, with aliases) unless ``instruments``."""
+        restricted = (instruments or AS_WRITTEN).entry_keys(self.restricted_symbols, any_source=True)
+        return Limits(self.max_msgs_per_sec, self.burst, restricted, self.max_order_qty, self.max_notional,
+                      self.price_collar_pct, self.max_open_orders, self.duplicate_clordid)
 
 
 class RiskSpec(_S, kw_only=True, forbid_unknown_fields=True):
@@ -109,6 +143,7 @@ class PolicySpec(_S, kw_only=True, forbid_unknown_fields=True):
     anomaly: AnomalySpec = msgspec.field(default_factory=AnomalySpec)
     risk: RiskSpec = msgspec.field(default_factory=RiskSpec)
     zones: dict[str, list[str]] = {}
+    instruments: InstrumentsSpec = msgspec.field(default_factory=InstrumentsSpec)
     actions: dict[str, ActionSpec] = {}
     rules: list[RuleSpec] = []
     posture: PostureSpec = msgspec.field(default_factory=PostureSpec)
@@ -145,6 +180,12 @@ def parse(data: bytes, path: Path) -> tuple[Policy, PolicySpec]:
         raise ConfigError(path, where or "(top level)", problem) from None
     known_zones = set(spec.zones)
     check_zones(spec.zones, path)
+    try:
+        instruments = compile_instruments(spec.instruments.normalize, spec.instruments.aliases)
+    except InstrumentError as exc:
+        raise ConfigError(path, f"instruments.{exc.key}", exc.problem, exc.hint) from None
+    kinds = _kinds(spec, path)
+    _compile_risk(spec, instruments, path)
     rules: list[Rule] = []
     seen: set[str] = set()
     for i, r in enumerate(spec.rules):
@@ -163,6 +204,18 @@ def parse(data: bytes, path: Path) -> tuple[Policy, PolicySpec]:
             directions.add(act.direction)
         if len(directions) > 1:
             raise ConfigError(path, f"{where}: actions", "mixes inbound and outbound actions", "split the rule")
+        if r.decision == "allow" and directions != {"inbound"}:
+            _check_risk_can_see(r, spec, kinds, path)
+        for key, bound in (("max_qty", r.max_qty), ("max_notional", r.max_notional)):
+            if bound is not None and not _positive(bound):
+                raise ConfigError(path, f"{where}: {key}", f"{bound!r} is not a positive number",
+                                  "a finite number above 0")
+        symbols = None
+        if r.symbols is not None:
+            try:  # a deny-list matches an identifier under any source (instruments.py)
+                symbols = instruments.entry_keys(r.symbols, any_source=r.decision == "deny")
+            except InstrumentError as exc:
+                raise ConfigError(path, f"{where}: symbols", exc.problem, exc.hint) from None
         for z in r.zones or []:
             if z not in known_zones:
                 raise ConfigError(path, f"{where}: zones", f"unknown zone {z!r}",
@@ -206,7 +259,7 @@ def parse(data: bytes, path: Path) -> tuple[Policy, PolicySpec]:
             zones=frozenset(r.zones) if r.zones is not None else None,
             posture=frozenset(r.posture) if r.posture is not None else None,
             window=window,
-            symbols=frozenset(s.encode() for s in r.symbols) if r.symbols is not None else None,
+            symbols=symbols,
             accounts=frozenset(a.encode() for a in r.accounts) if r.accounts is not None else None,
             max_qty=r.max_qty,
             max_notional=r.max_notional,
@@ -218,8 +271,85 @@ def parse(data: bytes, path: Path) -> tuple[Policy, PolicySpec]:
         if level not in POSTURE_LEVELS:
             raise ConfigError(path, "posture.logout_on", f"unknown level {level!r}",
                               f"valid: {', '.join(POSTURE_LEVELS)}")
-    policy = Policy(rules, spec.shadow, hashlib.sha256(data).hexdigest(), str(path))
+    policy = Policy(rules, spec.shadow, hashlib.sha256(data).hexdigest(), str(path), kinds, instruments)
     return policy, spec
+
+
+def _positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0
+
+
+def _kinds(spec: PolicySpec, path: Path) -> dict[bytes, str]:
+    """MsgType -> kind, as the outbound actions declare it (checked: no FIX MsgType loosened)."""
+    kinds: dict[bytes, str] = {}
+    declared_by: dict[bytes, str] = {}
+    for name, act in spec.actions.items():
+        if act.kind is None:
+            continue
+        key = f"action {name!r}: kind"
+        if act.kind not in KINDS:
+            raise ConfigError(path, key, f"unknown kind {act.kind!r}", f"valid: {', '.join(KINDS)}")
+        if act.direction != "outbound":
+            raise ConfigError(path, key, "kind applies to outbound actions only (what clients send)",
+                              "remove kind from this inbound action")
+        for m in act.msg_types:
+            mt = m.encode()
+            why = downgrade(mt, act.kind)
+            if why is not None:
+                raise ConfigError(path, key, why, "remove kind; declare kinds for a venue's own MsgTypes only")
+            if kinds.get(mt, act.kind) != act.kind:
+                raise ConfigError(path, key, f"MsgType(35)={m} is declared {kinds[mt]!r} by action "
+                                             f"{declared_by[mt]!r} and {act.kind!r} by action {name!r}",
+                                  "give each MsgType one kind")
+            kinds[mt], declared_by[mt] = act.kind, name
+    return kinds
+
+
+def _check_risk_can_see(r: RuleSpec, spec: PolicySpec, kinds: dict[bytes, str], path: Path) -> None:
+    """Refuse an allow of an ORDER-kind MsgType whose instruments and sizes risk cannot find."""
+    for a in r.actions:
+        for m in spec.actions[a].msg_types:
+            mt = m.encode()
+            if kind_of(mt, kinds) == ORDER and mt not in RISK_CHECKABLE:
+                known = ", ".join(sorted(t.decode() for t in RISK_CHECKABLE))
+                raise ConfigError(path, f"rule {r.id!r}: actions",
+                                  f"action {a!r} allows MsgType(35)={m} as an order, which pre-trade risk cannot "
+                                  "check (it does not know where that MsgType carries instruments, sizes and prices)",
+                                  f"risk checks the FIX order types ({known}); do not allow {m}, or declare its "
+                                  'action kind = "other" if it creates no exposure')
+
+
+def _compile_risk(spec: PolicySpec, instruments: Instruments, path: Path) -> None:
+    """Check every limit; write restricted symbols and reference prices back normalised, aliases included."""
+    sections = [("risk.default", spec.risk.default),
+                *((f"risk.identities.{k}", ls) for k, ls in spec.risk.identities.items()),
+                *((f"risk.accounts.{k}", ls) for k, ls in spec.risk.accounts.items())]
+    for where, ls in sections:
+        for key in ("max_msgs_per_sec", "burst", "max_order_qty", "max_notional", "price_collar_pct"):
+            value = getattr(ls, key)
+            if value is not None and not _positive(value):
+                raise ConfigError(path, f"{where}.{key}", f"{value!r} is not a positive number",
+                                  "a finite number above 0, or leave it out")
+        if ls.max_open_orders is not None and ls.max_open_orders < 0:
+            raise ConfigError(path, f"{where}.max_open_orders", f"{ls.max_open_orders} is negative")
+        try:
+            keys = instruments.entry_keys(ls.restricted_symbols, any_source=False)
+        except InstrumentError as exc:
+            raise ConfigError(path, f"{where}.restricted_symbols", exc.problem, exc.hint) from None
+        ls.restricted_symbols = sorted(display(k) for k in keys)
+    prices: dict[str, float] = {}
+    for name, price in spec.risk.reference_prices.items():
+        where = f"risk.reference_prices.{name}"
+        if not _positive(price):
+            raise ConfigError(path, where, f"{price!r} is not a positive number", "a finite price above 0")
+        try:
+            key = display(instruments.symbol_of(instruments.entry_key(name)))
+        except InstrumentError as exc:
+            raise ConfigError(path, where, exc.problem, exc.hint) from None
+        if key in prices:
+            raise ConfigError(path, where, f"{key} has two reference prices (names are compared normalised)")
+        prices[key] = price
+    spec.risk.reference_prices = prices
 
 
 def signature_path(path: Path) -> Path:

@@ -1,41 +1,74 @@
 """Pre-trade risk checks: state per identity, time passed in, no I/O.
 
-Checked for every new order (NewOrderSingle(D), OrderCancelReplaceRequest(G))
-after policy allowed it; the message-rate throttle applies to every
-application message.  A refusal names the check (``risk.<name>``) and why.
+The message-rate throttle applies to every application message.  Every
+ORDER-kind message (``actions.py``: NewOrderSingle(D), NewOrderList(E),
+NewOrderMultileg(AB), QuoteRequest(R), Quote(S), MassQuote(i) ... and a
+policy's own declarations; the caller passes the kind) gets the order checks
+below, after policy allowed it.  A refusal names the check (``risk.<name>``)
+and why.  The checks read every occurrence of their fields, in every
+repeating-group entry (``engine.scan``), and every quantity and price must
+be a positive FIX decimal (``gateway/core/numbers.py``) — one that is not
+refuses, naming the field and value.
 
 * ``max_msgs_per_sec`` / ``burst`` — token bucket;
-* ``restricted_symbols``;
-* ``max_order_qty``;
-* ``max_notional`` — OrderQty(38) × Price(44), or × the reference price for
-  orders without a price; no price at all fails closed;
-* ``price_collar_pct`` — |Price(44) − reference| / reference, the reference
-  being the configured price or the last LastPx(31) seen from the exchange
-  (with neither, the collar cannot apply: configure a reference for
-  instruments that must be collared from their first order);
-* duplicate ClOrdID(11) — refused unless PossResend(97)=Y (a resend of the
-  same order, which the exchange deduplicates);
+* duplicate ClOrdID(11) — every ClOrdID of the message (a NewOrderList(E)
+  carries one per order) must be new to this book and unique in the message:
+  ``risk.duplicate_clordid``; with PossResend(97)=Y the check is
+  ``risk.possresend_duplicate`` — the venue would fill the copy again, and the
+  gateway consumes such a message without an answer, as FIX session test
+  case 19a says of a PossResend the application has already seen
+  (``duplicate_clordid = false`` turns both off, for venues that deduplicate);
+* ``restricted_symbols`` — any instrument the message names, by any name
+  (``instruments.py``: normalised, aliases, a SecurityID under any source);
+* ``max_order_qty`` — every quantity;
+* ``max_notional`` — largest quantity x largest price over all entries (an
+  upper bound, conservative); where the message carries fewer prices than
+  quantities (unpriced entries: market orders, an RFQ), the reference price
+  of every instrument it names joins the prices, and an instrument without
+  one fails closed;
+* ``price_collar_pct`` — every price but StopPx(99) within the collar of the
+  reference of an instrument the message names (the configured price or the
+  last LastPx(31) seen from the exchange; without any, the collar cannot
+  apply: configure a reference for instruments that must be collared from
+  their first order);
 * ``max_open_orders`` — orders not yet filled, cancelled, rejected or done.
+
+A QuoteRequest(R) commits to nothing: its size and price are optional in
+FIX, and the order or QuoteResponse(AJ) that trades on the answer is checked
+itself.  So an RFQ without a size or price is not refused for the lack of
+one; every size and price it does carry is checked as above.  Every other
+order without a size, or without a price or reference for its notional, is
+refused (fail closed).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from gateway.core.fix import tags as T
 from gateway.core.fix.codec import Message
-from gateway.core.policy.engine import _num
+from gateway.core.policy.actions import ORDER, kind_of
+from gateway.core.policy.engine import Facts, Mention, describe, field_text, scan
+from gateway.core.policy.instruments import DEFAULT_INSTRUMENTS, SEP, Instruments
 
+#: single orders, answered with an ExecutionReport(8) when refused (``answers.py``); the scope of the
+#: order checks is the ORDER kind (``actions.py``), not this set
 NEW_ORDER_TYPES = frozenset({T.MT_NEW_ORDER_SINGLE, T.MT_ORDER_CANCEL_REPLACE_REQUEST})
 TERMINAL_STATUS = frozenset({b"2", b"3", b"4", b"8", b"C"})  # filled, done, canceled, rejected, expired
+#: ORDER-kind MsgTypes that must carry a ClOrdID(11); one without is tracked under the empty ClOrdID
+CLORDID_TYPES = frozenset({b"D", b"G", b"E", b"AB", b"AC", b"s", b"t", b"DJ"})
+#: size and price optional: a request that commits to nothing (see the module docstring)
+UNCOMMITTED_TYPES = frozenset({T.MT_QUOTE_REQUEST})
+_NO_QTY = "no quantity (OrderQty(38), CashOrderQty(152), ...) to check (fail closed)"
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_msgs_per_sec: float | None = None
     burst: float | None = None
+    #: instrument keys (``Instruments.entry_keys(..., any_source=True)``; plain symbols work as they are)
     restricted_symbols: frozenset[bytes] = frozenset()
     max_order_qty: float | None = None
     max_notional: float | None = None
@@ -64,9 +97,18 @@ class RiskBook:
     open_orders: set[bytes] = field(default_factory=set)
     max_seen: int = 100_000
 
-    def check(self, msg: Message, now: float, account_limits: Limits | None,
-              reference: Mapping[bytes, float]) -> tuple[str, str] | None:
-        """(check name, reason) when the message must be refused."""
+    def check(self, msg: Message, now: float, account_limits: Limits | Iterable[Limits] | None,
+              reference: Mapping[bytes, float], kind: str | None = None,
+              instruments: Instruments = DEFAULT_INSTRUMENTS, facts: Facts | None = None) -> tuple[str, str] | None:
+        """(check name, reason) when the message must be refused.
+
+        ``account_limits``: the limits of the accounts the message names (one,
+        several, or None); ``kind``: the MsgType's kind under the policy
+        (``Policy.kind_of``; default the FIX table's); ``instruments``: the
+        policy's (``Policy.instruments``); ``facts``: this message's scan under
+        those instruments when the caller has it (``Decision.facts``), else
+        the message is scanned here.
+        """
         lim = self.limits
         if lim.max_msgs_per_sec:
             rate = lim.max_msgs_per_sec
@@ -78,47 +120,63 @@ class RiskBook:
             if self.tokens < 1:
                 return "risk.throttle", f"message rate above {rate:g}/s"
             self.tokens -= 1
-        if msg.msg_type not in NEW_ORDER_TYPES:
+        if (kind if kind is not None else kind_of(msg.msg_type)) != ORDER:
             return None
-        checks = [lim] + ([account_limits] if account_limits is not None else [])
-        sym = msg.get(T.Symbol) or b""
-        qty = _num(msg.get(T.OrderQty))
-        price = _num(msg.get(T.Price))
-        ref = reference.get(sym)
+        f = facts if facts is not None else scan(msg, instruments)
+        ids = f.clordids or ([b""] if msg.msg_type in CLORDID_TYPES else [])
+        if lim.duplicate_clordid and ids:
+            hit = self._duplicate(ids, msg)
+            if hit is not None:
+                return hit
+        if account_limits is None:
+            checks: Iterable[Limits] = (lim,)
+        elif isinstance(account_limits, Limits):
+            checks = (lim, account_limits)
+        else:
+            checks = (lim, *account_limits)
+        uncommitted = msg.msg_type in UNCOMMITTED_TYPES
         for lm in checks:
-            if sym in lm.restricted_symbols:
-                return "risk.restricted_symbol", f"Symbol(55) {sym.decode('latin-1')} is restricted"
-            if lm.max_order_qty is not None and (qty is None or qty > lm.max_order_qty):
-                return "risk.max_order_qty", f"OrderQty(38) {_fmt(qty)} above {lm.max_order_qty:g}"
-            if lm.max_notional is not None:
-                px = price if price is not None else ref
-                if px is None or qty is None:
-                    return "risk.max_notional", "no price to check the notional against (fail closed)"
-                if qty * px > lm.max_notional:
-                    return "risk.max_notional", f"notional {qty * px:g} above {lm.max_notional:g}"
-            if lm.price_collar_pct is not None and price is not None and ref is not None:
-                if abs(price - ref) / ref * 100 > lm.price_collar_pct:
-                    return "risk.price_collar", (f"Price(44) {price:g} is more than {lm.price_collar_pct:g}% "
-                                                 f"from the reference {ref:g}")
-        cl = msg.get(T.ClOrdID) or b""
-        if lim.duplicate_clordid and cl in self.seen and msg.get(T.PossResend) != b"Y":
-            return "risk.duplicate_clordid", f"ClOrdID(11) {cl.decode('latin-1')} was already used"
-        if lim.max_open_orders is not None and cl not in self.open_orders \
-                and len(self.open_orders) >= lim.max_open_orders:
-            return "risk.max_open_orders", f"{len(self.open_orders)} open orders (max {lim.max_open_orders})"
+            hit = _order_checks(lm, f, uncommitted, reference, instruments)
+            if hit is not None:
+                return hit
+        if lim.max_open_orders is not None and ids:
+            new = (ids[0] not in self.open_orders) if len(ids) == 1 else len(set(ids) - self.open_orders)
+            if new and len(self.open_orders) + new > lim.max_open_orders:
+                return "risk.max_open_orders", f"{len(self.open_orders)} open orders (max {lim.max_open_orders})"
         return None
 
-    def accepted(self, msg: Message) -> None:
-        """The order went to the exchange: remember its ClOrdID and count it open."""
-        if msg.msg_type not in NEW_ORDER_TYPES:
+    def _duplicate(self, ids: list[bytes], msg: Message) -> tuple[str, str] | None:
+        seen = self.seen
+        again = (ids if ids[0] in seen else ()) if len(ids) == 1 else [c for c in ids if c in seen]
+        if again:
+            cl = again[0].decode("latin-1")
+            if msg.get(T.PossResend) == b"Y":
+                return "risk.possresend_duplicate", f"PossResend(97)=Y and ClOrdID(11) {cl} was already accepted"
+            return "risk.duplicate_clordid", f"ClOrdID(11) {cl} was already used"
+        if len(ids) > 1 and len(set(ids)) < len(ids):
+            twice = next(c for i, c in enumerate(ids) if c in ids[:i]).decode("latin-1")
+            return "risk.duplicate_clordid", f"ClOrdID(11) {twice} appears more than once in the message"
+        return None
+
+    def accepted(self, msg: Message, kind: str | None = None) -> None:
+        """The message went to the exchange: remember its ClOrdIDs and count them open."""
+        if (kind if kind is not None else kind_of(msg.msg_type)) != ORDER:
             return
-        cl = msg.get(T.ClOrdID) or b""
-        self.seen[cl] = None
-        if len(self.seen) > self.max_seen:
-            self.seen.popitem(last=False)
-        self.open_orders.add(cl)
-        orig = msg.get(T.OrigClOrdID)
-        if msg.msg_type == T.MT_ORDER_CANCEL_REPLACE_REQUEST and orig:
+        ids: list[bytes] = []
+        replaced: list[bytes] = []
+        for tag, value in msg.fields:
+            if tag == T.ClOrdID:
+                ids.append(value)
+            elif tag == T.OrigClOrdID:
+                replaced.append(value)
+        if not ids and msg.msg_type in CLORDID_TYPES:
+            ids.append(b"")
+        for cl in ids:
+            self.seen[cl] = None
+            if len(self.seen) > self.max_seen:
+                self.seen.popitem(last=False)
+            self.open_orders.add(cl)
+        for orig in replaced:  # a replace (G, AC, t) retires the ClOrdID it replaces
             self.open_orders.discard(orig)
 
     def on_execution(self, msg: Message) -> None:
@@ -130,5 +188,75 @@ class RiskBook:
                     self.open_orders.discard(v)
 
 
-def _fmt(v: float | None) -> str:
-    return "(none)" if v is None else f"{v:g}"
+def _order_checks(lm: Limits, f: Facts, uncommitted: bool, reference: Mapping[bytes, float],
+                  instruments: Instruments) -> tuple[str, str] | None:
+    if lm.restricted_symbols:
+        restricted = lm.restricted_symbols
+        for m in f.instruments:
+            if m[1] in restricted or m[0] in restricted:
+                return "risk.restricted_symbol", f"{describe(m)} is restricted"
+    if lm.max_order_qty is not None:
+        if f.qty_bad is not None:
+            return "risk.max_order_qty", f.qty_bad
+        if not f.qty_n:
+            if not uncommitted:
+                return "risk.max_order_qty", _NO_QTY
+        elif f.qty_max > lm.max_order_qty:
+            return "risk.max_order_qty", f"{field_text(*f.qty_top)} above {lm.max_order_qty:g}"
+    if lm.max_notional is not None:
+        hit = _notional(lm.max_notional, f, uncommitted, reference, instruments)
+        if hit is not None:
+            return "risk.max_notional", hit
+    if lm.price_collar_pct is not None:
+        if f.px_bad is not None:
+            return "risk.price_collar", f.px_bad
+        if f.collar:
+            refs = [r for m in f.instruments if (r := _reference(m, reference, instruments)) is not None]
+            pct = lm.price_collar_pct
+            for tag, value, px in f.collar if refs else ():
+                for r in refs:  # within the collar of some instrument it names (groups are not paired up)
+                    if abs(px - r) <= r * pct / 100:
+                        break
+                else:
+                    near = min(refs, key=lambda r: abs(px - r))
+                    return "risk.price_collar", (f"{field_text(tag, value)} is more than {pct:g}% "
+                                                 f"from the reference {near:g}")
+    return None
+
+
+def _notional(bound: float, f: Facts, uncommitted: bool, reference: Mapping[bytes, float],
+              instruments: Instruments) -> str | None:
+    """Why the notional is over ``bound`` or cannot be known; None when within."""
+    if f.qty_bad is not None:
+        return f.qty_bad
+    if f.px_bad is not None:
+        return f.px_bad
+    if not f.qty_n:
+        return None if uncommitted else _NO_QTY
+    px = f.px_max
+    if f.px_n < f.qty_n:  # entries without a price: their instruments' references bound them
+        refs = [_reference(m, reference, instruments) for m in f.instruments]
+        if refs and None not in refs:
+            px = max(px, *(r for r in refs if r is not None))
+        elif uncommitted:
+            if not f.px_n:
+                return None  # an RFQ without prices or references: nothing to bound (see the docstring)
+        else:
+            why = next((f"{describe(m)} has no reference price" for m, r in zip(f.instruments, refs, strict=True)
+                        if r is None), "no instrument named to find a reference price for")
+            return f"no price to check the notional against: {why} (fail closed)"
+    if f.qty_max * px > bound:
+        return f"notional up to {f.qty_max * px:g} ({field_text(*f.qty_top)} x {px:g}) above {bound:g}"
+    return None
+
+
+def _reference(m: Mention, reference: Mapping[bytes, float], instruments: Instruments) -> float | None:
+    """The reference price of one instrument name: by its symbol (an identifier's alias), then as sent."""
+    key = instruments.symbol_of(m[0])
+    ref = reference.get(key)
+    if ref is None:
+        if SEP in key:  # an identifier without alias, as the loader writes it: SOURCE:ID
+            ref = reference.get(key.replace(SEP, b":"))
+        elif m[3] != key:
+            ref = reference.get(m[3])
+    return ref if ref is not None and ref > 0 else None
