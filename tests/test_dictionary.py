@@ -94,3 +94,8 @@ def test_broken_dictionary_names_file_and_problem(tmp_path: Path) -> None:
         load(bad)
     with pytest.raises(DictionaryError, match="valid: FIX.4.2"):
         standard_validator(b"FIX.3.9")
+
+
+def test_a_numingroup_of_thousands_of_digits_is_a_count_problem_not_an_exception() -> None:
+    err = V44.validate(msg(b"D", NOS + [(386, b"9" * 5000), (336, b"A")]))
+    assert err is not None and (err.reason, err.tag) == (T.SRR_INCORRECT_NUMINGROUP_COUNT, 386)

@@ -161,7 +161,9 @@ class Router:
             if msg.msg_type in CANCEL_TYPES and self.cancels_in_outage:
                 forward()  # risk reduction: the cancel goes on; its record is written on recovery
                 return
-            self.outcome(route, conn, msg, seq, None, "the audit stream failed before the record was written",
+            self.outcome(route, conn, msg, seq, None,
+                         "refused: the audit stream cannot record it (write failed before it was done); "
+                         "nothing crosses unrecorded",
                          T.BRR_APPLICATION_NOT_AVAILABLE)
 
         self.gate.after_durable(seq, forward, on_fail)

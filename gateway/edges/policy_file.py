@@ -37,6 +37,7 @@ import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from gateway.core.identity import ROUTING_FIELDS
 from gateway.core.policy.actions import KINDS, ORDER, RISK_CHECKABLE, downgrade, kind_of
 from gateway.core.policy.anomaly import AnomalySettings
 from gateway.core.policy.engine import CONTROLS, DAYS, POSTURE_LEVELS, Policy, Rule, TimeWindow
@@ -91,6 +92,7 @@ class RuleSpec(_S, kw_only=True, forbid_unknown_fields=True):
     controls: list[str] = []
     ip_allowlist: list[str] = []
     mode: Literal["enforce", "shadow"] = "enforce"
+    routing: dict[str, list[str]] = {}  # FIX name of a routing field -> values the message must carry
 
 
 class PostureSpec(_S, kw_only=True, forbid_unknown_fields=True):
@@ -266,6 +268,7 @@ def parse(data: bytes, path: Path) -> tuple[Policy, PolicySpec]:
             controls=frozenset(r.controls),
             ip_allowlist=tuple(nets),
             reason=r.description,
+            routing=_routing(r.routing, path, where),
         ))
     for level in spec.posture.logout_on:
         if level not in POSTURE_LEVELS:
@@ -382,3 +385,16 @@ def load(path: str | Path, signer_key: Ed25519PublicKey | None = None) -> tuple[
             raise ConfigError(p, "(signature)", f"{sig_path.name} does not verify with the admin key",
                               "the file changed after signing, or it was signed with another key") from None
     return parse(data, p)
+
+
+def _routing(spec: dict[str, list[str]], path: Path, where: str) -> tuple[tuple[int, frozenset[bytes]], ...]:
+    """A rule's ``routing`` predicate: FIX field names (as in the identity registry) -> values."""
+    out = []
+    for name, values in spec.items():
+        tag = ROUTING_FIELDS.get(name)
+        if tag is None or name == "XmlData":
+            valid = ", ".join(n for n in ROUTING_FIELDS if n != "XmlData")
+            raise ConfigError(path, f"{where}: routing.{name}", "not a routing field a rule can name",
+                              f"valid: {valid}")
+        out.append((tag, frozenset(v.encode() for v in values)))
+    return tuple(out)

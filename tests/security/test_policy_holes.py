@@ -364,3 +364,30 @@ def test_hole5_instrument_table_errors_name_the_key_and_what_is_valid(tmp_path: 
     text = str(exc.value)
     assert all(w in text for w in words), text
 
+
+
+ROUTING_RULES = """
+[[rules]]
+id = "obo-client-a"
+roles = ["algo"]
+actions = ["order_entry"]
+routing = { OnBehalfOfCompID = ["CLIENT-A"] }
+decision = "allow"
+[[rules]]
+id = "never-for-sanctioned"
+actions = ["order_entry"]
+routing = { DeliverToCompID = ["SANCTIONED"] }
+decision = "deny"
+"""
+
+
+def test_rules_may_name_routing_fields(tmp_path: Path) -> None:
+    """Rules name routing/attribution values: an allow needs every occurrence listed, a deny matches any one."""
+    policy, _ = load_text(tmp_path, ACTIONS + ROUTING_RULES)
+    assert policy.decide(ALGO, nos()).allowed is False  # no OnBehalfOfCompID: the allow rule does not apply
+    assert policy.decide(ALGO, msg(b"D", (115, b"CLIENT-A"), (11, b"O1"))).allowed
+    assert not policy.decide(ALGO, msg(b"D", (115, b"CLIENT-A"), (115, b"CLIENT-B"), (11, b"O1"))).allowed
+    d = policy.decide(ALGO, msg(b"D", (115, b"CLIENT-A"), (128, b"SANCTIONED"), (11, b"O1")))
+    assert not d.allowed and d.rule_ids == ("never-for-sanctioned",)
+    with pytest.raises(ConfigError, match="routing.Bogus"):
+        load_text(tmp_path, ACTIONS + ROUTING_RULES.replace("DeliverToCompID", "Bogus"))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.core.fix import tags as T
-from gateway.core.fix.codec import Field, Message
+from gateway.core.fix.codec import Field, Message, parse_uint
 from gateway.core.fix.utctime import is_utc_date_only, is_utc_time_only, parse_utc_timestamp
 
 #: Folder of the shipped dictionaries (the repository's ``fixdicts/``).
@@ -184,6 +184,12 @@ class Dictionary:
 # --- value formats -----------------------------------------------------------
 
 
+def _count(v: bytes) -> int:
+    """A NumInGroup value already known to be digits, bounded (never int() on unbounded peer input)."""
+    n = parse_uint(v)
+    return n if n is not None else -1
+
+
 def _is_int(v: bytes) -> bool:
     return v.isdigit() or (v[:1] == b"-" and v[1:].isdigit())
 
@@ -321,7 +327,7 @@ class Validator:
                 return err
             group = scope.groups.get(tag)
             if group is not None and value.isdigit():
-                i, err = self._walk_group(fields, i + 1, group, int(value), md)
+                i, err = self._walk_group(fields, i + 1, group, _count(value), md)
                 if err:
                     return err
                 continue
@@ -447,7 +453,7 @@ class Validator:
                 return i, err
             sub = group.groups.get(tag)
             if sub is not None and value.isdigit():
-                i, err = self._walk_group(fields, i + 1, sub, int(value), md)
+                i, err = self._walk_group(fields, i + 1, sub, _count(value), md)
                 if err:
                     return i, err
                 continue

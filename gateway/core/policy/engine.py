@@ -277,6 +277,8 @@ class Rule:
     controls: frozenset[str]
     ip_allowlist: tuple[Network, ...]
     reason: str = ""
+    #: routing/attribution header fields the message must carry with one of these values (tag, values)
+    routing: tuple[tuple[int, frozenset[bytes]], ...] = ()
     #: does any predicate read message fields? (set from the above; decide() scans a message only then)
     reads_fields: bool = field(init=False, default=False, repr=False, compare=False)
 
@@ -291,9 +293,26 @@ class Rule:
         (without: scanned here with the default normalisation).
         """
         why = self.context_mismatch(ctx)
+        if why is None and self.routing:
+            why = self.routing_mismatch(msg)
         if why is not None or not self.reads_fields:
             return why
         return self.field_mismatch(facts if facts is not None else scan(msg))
+
+    def routing_mismatch(self, msg: Message) -> str | None:
+        """OnBehalfOf*/DeliverTo*/... values: every occurrence listed for an allow, any one for a deny."""
+        allow = self.decision == "allow"
+        for tag, values in self.routing:
+            found = [v for t, v in msg.fields if t == tag]
+            if allow:
+                if not found:
+                    return f"no {tag} field (the rule names its values)"
+                bad = [v for v in found if v not in values]
+                if bad:
+                    return f"{field_text(tag, bad[0])} not in the rule's list"
+            elif not any(v in values for v in found):
+                return f"no {tag} value in the rule's list"
+        return None
 
     def context_mismatch(self, ctx: Context) -> str | None:
         if self.zones is not None and ctx.zone not in self.zones:
@@ -439,6 +458,12 @@ class Policy:
         for rule in self.candidates(ctx, msg.msg_type):
             if rule.context_mismatch(ctx) is not None:
                 continue
+            if rule.routing:
+                why = rule.routing_mismatch(msg)
+                if why is not None:
+                    if rule.decision == "allow" and not rule.shadow:
+                        unmet.append(f"{rule.id}: {why}")
+                    continue
             if rule.reads_fields:
                 if facts is None:
                     facts = scan(msg, self.instruments)
