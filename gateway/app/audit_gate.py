@@ -48,8 +48,21 @@ class AuditGate:
 
     def record(self, kind: str, **fields: Any) -> int:
         """Append; raises AuditError (the caller refuses).  A failure starts an outage."""
+        return self._record(kind, fields, True)
+
+    def outcome(self, **fields: Any) -> bool:
+        """What happened to an allowed message.  Nobody waits for it, so it does not wake the writer
+        thread: it is written with the next batch (at most one watch tick, 10 ms, later)."""
         try:
-            seq = self.audit.record(kind, **fields)
+            self._record("outcome", fields, False)
+            return True
+        except AuditError as exc:
+            log.error("audit_failed", kind="outcome", error=str(exc))
+            return False
+
+    def _record(self, kind: str, fields: dict[str, Any], wake: bool) -> int:
+        try:
+            seq = self.audit.record_fields(kind, fields, wake)
         except AuditError as exc:
             self._start_outage(str(exc))
             self.metrics.audit_failures.inc()

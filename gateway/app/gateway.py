@@ -20,7 +20,6 @@ import asyncio
 import socket
 import ssl
 import time
-from collections import ChainMap
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +40,7 @@ from gateway.core.partition import partition
 from gateway.core.pipeline import Rules
 from gateway.core.policy.anomaly import AnomalyDetector, AnomalySettings
 from gateway.core.policy.engine import Policy
-from gateway.core.policy.risk import Limits
+from gateway.core.policy.risk import Limits, References
 from gateway.edges import tls
 from gateway.edges.audit import AuditError, AuditLog, load_encryption_key, load_or_create_key
 from gateway.edges.config import Config, ConfigError, SessionConfigToml
@@ -455,7 +454,7 @@ class Gateway:
         accounts = {a.encode(): ls.compile() for a, ls in spec.risk.accounts.items()} if spec else {}
         # configured prices win; otherwise the last LastPx(31) seen (a live view, no copy per order)
         self.router.rules = Rules(self.policy, self.cfg.policy.allow_all, self._limits, accounts,
-                                  ChainMap(configured, self.router.last_px))
+                                  References(configured, self.router.last_px))
 
     def _limits(self, identity: str) -> Limits:
         spec = self.policy_spec

@@ -328,9 +328,9 @@ class Router:
         fields: dict[str, Any] = {"session": route.name, "decision_seq": decision_seq, "client_seq": msg.seq_num,
                                   "msg_type": text(msg.msg_type), "cl_ord_id": text(msg.get(T.ClOrdID))}
         if why_not is None:
-            self.gate.event("outcome", result="forwarded", upstream_seq=upstream_seq, **fields)
+            self.gate.outcome(result="forwarded", upstream_seq=upstream_seq, **fields)
             return
-        self.gate.event("outcome", result="not_forwarded", reason=why_not, **fields)
+        self.gate.outcome(result="not_forwarded", reason=why_not, **fields)
         # BusinessMessageReject(j) 380=4 ApplicationNotAvailable: the gateway, not the policy, could not
         # carry it (the README's contract for an exchange leg that is down)
         self._send_answer(route, conn, T.MT_BUSINESS_MESSAGE_REJECT, business_reject(msg, reason, why_not),

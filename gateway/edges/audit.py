@@ -153,6 +153,7 @@ class Writer:
         # Python thread contends for the GIL at each system call the loop makes.
         self._defer = defer
         self._kick_pending = False
+        self._unwoken = False  # records queued with wake=False wait for the next batch or flush()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
@@ -162,7 +163,7 @@ class Writer:
         """Records queued but not yet reported done."""
         return self._queued_seq - self.done_seq
 
-    def put(self, item: bytes | Path, seq: int, force: bool = False) -> None:
+    def put(self, item: bytes | Path, seq: int, force: bool = False, wake: bool = True) -> None:
         if self._queued_bytes > self.max_queued_bytes and not force:
             raise AuditError(f"audit writer is {self._queued_bytes} bytes behind; refusing more")
         with self._lock:
@@ -170,11 +171,21 @@ class Writer:
             self._queued_seq = seq
             if isinstance(item, bytes):
                 self._queued_bytes += len(item)
+        if not wake:  # nobody waits for it: it goes with the next batch, or at the next flush()
+            self._unwoken = True
+            return
+        self._unwoken = False
         if self._defer is None:
             self._kick()
         elif not self._kick_pending:
             self._kick_pending = True
             self._defer(self._deferred_kick)
+
+    def flush(self) -> None:
+        """Wake the thread for records queued without a wake-up (called from the watch loop)."""
+        if self._unwoken:
+            self._unwoken = False
+            self._kick()
 
     def _deferred_kick(self) -> None:
         self._kick_pending = False
@@ -336,7 +347,7 @@ class AuditLog:
         return self._fd
 
     # -- writing -----------------------------------------------------------------
-    def _write(self, kind: str, fields: dict[str, Any], force: bool = False) -> int:
+    def _write(self, kind: str, fields: dict[str, Any], force: bool = False, wake: bool = True) -> int:
         writer = self.writer
         if self._closed:
             raise AuditError("audit log is closed")
@@ -351,7 +362,7 @@ class AuditLog:
         rec = {"seq": seq, "ts": _utc_us(time.time()), "kind": kind, **fields, "prev": self._prev}
         line = self._encoder.encode(rec)
         if writer is not None:
-            writer.put(line + b"\n", seq, force)
+            writer.put(line + b"\n", seq, force, wake)
         else:
             if self.fault_file is not None and self.fault_file.exists():  # drills: an injected full disk
                 raise AuditError("audit write failed: No space left on device (injected)")
@@ -398,7 +409,12 @@ class AuditLog:
 
     def record(self, kind: str, **fields: Any) -> int:
         """Append one record; returns its seq. Raises ``AuditError`` (the caller refuses)."""
-        seq = self._write(kind, fields)
+        return self.record_fields(kind, fields)
+
+    def record_fields(self, kind: str, fields: dict[str, Any], wake: bool = True) -> int:
+        """``record`` with the fields as a dict; ``wake=False``: a record nobody waits for (an outcome)
+        rides with the writer's next batch instead of waking it, within one ``tick`` at the latest."""
+        seq = self._write(kind, fields, wake=wake)
         self._since_checkpoint += 1
         try:  # the record itself is in; housekeeping that fails now is retried on the next one
             if self.key is not None and self._since_checkpoint >= self.checkpoint_every:
@@ -419,7 +435,9 @@ class AuditLog:
         self._last_checkpoint = time.monotonic()
 
     def tick(self) -> None:
-        """Time-based checkpoint (called from the gateway's watch loop)."""
+        """Time-based checkpoint and the flush of unwoken records (called from the gateway's watch loop)."""
+        if self.writer is not None:
+            self.writer.flush()
         if time.monotonic() - self._last_checkpoint >= self.checkpoint_ms / 1000:
             try:
                 self.checkpoint()
