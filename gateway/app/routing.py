@@ -30,13 +30,14 @@ import structlog
 
 from gateway.app.audit_gate import AuditGate
 from gateway.core import pipeline
-from gateway.core.answers import business_reject, cancel_refusal, order_refusal
+from gateway.core.answers import business_reject, cancel_refusal, order_refusal, refusal_kind
 from gateway.core.fix import tags as T
 from gateway.core.fix.carry import split_for_carry
-from gateway.core.fix.codec import Field, Message
+from gateway.core.fix.codec import Field, Message, parse_uint
 from gateway.core.fix.session import Session
 from gateway.core.fix.utctime import format_utc_timestamp
 from gateway.core.identity import Identity
+from gateway.core.numbers import positive
 from gateway.core.pipeline import Moment, Party, Rules, Verdict
 from gateway.core.policy.anomaly import AnomalyDetector
 from gateway.core.policy.risk import TERMINAL_STATUS, Limits, RiskBook
@@ -54,8 +55,6 @@ log = structlog.get_logger("fixgw.routing")
 
 SEQ_MAP_SIZE = 100_000  # exchange-leg MsgSeqNum -> client MsgSeqNum, for RefSeqNum(45) translation
 FORWARDED_SIZE = 100_000  # ClOrdIDs per route remembered for PossResend duplicates
-#: Cancels: optionally let through an audit outage (risk reduction), their records written late.
-CANCEL_TYPES = frozenset({T.MT_ORDER_CANCEL_REQUEST, b"q"})
 
 
 class Router:
@@ -94,12 +93,22 @@ class Router:
         return Moment(now, self.posture.level(identity, now), self.jit.active(identity, now), read_only,
                       bad_signatures, self._kill_blocks)
 
-    def _kill_blocks(self, identity: str, accounts: list[str]) -> str | None:
-        for account in accounts or [None]:  # type: ignore[list-item]
-            why = self.kill.blocks(identity, account)
-            if why:
-                return why
+    def _kill_blocks(self, identity: str, msg: Message) -> str | None:
+        """The kill switch for this identity, or for any Account(1) the message names (every occurrence)."""
+        kill = self.kill
+        why = kill.blocks(identity, None)
+        if why or not kill.accounts:
+            return why
+        for tag, value in msg.fields:
+            if tag == T.Account:
+                why = kill.blocks(identity, value.decode("latin-1"))
+                if why:
+                    return why
         return None
+
+    def _is_cancel(self, msg: Message) -> bool:
+        """Cancels (by the policy's kinds) may pass an audit outage when configured: risk reduction."""
+        return self.cancels_in_outage and self.rules.kind(msg.msg_type) == pipeline.CANCEL
 
     def book(self, identity: str) -> RiskBook | None:
         if self.rules.policy is None:
@@ -158,7 +167,7 @@ class Router:
             self.forward(route, conn, msg, seq)
 
         def on_fail() -> None:
-            if msg.msg_type in CANCEL_TYPES and self.cancels_in_outage:
+            if self._is_cancel(msg):
                 forward()  # risk reduction: the cancel goes on; its record is written on recovery
                 return
             self.outcome(route, conn, msg, seq, None,
@@ -183,6 +192,8 @@ class Router:
             "price": text(g(T.Price)), "zone": party.zone, "signature_scheme": ident.signing,
             "signature": text(g(T.Signature)),  # kept so non-repudiation survives
         }
+        if v.key_id is not None:
+            fields["signature_key"] = v.key_id
         routing = pipeline.routing_fields(msg)
         if routing:
             fields["routing"] = routing
@@ -195,7 +206,7 @@ class Router:
     def _audit_down(self, route: Route, conn: ClientProtocol, msg: Message, v: Verdict, now: float,
                     exc: AuditError) -> None:
         """The decision could not be recorded: refuse (or, configured, let a cancel through)."""
-        if self.cancels_in_outage and v.allowed and msg.msg_type in CANCEL_TYPES:
+        if v.allowed and self._is_cancel(msg):
             assert conn.identity is not None
             self.gate.record_late("decision", {
                 "direction": "outbound", "decision": v.outcome, "rules": list(v.rule_ids),
@@ -229,7 +240,7 @@ class Router:
         for cancels, BusinessMessageReject otherwise.  Text(58) says why."""
         data = why[:250].encode("latin-1", "replace")
         fix42 = route.client_config.begin_string == b"FIX.4.2"
-        kind = pipeline.answer_kind(msg.msg_type)
+        kind = refusal_kind(msg.msg_type)
         if kind == "order":
             body = order_refusal(msg, data, self.exec_id(b"GW-REJ"), fix42, now)
             self._send_answer(route, conn, T.MT_EXECUTION_REPORT, body, now)
@@ -341,8 +352,9 @@ class Router:
         """Carry an application message from the exchange to the client (decided and recorded first)."""
         header, body = split_for_carry(msg, header_tags)
         if msg.msg_type == T.MT_BUSINESS_MESSAGE_REJECT:
-            body = [(t, b"%d" % route.seq_map[int(v)] if t == T.RefSeqNum and v.isdigit() and len(v) < 12
-                     and int(v) in route.seq_map else v) for t, v in body]
+            seq_map = route.seq_map
+            body = [(t, b"%d" % seq_map[n]) if t == T.RefSeqNum and (n := parse_uint(v) or 0) in seq_map else (t, v)
+                    for t, v in body]
         self._observe(route, msg)
         conn = route.client
         party = self.party(route, conn) if conn is not None and conn.identity is not None else route.party
@@ -391,7 +403,7 @@ class Router:
                 route.open_orders.pop(msg.get(tag) or b"", None)
         last_px, sym = msg.get(T.LastPx), msg.get(T.Symbol)
         if last_px and sym:
-            px = _price(last_px)
+            px = positive(last_px)
             if px is not None:
                 self.last_px[sym] = px
         conn = route.client
@@ -453,11 +465,3 @@ class Router:
             self.gate.event("cancel_on_logout", session=route.name, orig_cl_ord_id=text(orig), cl_ord_id=text(cl),
                             reason=reason, upstream_seq=sent.seq_num if sent else None)
         up.protocol.pump()
-
-
-def _price(v: bytes) -> float | None:
-    try:
-        px = float(v)
-    except ValueError:
-        return None
-    return px if px > 0 and px != float("inf") else None

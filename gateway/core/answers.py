@@ -20,6 +20,16 @@ from gateway.core.policy.risk import NEW_ORDER_TYPES
 ORDER_TYPES = NEW_ORDER_TYPES
 
 
+def refusal_kind(msg_type: bytes) -> str:
+    """Which refusal a client's order state machine expects: ``order`` (ExecutionReport(8)),
+    ``cancel`` (OrderCancelReject(9)) or ``other`` (BusinessMessageReject(j))."""
+    if msg_type in ORDER_TYPES:
+        return "order"
+    if msg_type == T.MT_ORDER_CANCEL_REQUEST:
+        return "cancel"
+    return "other"
+
+
 def order_refusal(msg: Message, text: bytes, exec_id: bytes, fix42: bool, now: float) -> list[Field]:
     """ExecutionReport(8) body: the order rejected (OrdStatus(39)=8), nothing left open."""
     g = msg.get

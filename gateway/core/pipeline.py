@@ -124,7 +124,7 @@ class Moment:
     jit: bool
     read_only: bool  # a previous decision granted read_only
     bad_signatures: int  # consecutive bad signatures before this message
-    kill: Callable[[str, list[str]], str | None]  # (identity, accounts) -> why blocked, or None
+    kill: Callable[[str, Message], str | None]  # (identity, message) -> why the kill switch blocks it, or None
 
 
 @dataclass
@@ -142,8 +142,9 @@ class Rules:
         return p.kind_of(msg_type) if p is not None else kind_of(msg_type)
 
 
-def _refuse(stage: str, rule: str, reason: str, answer: str = REFUSE, **kw: object) -> Verdict:
-    return Verdict(False, "deny", stage, (rule,), reason, answer, **kw)  # type: ignore[arg-type]
+def _refuse(stage: str, rule: str, reason: str, answer: str = REFUSE, reject_reason: int = 0, ref_tag: int = 0,
+            logout: bool = False) -> Verdict:
+    return Verdict(False, "deny", stage, (rule,), reason, answer, reject_reason, ref_tag, logout=logout)
 
 
 def routing_fields(msg: Message) -> dict[str, str]:
@@ -174,10 +175,6 @@ def _check_routing(party: Party, msg: Message) -> Verdict | None:
             return _refuse("routing", f"routing.{name}",
                            f"{party.identity.id} may not use {name}({tag})={shown}")
     return None
-
-
-def _accounts(msg: Message) -> list[str]:
-    return [v.decode("latin-1") for t, v in msg.fields if t == T.Account]
 
 
 def _cl_ord_ids(msg: Message) -> list[bytes]:
@@ -221,7 +218,7 @@ def outbound(party: Party, msg: Message, at: Moment, rules: Rules, book: RiskBoo
                            IGNORE)
     # 5. kill switch: order-creating messages; cancels always pass
     if kind == ORDER:
-        block = at.kill(ident.id, _accounts(msg))
+        block = at.kill(ident.id, msg)
         if block:
             return _refuse("kill_switch", "kill-switch", block)
     # 6. read-only sessions send queries only
@@ -233,7 +230,8 @@ def outbound(party: Party, msg: Message, at: Moment, rules: Rules, book: RiskBoo
         return Verdict(False, d.outcome, "policy", d.rule_ids, d.reason, REFUSE, shadow=d.shadow)
     # 8. pre-trade risk, after an enforced allow
     if book is not None and d.outcome == "allow":
-        accounts = [rules.account_limits[v] for t, v in msg.fields if t == T.Account and v in rules.account_limits]
+        accounts = [rules.account_limits[v] for t, v in msg.fields
+                    if t == T.Account and v in rules.account_limits] if rules.account_limits else None
         policy = rules.policy
         hit = book.check(msg, at.now, accounts or None, rules.references, kind,
                          policy.instruments if policy is not None else DEFAULT_INSTRUMENTS, d.facts)
@@ -275,14 +273,5 @@ def operator(identity: Identity | None, why_not: str, revoked: str | None, needs
     return Verdict(True, "allow", "role", (f"admin.{needs_role or 'any'}",), "ok")
 
 
-def answer_kind(msg_type: bytes) -> str:
-    """Which refusal message a client expects for this MsgType: ``order``, ``cancel`` or ``other``."""
-    if msg_type in (T.MT_NEW_ORDER_SINGLE, T.MT_ORDER_CANCEL_REPLACE_REQUEST):
-        return "order"
-    if msg_type == T.MT_ORDER_CANCEL_REQUEST:
-        return "cancel"
-    return "other"
-
-
-__all__ = ["CANCEL", "ORDER", "READ", "Moment", "Party", "Rules", "Verdict", "answer_kind", "inbound", "operator",
+__all__ = ["CANCEL", "ORDER", "READ", "Moment", "Party", "Rules", "Verdict", "inbound", "operator",
            "outbound", "routing_fields"]

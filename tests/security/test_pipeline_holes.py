@@ -105,7 +105,7 @@ roles = ["algo"]
 """
     cfg = harness.trading_config(tmp, certs, gw_port, sim_port, clients=("ALGO1", "ALGO2", "ALGO3"),
                                  identities=identities,
-                                 sim_extra=f'journal = "{tmp}/received.log"\nfill_delay_ms = 300')
+                                 sim_extra=f'journal = "{tmp}/received.log"\nfill_delay_ms = 1000')
     text = cfg.read_text().replace("[policy]\nallow_all = true", f'[policy]\nfile = "{tmp}/policy.toml"')
     # ALGO3: no dictionary validation on its client leg
     text = text.replace('client_comp_id = "ALGO3"\ngateway_comp_id = "FIXGW"\n',
@@ -120,8 +120,11 @@ def _nos(cl: str, symbol: str = "INTC", qty: str = "100", price: str = "30.15") 
             (60, "20260101-00:00:00")]
 
 
-def _refused_order(c: FixClient) -> str:
+def _refused_order(c: FixClient, cl: str) -> str:
+    """The ExecutionReport answering order ``cl`` (Fills of earlier orders may arrive in between)."""
     m = c.recv_type(b"8")
+    while m.get(11) != cl.encode():
+        m = c.recv_type(b"8")
     assert m.get(39) == b"8", m  # OrdStatus rejected
     return (m.get(58) or b"").decode()
 
@@ -147,7 +150,7 @@ def test_routing_fields_need_a_grant(world: World) -> None:
     for tag, value in ((115, "SOMEONE"), (128, "OTHERDESK"), (57, "SUB"), (142, "NYC")):
         cl = f"route-{tag}"
         c2.send("D", _nos(cl), header=[(tag, value)])
-        assert "routing" in _refused_order(c2)
+        assert "routing" in _refused_order(c2, cl)
         assert not _crossed(world, cl)
     c1 = world.client("algo1", "ALGO1")
     c1.send("D", _nos("obo-ok"), header=[(115, "CLIENT-A")])
@@ -155,7 +158,7 @@ def test_routing_fields_need_a_grant(world: World) -> None:
     rec = world.wait_record(lambda r: r.get("kind") == "decision" and r.get("cl_ord_id") == "obo-ok")
     assert rec["routing"] == {"OnBehalfOfCompID": "CLIENT-A"}
     c1.send("D", _nos("obo-bad"), header=[(115, "CLIENT-B")])
-    assert "OnBehalfOfCompID" in _refused_order(c1)
+    assert "OnBehalfOfCompID" in _refused_order(c1, "obo-bad")
     assert not _crossed(world, "obo-bad")
     _bye(c1)
     _bye(c2)
@@ -169,7 +172,7 @@ def test_kill_switch_covers_every_order_creating_msgtype(world: World) -> None:
     try:
         world.wait_record(lambda r: r.get("kind") == "kill_switch" and r.get("everything") is True)
         c.send("D", _nos("order-killed"))
-        assert _refused_order(c).startswith("refused by kill-switch")
+        assert _refused_order(c, "order-killed").startswith("refused by kill-switch")
         c.send("R", [(131, "rfq-killed"), (146, "1"), (55, "INTC"), (38, "100")])
         m = c.recv_type(b"j")
         assert b"kill-switch" in (m.get(58) or b"")
@@ -186,7 +189,7 @@ def test_numbers_fail_closed_without_dictionary_validation(world: World) -> None
     for cl, qty, price in (("nan-qty", "NaN", "30"), ("neg-qty", "-5000000", "30"), ("neg-px", "100", "-30"),
                            ("inf-px", "100", "inf")):
         c.send("D", _nos(cl, qty=qty, price=price))
-        assert _refused_order(c).startswith("refused by risk"), cl
+        assert _refused_order(c, cl).startswith("refused by risk"), cl
         assert not _crossed(world, cl)
     _bye(c)
 
@@ -244,7 +247,7 @@ def test_messages_for_an_offline_client_are_decided_and_recorded_first(world: Wo
     """Hole 5: exchange messages for an offline client skipped the inbound policy and its record."""
     c = world.client("algo2", "ALGO2")
     c.send("D", _nos("offline-1"))
-    assert c.recv_type(b"8").get(11) == b"offline-1"  # the New; the Fill follows 300 ms later
+    assert c.recv_type(b"8").get(11) == b"offline-1"  # the New; the Fill follows 1 s later, after the Logout
     c.send("5", [])
     c.recv_type(b"5")
     c.close()
