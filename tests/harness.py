@@ -246,6 +246,11 @@ class FixClient:
 
     def send(self, msg_type: str, fields: list[tuple[int, str]], seq: int | None = None,
              header: list[tuple[int, str]] | None = None) -> None:
+        self.sock.sendall(self.frame(msg_type, fields, seq, header))
+
+    def frame(self, msg_type: str, fields: list[tuple[int, str]], seq: int | None = None,
+              header: list[tuple[int, str]] | None = None) -> bytes:
+        """The next message's bytes, numbered as sent (``send_raw`` several in one write)."""
         m = simplefix.FixMessage()
         m.append_pair(8, self.begin)
         m.append_pair(35, msg_type)
@@ -263,9 +268,9 @@ class FixClient:
         else:
             data = m.encode()
         self.last_sent = data
-        self.sock.sendall(data)
         if seq is None:
             self.seq += 1
+        return data
 
     def send_raw(self, data: bytes) -> None:
         self.sock.sendall(data)

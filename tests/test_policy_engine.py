@@ -45,7 +45,8 @@ def rule_st(i: int) -> st.SearchStrategy[Rule]:
 rules_st = st.integers(0, 12).flatmap(lambda n: st.tuples(*[rule_st(i) for i in range(n)]))
 ctx_st = st.builds(Context, identity=st.just("x"), roles=st.frozensets(st.sampled_from(ROLES), max_size=2),
                    zone=st.sampled_from(ZONES), posture=st.sampled_from(POSTURE_LEVELS), mfa=st.booleans(),
-                   peer=st.just(ipaddress.ip_address("127.0.0.1")), jit=st.booleans(), now=st.just(T0))
+                   peer=st.just(ipaddress.ip_address("127.0.0.1")), jit=st.booleans(), now=st.just(T0),
+                   direction=st.just("outbound"))
 msg_st = st.builds(lambda mt, sym, qty: codec.parse(codec.encode(b"FIX.4.4", [(35, mt), (34, b"2"), (55, sym),
                                                                               (38, qty)])),
                    st.sampled_from(TYPES), st.sampled_from([b"INTC", b"MSFT"]), st.sampled_from([b"10", b"100"]))

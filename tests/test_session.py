@@ -512,3 +512,39 @@ def test_any_integer_field_replaced_by_a_huge_number_never_raises_and_the_store_
         assert all(0 < (m.seq_num or 0) <= MAX for m in out)
         assert_store_in_bounds_and_writable(store, folder)
         store.close()
+
+
+def test_a_store_that_cannot_write_ends_the_session_without_raising(tmp_path: Path) -> None:
+    """Disk full under state_dir: no frame goes out that a resend could not repeat, and nothing raises
+    out of the core — whichever entry point meets the failure (timer, peer input, send_app)."""
+    import os
+
+    def broken() -> tuple[S.Session, FileStore]:
+        store = FileStore(tmp_path / f"s{len(list(tmp_path.iterdir()))}")
+        s = acceptor(store)
+        logon(s)
+        sent(s)
+        s.events()
+        full = os.open("/dev/full", os.O_WRONLY)  # every write: ENOSPC, as from a full disk
+        for fd in (store._log_fd, store._seq_fd):
+            os.dup2(full, fd)
+        os.close(full)
+        return s, store
+
+    s, store = broken()
+    s.handle_timer(T0 + 31)  # a Heartbeat is due: its number cannot be kept
+    assert s.closed and not s.frames_to_send()
+    reasons = [e.reason for e in s.events() if isinstance(e, (S.LoggedOut, S.Disconnected))]
+    assert len(reasons) == 2 and all("store cannot write" in r for r in reasons), reasons
+    store.close()
+
+    s, store = broken()
+    s.receive_data(frame(b"1", 2, [(T.TestReqID, b"t")]), T0 + 1)  # the answer cannot be kept
+    assert s.closed and any(isinstance(e, S.Disconnected) for e in s.events())
+    store.close()
+
+    s, store = broken()
+    with pytest.raises(OSError):  # the caller learns that nothing was sent
+        s.send_app(b"D", [(T.ClOrdID, b"x")], T0 + 1)
+    assert s.closed and not s.frames_to_send()
+    store.close()

@@ -50,7 +50,11 @@ class AuditGate:
         """Append; raises AuditError (the caller refuses).  A failure starts an outage."""
         return self._record(kind, fields, True)
 
-    def outcome(self, **fields: Any) -> bool:
+    def record_fields(self, kind: str, fields: dict[str, Any]) -> int:
+        """``record`` with the fields already in a dict (the per-message decision records)."""
+        return self._record(kind, fields, True)
+
+    def outcome(self, fields: dict[str, Any]) -> bool:
         """What happened to an allowed message.  Nobody waits for it, so it does not wake the writer
         thread: it is written with the next batch (at most one watch tick, 10 ms, later)."""
         try:

@@ -146,9 +146,12 @@ class Router:
             conn.bad_signatures = 0
         try:
             # a bad signature is recorded as such: the message was never decided on its content
-            kind = "signature_refused" if v.stage == "signature" else "decision"
-            extra = {"consecutive": conn.bad_signatures} if kind == "signature_refused" else {}
-            seq = self.gate.record(kind, **self._decision_fields(route, conn, party, msg, v, at, decide_us), **extra)
+            fields = self._decision_fields(route, conn, party, msg, v, at, decide_us)
+            if v.stage == "signature":
+                fields["consecutive"] = conn.bad_signatures
+                seq = self.gate.record_fields("signature_refused", fields)
+            else:
+                seq = self.gate.record_fields("decision", fields)
         except AuditError as exc:
             self._audit_down(route, conn, msg, v, now, exc)
             return
@@ -296,6 +299,7 @@ class Router:
         try:
             sent = up.protocol.session.send_app(msg.msg_type, body, now, header)
         except (OSError, ValueError) as exc:  # the exchange leg's store cannot write: nothing was sent
+            up.protocol.pump()  # the session ended (its store cannot keep what it sends): close the leg
             self.outcome(route, conn, msg, decision_seq, None, f"exchange leg store cannot write: {exc}",
                          T.BRR_APPLICATION_NOT_AVAILABLE)
             return
@@ -339,9 +343,13 @@ class Router:
         fields: dict[str, Any] = {"session": route.name, "decision_seq": decision_seq, "client_seq": msg.seq_num,
                                   "msg_type": text(msg.msg_type), "cl_ord_id": text(msg.get(T.ClOrdID))}
         if why_not is None:
-            self.gate.outcome(result="forwarded", upstream_seq=upstream_seq, **fields)
+            fields["result"] = "forwarded"
+            fields["upstream_seq"] = upstream_seq
+            self.gate.outcome(fields)
             return
-        self.gate.outcome(result="not_forwarded", reason=why_not, **fields)
+        fields["result"] = "not_forwarded"
+        fields["reason"] = why_not
+        self.gate.outcome(fields)
         # BusinessMessageReject(j) 380=4 ApplicationNotAvailable: the gateway, not the policy, could not
         # carry it (the README's contract for an exchange leg that is down)
         self._send_answer(route, conn, T.MT_BUSINESS_MESSAGE_REJECT, business_reject(msg, reason, why_not),
@@ -366,13 +374,16 @@ class Router:
         v = pipeline.inbound(party, msg, self.moment(party.identity.id, now), self.rules)
         online = conn is not None and conn.session is not None and conn.session.is_logged_on
         try:
-            seq = self.gate.record(
-                "decision", direction="inbound", decision=v.outcome, rules=list(v.rule_ids),
-                identity=party.identity.id, session=route.name, msg_type=text(msg.msg_type),
-                upstream_seq=msg.seq_num, cl_ord_id=text(msg.get(T.ClOrdID)), exec_type=text(msg.get(T.ExecType)),
-                ord_status=text(msg.get(T.OrdStatus)), symbol=text(msg.get(T.Symbol)),
-                last_qty=text(msg.get(T.LastQty)), last_px=text(msg.get(T.LastPx)),
-                **({} if online else {"client_online": False}))
+            g = msg.get
+            fields: dict[str, Any] = {
+                "direction": "inbound", "decision": v.outcome, "rules": list(v.rule_ids),
+                "identity": party.identity.id, "session": route.name, "msg_type": text(msg.msg_type),
+                "upstream_seq": msg.seq_num, "cl_ord_id": text(g(T.ClOrdID)), "exec_type": text(g(T.ExecType)),
+                "ord_status": text(g(T.OrdStatus)), "symbol": text(g(T.Symbol)), "last_qty": text(g(T.LastQty)),
+                "last_px": text(g(T.LastPx))}
+            if not online:
+                fields["client_online"] = False
+            seq = self.gate.record_fields("decision", fields)
         except AuditError as exc:
             # never delivered or stored unrecorded, never dropped: held until the stream writes again
             log.error("inbound_held", session=route.name, error=str(exc))

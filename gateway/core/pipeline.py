@@ -51,6 +51,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.core.fix import signature
 from gateway.core.fix import tags as T
@@ -75,9 +76,12 @@ _ROUTING_TAGS = frozenset(ROUTING_FIELDS.values())
 _ROUTING_NAMES = {tag: name for name, tag in ROUTING_FIELDS.items()}
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """What the pipeline decided about one message, and everything the shell needs to act on it."""
+class Verdict(NamedTuple):
+    """What the pipeline decided about one message, and everything the shell needs to act on it.
+
+    A NamedTuple rather than a frozen dataclass: as immutable, and built per
+    message without a setattr per field (the per-message value objects were
+    a visible share of the hot path)."""
 
     allowed: bool  # does the message go on?
     outcome: str  # allow | deny | shadow-deny (global shadow let a deny through) | ignore
@@ -115,8 +119,7 @@ class Party:
     appl_ver_ids: frozenset[bytes]  # ApplVerID(1128) values of the route's dictionaries
 
 
-@dataclass(frozen=True, slots=True)
-class Moment:
+class Moment(NamedTuple):
     """The context that changes while a session lives, read by the shell just before deciding."""
 
     now: float

@@ -38,10 +38,11 @@ class Route:
     open_orders: dict[bytes, tuple[bytes, bytes, bytes]] = field(default_factory=dict)
     #: who decides for the route's messages from the exchange while the client is away
     party: Party | None = None
+    #: "FIX.4.4/CLIENT/GATEWAY": how logs and audit records name the route (read per message, so kept)
+    name: str = field(init=False)
 
-    @property
-    def name(self) -> str:
-        return "/".join(k.decode() for k in self.key)
+    def __post_init__(self) -> None:
+        self.name = "/".join(k.decode() for k in self.key)
 
     def client_write_paused(self, paused: bool) -> None:
         """The client reads slowly: stop reading from the exchange leg until it drains."""

@@ -258,3 +258,23 @@ def test_messages_for_an_offline_client_are_decided_and_recorded_first(world: Wo
     decided = [i for i, r in enumerate(records) if r.get("kind") == "decision" and r.get("direction") == "inbound"
                and r.get("cl_ord_id") == "offline-1" and r.get("client_online") is False]
     assert decided and decided[-1] < stored_at, json.dumps(records[-6:])
+
+
+def test_an_order_followed_at_once_by_logout_is_forwarded_and_has_an_outcome(world: World) -> None:
+    """Hole 7: an allowed order was dropped (``forward_dropped``, no answer) when the client's Logout
+    arrived before the order's decision record was written."""
+    c = world.client("algo2", "ALGO2")
+    c.send_raw(c.frame("D", _nos("then-logout")) + c.frame("5", []))  # one write: both in one read
+    assert c.recv_type(b"5") is not None  # the Logout is answered
+    c.close()
+    rec = world.wait_record(lambda r: r.get("kind") == "outcome" and r.get("cl_ord_id") == "then-logout")
+    assert rec["result"] == "forwarded" and isinstance(rec["upstream_seq"], int), rec
+    decision = world.wait_record(lambda r: r.get("kind") == "decision" and r.get("direction") == "outbound"
+                                 and r.get("cl_ord_id") == "then-logout")
+    assert decision["decision"] == "allow" and rec["decision_seq"] == decision["seq"]
+    deadline = time.monotonic() + 5  # the venue journals what it receives
+    while not _crossed(world, "then-logout") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _crossed(world, "then-logout")
+    # its reports are kept for the client's next Logon, decided and recorded first
+    world.wait_record(lambda r: r.get("kind") == "stored_for_offline_client" and r.get("cl_ord_id") == "then-logout")

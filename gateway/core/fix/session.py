@@ -20,7 +20,6 @@ number for it) a Logout says so; only ResetSeqNumFlag(141)=Y goes on.
 
 from __future__ import annotations
 
-import enum
 import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from typing import Concatenate, ParamSpec
 from gateway.core.fix import tags as T
 from gateway.core.fix.carry import split_for_carry
 from gateway.core.fix.codec import Field, FrameGarbled, Framer, Message, encode, excerpt, parse_fields, parse_uint
-from gateway.core.fix.dictionary import ValidationError, Validator
+from gateway.core.fix.dictionary import ValidationError
 from gateway.core.fix.events import (
     AppMessageReceived,
     Disconnected,
@@ -45,7 +44,8 @@ from gateway.core.fix.events import (
     ResendServed,
     SequenceReset,
 )
-from gateway.core.fix.signature import Signer, encode_signed
+from gateway.core.fix.session_config import Role, SessionConfig, State
+from gateway.core.fix.signature import encode_signed
 from gateway.core.fix.store import SessionStore, resend_plan
 from gateway.core.fix.utctime import format_utc_timestamp, parse_utc_timestamp
 
@@ -73,40 +73,6 @@ def _used_up_text(comp_id: bytes) -> str:
             "sequence number this session holds; log on with ResetSeqNumFlag(141)=Y to go on")
 
 
-class Role(enum.Enum):
-    ACCEPTOR = "acceptor"
-    INITIATOR = "initiator"
-
-
-class State(enum.Enum):
-    AWAITING_LOGON = "awaiting_logon"  # acceptor: connected, no Logon yet
-    LOGON_SENT = "logon_sent"  # initiator: Logon sent, waiting for the reply
-    ACTIVE = "active"
-    LOGOUT_SENT = "logout_sent"
-    CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class SessionConfig:
-    begin_string: bytes
-    sender_comp_id: bytes  # ours
-    target_comp_id: bytes  # the counterparty's
-    role: Role = Role.ACCEPTOR
-    heartbeat_interval: int = 30  # initiator's HeartBtInt(108)
-    reset_on_logon: bool = False  # reset both sequence numbers at every Logon
-    check_latency: bool = True
-    max_latency: float = 120.0  # SendingTime(52) accuracy window, seconds
-    logon_timeout: float = 10.0
-    logout_timeout: float = 2.0
-    default_appl_ver_id: bytes | None = None  # FIXT.1.1: DefaultApplVerID(1137)
-    timestamp_precision: int = 3
-    validator: Validator | None = None
-    max_frame: int = 64 * 1024
-    max_queue: int = 10_000  # out-of-order messages kept while a gap fills
-    signer: Signer | None = None  # sign every frame we send (93/89, DESIGN §4)
-    logon_fields: tuple[Field, ...] = ()  # initiator: extra Logon fields (Username(553), Password(554))
-
-
 class _Stop(Exception):
     """Internal: stop processing the current message (session is closing)."""
 
@@ -122,6 +88,8 @@ def _stops(method: Callable[Concatenate[Session, _P], None]) -> Callable[Concate
             method(self, *args, **kwargs)
         except _Stop:
             pass
+        except OSError as exc:  # the store (the core's only I/O) cannot write: the session ends
+            self.store_failed(exc)
     return run
 
 
@@ -132,6 +100,21 @@ class _Timers:
     test_requests: int = 0
     logon_deadline: float | None = None
     logout_deadline: float | None = None
+
+    def next_deadline(self, state: State, hb: int) -> float | None:
+        """The earliest deadline in ``state``; ``hb``: the heartbeat interval while logged on, else 0."""
+        if state is State.CLOSED:
+            return None
+        deadlines: list[float] = []
+        if self.logon_deadline is not None and state in (State.AWAITING_LOGON, State.LOGON_SENT):
+            deadlines.append(self.logon_deadline)
+        if self.logout_deadline is not None and state is State.LOGOUT_SENT:
+            deadlines.append(self.logout_deadline)
+        if hb > 0:
+            deadlines.append(self.last_sent + hb)
+            deadlines.append(self.last_received + 1.5 * (self.test_requests + 1) * hb)
+            deadlines.append(self.last_received + 2.4 * hb)
+        return min(deadlines) if deadlines else None
 
 
 @dataclass(slots=True)
@@ -231,6 +214,8 @@ class Session:
                 self._end(now, _used_up_text(self.config.target_comp_id))  # its last number was handled
         except _Stop:
             pass
+        except OSError as exc:
+            self.store_failed(exc)
 
     def send_app(
         self,
@@ -246,6 +231,9 @@ class Session:
             return self._send(msg_type, body, now, header, store=True)
         except _Stop:  # our last MsgSeqNum(34) went to the Logout that ends the session
             return None
+        except OSError as exc:  # nothing was sent; the caller says so to whoever sent it
+            self.store_failed(exc)
+            raise
 
     def store_app(
         self,
@@ -281,6 +269,14 @@ class Session:
         elif self.state in (State.AWAITING_LOGON, State.LOGON_SENT):
             self._disconnect(text or "closed before logon")
 
+    def store_failed(self, exc: OSError) -> None:
+        """The store cannot write: no frame may go out that a resend could not repeat, so the
+        session ends at once, without a Logout (which would need a number of its own)."""
+        text = f"session store cannot write: {exc.strerror or exc}"
+        if self.is_logged_on:
+            self._events.append(LoggedOut(text, by_peer=False))
+        self._disconnect(text)
+
     def close(self, reason: str) -> None:
         """The transport is gone (peer closed, error): no more output."""
         if self.state is not State.CLOSED:
@@ -290,20 +286,8 @@ class Session:
                 self._events.append(LoggedOut(reason, by_peer=True))
 
     def get_timer(self) -> float | None:
-        if self.state is State.CLOSED:
-            return None
-        t = self._t
-        deadlines: list[float] = []
-        if t.logon_deadline is not None and self.state in (State.AWAITING_LOGON, State.LOGON_SENT):
-            deadlines.append(t.logon_deadline)
-        if t.logout_deadline is not None and self.state is State.LOGOUT_SENT:
-            deadlines.append(t.logout_deadline)
-        hb = self.heartbeat_interval
-        if self.is_logged_on and hb > 0:
-            deadlines.append(t.last_sent + hb)
-            deadlines.append(t.last_received + 1.5 * (t.test_requests + 1) * hb)
-            deadlines.append(t.last_received + 2.4 * hb)
-        return min(deadlines) if deadlines else None
+        """When ``handle_timer`` must run next (None: no timer)."""
+        return self._t.next_deadline(self.state, self.heartbeat_interval if self.is_logged_on else 0)
 
     @_stops
     def handle_timer(self, now: float) -> None:

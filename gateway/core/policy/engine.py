@@ -47,6 +47,7 @@ import datetime as dt
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from gateway.core.fix.codec import Message
@@ -132,6 +133,13 @@ class Facts:
     px_top: tuple[int, bytes]
     px_bad: str | None
     collar: list[tuple[int, bytes, float]]  # (tag, value, price) of the prices a collar compares
+
+    def __eq__(self, other: object) -> bool:  # two scans of the same message are equal (decisions compare)
+        if not isinstance(other, Facts):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 _NONE: tuple[int, bytes] = (0, b"")
@@ -227,9 +235,10 @@ def _security_id(names: list[Mention], instruments: Instruments, tag: int, value
     names.append(((src + SEP + ident) if src else SEP + ident, SEP + ident, tag, value, source))
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
-    """Everything about the sender a decision may depend on (time is an argument)."""
+class Context(NamedTuple):
+    """Everything about the sender a decision may depend on (time is an argument).
+
+    NamedTuple: immutable and cheap to build once per message."""
 
     identity: str
     roles: frozenset[str]
@@ -281,8 +290,11 @@ class Rule:
     routing: tuple[tuple[int, frozenset[bytes]], ...] = ()
     #: does any predicate read message fields? (set from the above; decide() scans a message only then)
     reads_fields: bool = field(init=False, default=False, repr=False, compare=False)
+    #: the conditions among the controls (mfa, ip_allowlist, jit): most rules have none to check
+    conditions: frozenset[str] = field(init=False, default=frozenset(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "conditions", self.controls & CONDITIONS)
         object.__setattr__(self, "reads_fields", not (self.symbols is None and self.accounts is None
                                                       and self.max_qty is None and self.max_notional is None))
 
@@ -377,8 +389,9 @@ class Rule:
         return unmet
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
+    """A policy decision (a NamedTuple: immutable, cheap per message)."""
+
     allowed: bool  # what happens to the message
     outcome: str  # allow | deny | shadow-deny (global shadow let a deny through)
     rule_ids: tuple[str, ...]  # the enforced rules that decided (or "default-deny")
@@ -387,7 +400,7 @@ class Decision:
     shadow: tuple[tuple[str, str], ...] = ()  # (rule id, its decision) of matching shadow rules
     #: the message's fields as the rules read them (``scan``), when a rule needed them: pre-trade risk
     #: takes them (``RiskBook.check(..., facts=)``) so a message is scanned once
-    facts: Facts | None = field(default=None, compare=False, repr=False)
+    facts: Facts | None = None
 
 
 @dataclass
@@ -472,7 +485,7 @@ class Policy:
                     if rule.decision == "allow" and not rule.shadow:
                         unmet.append(f"{rule.id}: {why}")
                     continue
-            if rule.decision == "allow":
+            if rule.conditions and rule.decision == "allow":
                 missing = rule.unmet_conditions(ctx)
                 if missing:
                     unmet.append(f"{rule.id} needs {', '.join(missing)}")
