@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 FUZZ_SECONDS ?= 300
 
-.PHONY: all demo test test-fast soak fuzz lint typecheck bench bench-quick bench-e2e bench-deps bench-codec bench-session bench-signatures bench-policy bench-posture bench-audit certs clean system-deps
+.PHONY: all demo test test-fast soak fuzz lint typecheck bench bench-quick bench-e2e bench-deps bench-codec bench-session bench-signatures bench-policy bench-pipeline bench-posture bench-audit certs clean system-deps
 
 all: test
 
@@ -54,7 +54,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # the end-to-end harness (fixgw vs direct vs haproxy, < 5 min) then every component bench
-bench: bench-e2e bench-codec bench-session bench-signatures bench-policy bench-posture bench-audit
+bench: bench-e2e bench-codec bench-session bench-signatures bench-policy bench-pipeline bench-posture bench-audit
 
 bench-e2e: $(STAMP) bench-deps
 	$(BIN)/python -m bench
@@ -86,6 +86,10 @@ bench-signatures: $(STAMP)
 
 bench-policy: $(STAMP)
 	$(BIN)/python -m bench.policy
+
+# the trust pipeline alone (signature, policy, risk), µs per decision, < 30 s
+bench-pipeline: $(STAMP)
+	$(BIN)/python -m bench.pipeline
 
 bench-posture: $(STAMP)
 	$(BIN)/python -m bench.posture

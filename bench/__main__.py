@@ -2,7 +2,7 @@
 
     python -m bench                  # default run: both placements, all configurations (< 5 min on 2 cores)
     python -m bench --quick          # smoke run (< 60 s): one placement, small counts
-    python -m bench --components     # also codec, signatures, policy, audit, posture
+    python -m bench --components     # also codec, session, signatures, policy, pipeline, audit, posture
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="1 vs 2 worker processes with SESSIONS pipelining sessions, and the hand-off cost "
                         "(default 4; --quick: 2; 0: skip)")
     p.add_argument("--components", action="store_true",
-                   help="afterwards run the component benches (codec, signatures, policy, audit, posture)")
+                   help="afterwards run the component benches (codec, session, signatures, policy, pipeline, audit, "
+                        "posture)")
     a = p.parse_args(argv)
     phases = a.phase or (QUICK_PHASES if a.quick else DEFAULT_PHASES)
     place = (a.placements or ("split" if a.quick else "one-core,split")).split(",")
@@ -81,10 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"written {path}")
     print(report.markdown(result))
     if a.components:
-        from bench import audit, codec, policy, posture, session, signatures
+        from bench import audit, codec, pipeline, policy, posture, session, signatures
 
-        return (codec.main([]) or session.main([]) or signatures.main([]) or policy.main([]) or audit.main([])
-                or posture.main([]))
+        return (codec.main([]) or session.main([]) or signatures.main([]) or policy.main([]) or pipeline.main([])
+                or audit.main([]) or posture.main([]))
     return 0
 
 

@@ -40,6 +40,33 @@ def test_policy_bench_runs_and_writes_json(tmp_path: Path) -> None:
     assert [row["rules"] for row in json.loads(out.read_text())["rows"]] == [13, 103, 1003]
 
 
+def test_pipeline_bench_measures_the_path_each_case_is_named_after(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "bench.pipeline", "--rounds", "1", "--n", "20", "--out", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr + r.stdout
+    data = json.loads((tmp_path / "pipeline.json").read_text())
+    verdicts = {row["case"]: (row["verdict"]["allowed"], row["verdict"]["stage"], row["verdict"]["rule_ids"][0])
+                for row in data["cases"]}
+    expected = {}
+    for signed in ("", ", HMAC-signed"):
+        expected |= {
+            f"NewOrderSingle allowed{signed}": (True, "policy", "algo-orders-colo"),
+            f"NewOrderSingle refused by policy (dev sandbox zone){signed}": (False, "policy", "default-deny"),
+            f"NewOrderSingle refused by risk (qty above max){signed}": (False, "risk", "risk.max_order_qty"),
+            f"OrderCancelRequest allowed{signed}": (True, "policy", "cancels-always"),
+        }
+    expected |= {"NewOrderSingle allowed, Ed25519-signed": (True, "policy", "algo-orders-colo"),
+                 "NewOrderSingle refused: bad HMAC signature": (False, "signature", "signature"),
+                 "ExecutionReport inbound allowed": (True, "policy", "inbound-trading")}
+    assert verdicts == expected
+    assert all(row["us"] > 0 and row["decisions_per_s"] > 0 for row in data["cases"])
+    assert {row["stage"] for row in data["stages"]} >= {"signature.verify hmac-sha256", "RiskBook.check NewOrderSingle "
+                                                        "allowed", "Policy.decide NewOrderSingle allowed"}
+    assert all(row["us"] > 0 for row in data["stages"])
+    md = (tmp_path / "pipeline.md").read_text()
+    assert "| NewOrderSingle refused by risk (qty above max), HMAC-signed | deny at risk" in md and md in r.stdout
+
+
 def test_posture_bench_runs_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "posture.json"
     r = subprocess.run([sys.executable, "-m", "bench.posture", "--rounds", "2", "--json", str(out)],
