@@ -54,7 +54,7 @@ def _run_gateway(config_path: str, log_level: str = "info", worker: Worker | Non
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, gw.reload_now)
+        loop.add_signal_handler(signal.SIGHUP, gw.operator.reload_now)
         await stop.wait()
         await gw.stop()
 

@@ -38,7 +38,6 @@ class Hub(Protocol):
     guard: Guard
     worker: Worker | None
     partition: Partition
-    server_ctx: ssl.SSLContext
     outbound_signer: Signer | None
     mfa: MFA | None
     admission: Admission
@@ -52,8 +51,14 @@ class Hub(Protocol):
     kill: KillSwitch
     jit: JitGrants
     posture: PostureFeed
-    policy: Policy | None
     policy_file: Watched
+
+    # -- replaced while the gateway runs (certificate rotation, policy reload): read them each time
+    @property
+    def server_ctx(self) -> ssl.SSLContext: ...
+
+    @property
+    def policy(self) -> Policy | None: ...
 
     def audit_event(self, kind: str, **fields: Any) -> bool:
         """Record an event (not a decision) in the audit stream; False if it could not be written."""
