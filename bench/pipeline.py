@@ -5,7 +5,7 @@ identity registry (``config/demo.toml``, identity ``algo-demo``: role algo,
 colo zone) through ``gateway.edges.registry.load_registry`` with freshly
 generated keys, the shipped policy (``config/policy.toml``) through the
 policy loader, ``Rules`` as the gateway compiles them on each policy load
-(``_compile_risk``, ``_limits``), and the ``Moment`` and ``RiskBook`` from a
+(``gateway.app.routing.compile_rules``), and the ``Moment`` and ``RiskBook`` from a
 real ``Router`` (posture, JIT and kill switch feeds, nothing switched on).  As in ``bench.e2e``, the policy's
 per-identity throttle and open-order cap are lifted so that a tight loop does
 not trip them (every check still runs).  Messages are real frames
@@ -43,15 +43,14 @@ from typing import Any, cast
 import msgspec
 
 from gateway.app.audit_gate import AuditGate
-from gateway.app.routing import Router
+from gateway.app.routing import Router, compile_rules
 from gateway.core import pipeline
 from gateway.core.fix import codec, signature
 from gateway.core.fix.codec import Field, Message
 from gateway.core.identity import Identity, zone_entries, zone_of
-from gateway.core.pipeline import Moment, Party, Rules, Verdict
+from gateway.core.pipeline import Moment, Party, Verdict
 from gateway.core.policy.anomaly import AnomalyDetector
 from gateway.core.policy.engine import Context, Decision, Policy
-from gateway.core.policy.risk import Limits, References
 from gateway.edges import config as config_file
 from gateway.edges import policy_file
 from gateway.edges.config import Config, KeyConfig
@@ -159,18 +158,6 @@ def identities(cfg: Config, keys: Path) -> dict[str, Identity]:
             for scheme, ic in variants.items()}
 
 
-def compile_rules(policy: Policy, spec: PolicySpec, cfg: Config, router: Router) -> Rules:
-    """As the gateway's ``_compile_risk`` and ``_limits`` do on each policy load."""
-    configured = {s.encode(): p for s, p in spec.risk.reference_prices.items()}
-    accounts = {a.encode(): ls.compile() for a, ls in spec.risk.accounts.items()}
-
-    def limits(identity: str) -> Limits:
-        own = spec.risk.identities.get(identity)
-        return spec.risk.default.compile().merged(own.compile() if own else None)
-
-    return Rules(policy, cfg.policy.allow_all, limits, accounts, References(configured, router.last_px))
-
-
 def build(now: float) -> Setup:
     cfg = config_file.load(CONFIG)
     policy, spec = lifted_policy()
@@ -187,7 +174,7 @@ def build(now: float) -> Setup:
     router = Router(cfg, cast(AuditGate, None), Metrics(), KillSwitch(Watched(None)), posture,
                     JitGrants(Watched(None)), AnomalyDetector(spec.anomaly.compile()), lambda ident, why: None,
                     {IDENTITY: idents["none"]})
-    router.rules = rules = compile_rules(policy, spec, cfg, router)
+    router.rules = rules = compile_rules(policy, spec, cfg.policy.allow_all, router.last_px)
     zones = zone_entries({**cfg.zones, **spec.zones})  # as the gateway's _apply_zones
     session = next(s for s in cfg.sessions if s.client_comp_id == "ALGO1")
     appl = (session.default_appl_ver_id or ("9" if session.begin_string == "FIXT.1.1" else "")).encode()

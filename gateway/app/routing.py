@@ -40,11 +40,13 @@ from gateway.core.identity import Identity
 from gateway.core.numbers import positive
 from gateway.core.pipeline import Moment, Party, Rules, Verdict
 from gateway.core.policy.anomaly import AnomalyDetector
-from gateway.core.policy.risk import TERMINAL_STATUS, Limits, RiskBook
+from gateway.core.policy.engine import Policy
+from gateway.core.policy.risk import TERMINAL_STATUS, Limits, References, RiskBook
 from gateway.edges.audit import AuditError
 from gateway.edges.config import Config
 from gateway.edges.feeds import JitGrants, KillSwitch, PostureFeed
 from gateway.edges.metrics import Metrics
+from gateway.edges.policy_file import PolicySpec
 from gateway.shells.legs import text
 from gateway.shells.route import Route
 
@@ -55,6 +57,24 @@ log = structlog.get_logger("fixgw.routing")
 
 SEQ_MAP_SIZE = 100_000  # exchange-leg MsgSeqNum -> client MsgSeqNum, for RefSeqNum(45) translation
 FORWARDED_SIZE = 100_000  # ClOrdIDs per route remembered for PossResend duplicates
+
+
+def compile_rules(policy: Policy | None, spec: PolicySpec | None, allow_all: bool,
+                  last_px: Mapping[bytes, float]) -> Rules:
+    """The pipeline's per-load inputs, so the per-message path only looks things up: merged risk
+    limits per identity, limits per account, reference prices (configured ones win; otherwise the
+    last LastPx(31) seen, a live view of ``last_px`` rather than a copy per order)."""
+    if spec is None:
+        return Rules(policy, allow_all, lambda _: Limits(duplicate_clordid=False), {}, References({}, last_px))
+    risk = spec.risk
+    configured = {s.encode(): p for s, p in risk.reference_prices.items()}
+    accounts = {a.encode(): ls.compile() for a, ls in risk.accounts.items()}
+
+    def limits(identity: str) -> Limits:
+        own = risk.identities.get(identity)
+        return risk.default.compile().merged(own.compile() if own else None)
+
+    return Rules(policy, allow_all, limits, accounts, References(configured, last_px))
 
 
 class Router:

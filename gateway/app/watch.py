@@ -21,13 +21,11 @@ import structlog
 from cryptography import x509
 
 from gateway.app.audit_gate import AuditGate
-from gateway.app.routing import Router
+from gateway.app.routing import Router, compile_rules
 from gateway.core.guard import Guard
 from gateway.core.identity import zone_entries
-from gateway.core.pipeline import Rules
 from gateway.core.policy.anomaly import AnomalyDetector
 from gateway.core.policy.engine import Policy
-from gateway.core.policy.risk import Limits, References
 from gateway.edges import tls
 from gateway.edges.config import Config, ConfigError
 from gateway.edges.feeds import FeedError, JitGrants, KillSwitch, PostureFeed, Watched, read_json
@@ -193,30 +191,17 @@ class Watch:
         self._apply_zones()
         self.posture.ttl = self.policy_spec.posture.ttl
         self.anomaly.settings = self.policy_spec.anomaly.compile()  # same baselines, new settings
-        for ident_id, book in self.router.risk_books.items():  # new limits, same state
-            book.limits = self._limits(ident_id)
         self._compile_risk()
+        for ident_id, book in self.router.risk_books.items():  # new limits, same state
+            book.limits = self.router.rules.limits(ident_id)
         self.gate.event("policy_loaded", sha256=self.policy.sha256, rules=len(self.policy.rules),
                         shadow=self.policy.global_shadow, file=str(self.policy_file.path))
         self.metrics.policy_rules.set(len(self.policy.rules))
         log.info("policy_loaded", sha256=self.policy.sha256, rules=len(self.policy.rules))
 
     def _compile_risk(self) -> None:
-        """Per-load inputs of the pipeline, so the per-message path only looks things up."""
-        spec = self.policy_spec
-        configured = {s.encode(): p for s, p in spec.risk.reference_prices.items()} if spec else {}
-        accounts = {a.encode(): ls.compile() for a, ls in spec.risk.accounts.items()} if spec else {}
-        # configured prices win; otherwise the last LastPx(31) seen (a live view, no copy per order)
-        self.router.rules = Rules(self.policy, self.cfg.policy.allow_all, self._limits, accounts,
-                                  References(configured, self.router.last_px))
-
-    def _limits(self, identity: str) -> Limits:
-        spec = self.policy_spec
-        if spec is None:
-            return Limits(duplicate_clordid=False)
-        base = spec.risk.default.compile()
-        own = spec.risk.identities.get(identity)
-        return base.merged(own.compile() if own else None)
+        self.router.rules = compile_rules(self.policy, self.policy_spec, self.cfg.policy.allow_all,
+                                          self.router.last_px)
 
     # -- the context feeds -----------------------------------------------------------------
     def reload_feeds(self, force: bool = False) -> bool:
