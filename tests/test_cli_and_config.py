@@ -138,7 +138,7 @@ def test_audit_verify_detects_an_edited_record(tmp_path: Path) -> None:
 
 
 def test_the_readme_configuration_example_is_valid(tmp_path: Path) -> None:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "configuration.md").read_text()
     block = text.split("```toml\n", 1)[1].split("```", 1)[0]
     cfg = load(_write(tmp_path, block))
     assert cfg.sessions[0].upstream.port == 9881 and cfg.identities[0].comp_ids == ["ALGO1"]
