@@ -3,6 +3,8 @@
     python -m bench                  # default run: both placements, all configurations (< 5 min on 2 cores)
     python -m bench --quick          # smoke run (< 60 s): one placement, small counts
     python -m bench --components     # also codec, session, signatures, policy, pipeline, audit, posture
+    python -m bench --quickfix       # instead: QuickFIX C++ client and venue, direct vs haproxy vs fixgw
+                                     # (bench/quickfix.py; more options: python -m bench.quickfix --help)
 """
 
 from __future__ import annotations
@@ -53,7 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--components", action="store_true",
                    help="afterwards run the component benches (codec, session, signatures, policy, pipeline, audit, "
                         "posture)")
+    p.add_argument("--quickfix", action="store_true",
+                   help="run the QuickFIX-peer bench instead (bench/quickfix.py: QuickFIX C++ client and venue, "
+                        "direct vs haproxy vs fixgw; with --quick a smoke run; --out as here)")
     a = p.parse_args(argv)
+    if a.quickfix:
+        from bench import quickfix
+
+        return quickfix.main(["--out", str(a.out), *(["--quick"] if a.quick else [])])
     phases = a.phase or (QUICK_PHASES if a.quick else DEFAULT_PHASES)
     place = (a.placements or ("split" if a.quick else "one-core,split")).split(",")
     configs = [c.strip() for c in a.configs.split(",") if c.strip()]

@@ -160,3 +160,32 @@ def test_worker_runs_compare_one_and_two_workers_and_measure_the_hand_off(tmp_pa
         assert rel["handed_off"] == 2 and rel["owner"]["received"] == rel["relayed"]["received"] == 40
     md = (tmp_path / "e2e.md").read_text()
     assert "Workers (fixgw-hmac)" in md and "- 2 workers (shared port): ×" in md and "| split | its owner |" in md
+
+
+@pytest.mark.interop  # builds bench/quickfix/*.cpp against libquickfix-dev, like the interop tests
+def test_quickfix_bench_runs_direct_haproxy_and_fixgw_with_tiny_counts(tmp_path: Path) -> None:
+    """QuickFIX C++ client and venue through nothing, haproxy and fixgw: every order answered, every latency
+    positive, results as JSON and markdown (the figures themselves are bench's business, not the test's)."""
+    import shutil
+
+    if not shutil.which("haproxy"):
+        pytest.fail("haproxy missing: `make test` installs it (make bench-deps)")
+    r = subprocess.run([sys.executable, "-m", "bench.quickfix", "--rounds", "1", "--steady", "200:0.5",
+                        "--burst", "200", "--warmup", "50", "--out", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-2000:]
+    result = json.loads((tmp_path / "quickfix.json").read_text())
+    assert [run["config"] for run in result["runs"]] == ["direct", "haproxy", "fixgw"]
+    for run in result["runs"]:
+        phases = {p["phase"]: p for p in run["phases"]}
+        assert sorted(phases) == ["burst", "steady"]
+        for name, n in (("steady", 100), ("burst", 200)):
+            p = phases[name]
+            assert p["orders"] == p["answered"] == p["filled"] == n and p["lost"] == 0 and p["rejected"] == 0
+            assert p["stats"]["count"] == n and p["stats"]["min_us"] > 0 and p["orders_per_s"] > 0
+        assert run["business_rejects"] == run["session_rejects"] == 0
+        if run["config"] != "direct":
+            assert run["relay_cpu_us_per_msg"] > 0
+    assert result["runs"][2]["audit"]["ok"]
+    md = (tmp_path / "quickfix.md").read_text()
+    assert "| fixgw |" in md and "Goals" in md and "Every order answered: yes." in md
