@@ -128,7 +128,8 @@ def fixgw_config(env: Env, name: str, signing: str, durability: str, writer: str
     # scale runs open up to 1,000 sessions from one address: lift the admission limits above them
     # (every other run, the flood included, keeps the defaults)
     limits = ("max_connections = 5000\nmax_connections_per_source = 5000\nhandshake_rate = 5000\n"
-              "handshake_burst = 5000" if extra_sessions else "")
+              "handshake_burst = 5000\nhandshake_rate_per_source = 5000\nhandshake_burst_per_source = 5000"
+              if extra_sessions else "")
     comp_ids = ", ".join(f'"{x}"' for x in ["ALGO1", *extra])
     key = env.key(signing).with_suffix(".pub" if signing == "ed25519" else ".hmac")
     text = f"""
@@ -375,11 +376,12 @@ def run_one(env: Env, config: str, place: Placement, phases: list[str], warmup: 
 
 
 def verify_audit(folder: Path) -> dict[str, object]:
-    """The bench's traffic left an intact chain (and how many records)."""
-    from gateway.edges.audit import verify
+    """The bench's traffic left an intact, signed, cleanly closed chain (and how many records); the key is
+    the gateway's own signing key in its state folder, not the audit.pub beside the records."""
+    from gateway.edges.audit import load_or_create_key, verify
 
-    res = verify(folder)
-    return {"ok": res.ok, "records": res.records}
+    res = verify(folder, load_or_create_key(folder.parent / "audit-signing.key").public_key())
+    return {"ok": res.ok, "records": res.records, **({} if res.ok else {"problem": str(res.problem)})}
 
 
 def run_all(out: Path, place_names: list[str], configs: list[str], phases: list[str], warmup: int,

@@ -7,8 +7,9 @@ decision streams to the terminal as the gateway writes it to the audit
 stream:
 
 1. the algo engine (Ed25519-signed orders, colo zone) trades — filled;
-2. the analyst's service account in the development sandbox asks for RFQ
-   analytics — denied (network segmentation);
+2. the analyst's service account connects from the development sandbox —
+   refused at connect: no rule lets a quant do anything there (network
+   segmentation);
 3. the risk officer (password + TOTP) views open RFQs — allowed, read-only —
    and tries an order — refused;
 4. the trader (password + TOTP, corporate LAN) sends an RFQ and an order;
@@ -114,7 +115,7 @@ class Scene:
         shutil.rmtree(self.state, ignore_errors=True)
         self.state.mkdir(parents=True)
         pki.init(self.certs)
-        for name in (*CAST, "posture-agent", "ops1"):
+        for name in (*CAST, "posture-agent", "ops1", "ops2"):
             pki.issue(self.certs, name)
         new_keys("ed25519", self.certs / "algo-demo-sign")
         for _, _, user in CAST.values():
@@ -199,7 +200,8 @@ class Scene:
                                                 if r["decision"] != "allow" and r.get("reason") else ""))
         notable = {"logon": "logon", "logon_refused": "logon refused", "logout": "logout",
                    "posture_change": "posture", "session_revoked": "session cut", "kill_switch": "kill switch",
-                   "admin_call": "admin call", "signature_refused": "bad signature", "tls_refused": "TLS refused"}
+                   "admin_call": "admin call", "signature_refused": "bad signature", "tls_refused": "TLS refused",
+                   "connection_refused": "refused"}
         if kind not in notable:
             return None
         detail = ""
@@ -210,7 +212,7 @@ class Scene:
             detail = f"ON for {', '.join(str(x).removeprefix(TD) for x in on)}" if on else "off"
         elif kind == "admin_call":
             detail = f"{r.get('method', '')} {r.get('path')} allowed={r.get('allowed')}"
-        elif kind in ("logout", "session_revoked", "logon_refused"):
+        elif kind in ("logout", "session_revoked", "logon_refused", "connection_refused"):
             detail = f"{r.get('session') or ''} {str(r.get('reason') or '')[:70]}"
         elif kind == "logon":
             detail = str(r.get("session") or "")
@@ -264,12 +266,13 @@ class Scene:
         fills = sum(1 for _ in range(6) if algo.recv_type(b"8").get(150) == b"F")
         self.expect("3 signed orders accepted and filled", fills == 3)
 
-        self.step("2. An analyst's service account in the development sandbox asks for RFQ analytics")
-        quant = self.logon("quant-sandbox")
-        quant.send("V", [(262, "MD1"), (263, "0"), (264, "1"), (267, "1"), (269, "0"), (146, "1"), (55, "INTC")])
-        bmr = quant.recv_type(b"j")
-        self.expect("denied by quant-analytics-sandbox-deny (network segmentation)",
-                    b"quant-analytics-sandbox-deny" in (bmr.get(58) or b""))
+        self.step("2. An analyst's service account connects from the development sandbox")
+        comp, source, _ = CAST["quant-sandbox"]
+        quant = FixClient(self.gw_port, self.ctx("quant-sandbox"), comp, source=source)
+        quant.send("A", [(98, "0"), (108, "30"), (141, "Y")])
+        self.expect("refused at connect: no rule lets a quant do anything from the sandbox (network segmentation)",
+                    quant.recv(timeout=5) is None)
+        quant.close()
 
         self.step("3. The risk officer (password + TOTP) views open RFQs, then tries to trade")
         rita = self.logon("risk-rita")
@@ -311,13 +314,15 @@ class Scene:
                     status == 200 and er.get(39) == b"8" and b"kill" in (er.get(58) or b""))
         algo.send("F", [(11, "C1"), (41, "A3"), (54, "1"), (55, "INTC"), (60, "20260101-00:00:00")])
         self.expect("cancel passes to the exchange", algo.recv_type(b"9").get(41) == b"A3")
-        self.admin("ops1", "POST", "/v1/kill-switch", {"on": False, "global": True})
+        _, asked = self.admin("ops1", "POST", "/v1/kill-switch", {"on": False, "global": True})  # a request:
+        self.admin("ops2", "POST", f"/v1/requests/{asked.get('id')}/approve")  # lifting it takes a second admin
         algo.send("D", [(11, "A5"), *NOS])
-        self.expect("kill switch off: orders flow again", algo.recv_type(b"8").get(150) == b"0")
+        self.expect("kill switch off (ops1 asked, ops2 approved): orders flow again",
+                    algo.recv_type(b"8").get(150) == b"0")
         algo.recv_type(b"8")
         after = self.decisions_total()
         self.expect(f"/metrics counted the scene's decisions ({before:.0f} → {after:.0f})", after >= before + 12)
-        for c in (algo, quant, rita):
+        for c in (algo, rita):
             c.send("5", [])
             c.close()
         time.sleep(0.3)

@@ -39,6 +39,7 @@ from gateway.core.fix.session import Role, Session, SessionConfig
 from gateway.core.fix.signature import Signer, VerifyKey
 from gateway.core.fix.store import MemoryStore, SessionStore
 from gateway.core.fix.utctime import format_utc_timestamp
+from gateway.core.fix.versions import session_appl_ver_id, timestamp_precision
 from gateway.edges import tls
 from gateway.shells.legs import SessionProtocol
 
@@ -117,6 +118,7 @@ class FixClient:
         sender_comp_id: str,
         target_comp_id: str,
         begin_string: str = "FIX.4.4",
+        default_appl_ver_id: str | None = None,
         signer: Signer | None = None,
         username: str | None = None,
         password: str | None = None,
@@ -139,6 +141,7 @@ class FixClient:
                 code = pyotp.TOTP(totp_secret).now()
             logon += [(T.Username, username.encode()), (T.Password, ((password or "") + code).encode())]
         begin = begin_string.encode()
+        appl = session_appl_ver_id(begin, default_appl_ver_id)  # FIXT.1.1: "7"/"FIX.5.0" ... default 9
         config = SessionConfig(
             begin_string=begin,
             sender_comp_id=sender_comp_id.encode(),
@@ -146,8 +149,9 @@ class FixClient:
             role=Role.INITIATOR,
             heartbeat_interval=heartbeat_interval,
             reset_on_logon=reset_on_logon,
-            default_appl_ver_id=b"9" if begin == b"FIXT.1.1" else None,
-            validator=standard_validator(begin) if validate else None,
+            default_appl_ver_id=appl,
+            timestamp_precision=timestamp_precision(begin),
+            validator=standard_validator(begin, default_appl_ver_id=appl) if validate else None,
             signer=signer,
             logon_fields=tuple(logon),
         )

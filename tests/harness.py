@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import ssl
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +116,26 @@ def start(args: list[str], log: Path, port: int | None = None) -> Proc:
     return proc
 
 
+_LEG = re.compile(r"\bleg\"?[=:] ?\"?([^\s\",]+)")
+
+
+def wait_legs_logged_on(log: Path, legs: int, proc: Proc | None = None, timeout: float = 20.0) -> None:
+    """Until ``legs`` distinct exchange legs have logged on, as the gateway's log says (its
+    ``upstream_logon`` lines); a gateway that exits meanwhile fails at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        done = {m.group(1) for line in text.splitlines() if "upstream_logon" in line and "upstream_logon_" not in line
+                for m in [_LEG.search(line)] if m}
+        if len(done) >= legs:
+            return
+        if proc is not None and proc.proc.poll() is not None:
+            raise RuntimeError(f"the gateway exited {proc.proc.returncode}; log:\n{text}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{legs} exchange legs did not log on within {timeout:g} s; log:\n{text[-3000:]}")
+        time.sleep(0.02)
+
+
 @contextlib.contextmanager
 def gateway_and_sim(tmp: Path, cfg: Path, gw_port: int, sim_port: int) -> Iterator[tuple[Proc, Proc]]:
     """The exchange simulator and the gateway from ``cfg``, stopped (SIGTERM) on the way out."""
@@ -124,7 +146,7 @@ def gateway_and_sim(tmp: Path, cfg: Path, gw_port: int, sim_port: int) -> Iterat
         sim.stop()
         raise
     try:
-        time.sleep(0.3)  # exchange legs log on
+        wait_legs_logged_on(tmp / "gw.log", len(tomllib.loads(cfg.read_text()).get("sessions", [])), gw)
         yield gw, sim
     finally:
         gw.stop()

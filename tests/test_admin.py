@@ -1,5 +1,6 @@
-"""Admin API through a running gateway: role check, sessions, kill switch, revoke, reload, JIT with
-two administrators, the duration cap, the audit record of every call, and the ``fixgw admin`` CLI."""
+"""Admin API through a running gateway: role check, sessions, kill switch, revoke, reload, JIT — what lowers a
+defence with two administrators —, the duration cap, the audit record of every call (400s, 404s and scrapes
+included), and the ``fixgw admin`` CLI; the two-person rule's own logic without a gateway."""
 
 from __future__ import annotations
 
@@ -118,12 +119,22 @@ def test_kill_switch_over_the_api_blocks_new_orders_at_once_and_cancels_still_pa
     assert er.get(39) == b"8" and b"kill" in (er.get(58) or b"")
     c.send("F", [(11, "CXL-K"), (41, "KILLED"), (54, "1"), (55, "INTC"), (60, "20240101-00:00:00")])
     assert c.recv_type(b"9").get(41) == b"KILLED"  # the cancel reached the exchange (unknown order there)
-    status, data = env.api("admin1", "POST", "/v1/kill-switch", {"on": False, "identities": [TD + "algo1"]})
+    status, req = env.api("admin1", "POST", "/v1/kill-switch", {"on": False, "identities": [TD + "algo1"]})
+    assert status == 202 and req["state"] == "pending" and req["action"] == "kill_switch_off"
+    c.send("D", [(11, "STILL-KILLED"), *ORDER])  # lifting it waits for a second administrator
+    assert c.recv_type(b"8").get(39) == b"8"
+    status, data = env.api("admin2", "POST", f"/v1/requests/{req['id']}/approve")
+    assert status == 200 and data["state"] == "done" and data["approved_by"] == TD + "admin2"
+    status, data = env.api("admin2", "GET", "/v1/kill-switch")
     assert status == 200 and data["identities"] == []
     c.send("D", [(11, "ALIVE"), *ORDER])
     assert c.recv_type(b"8").get(150) == b"0"
-    calls = [r for r in env.admin_calls("/v1/kill-switch") if r.get("allowed")]
-    assert [r["on"] for r in calls[-2:]] == [True, False] and calls[-2]["reason"] == "drill"
+    on = [r for r in env.admin_calls("/v1/kill-switch") if r.get("allowed") and r.get("on")]
+    assert on[-1]["reason"] == "drill" and on[-1]["identities"] == [TD + "algo1"] and on[-1]["status"] == 200
+    asked = [r for r in env.admin_calls("/v1/kill-switch") if r.get("action") == "kill_switch_off"]
+    assert asked[-1]["status"] == 202 and asked[-1]["request_id"] == req["id"]
+    [done] = env.admin_calls(f"/v1/requests/{req['id']}/approve")
+    assert done["status"] == 200 and done["requested_by"] == TD + "admin1" and done["identity"] == TD + "admin2"
     status, data = env.api("admin1", "POST", "/v1/kill-switch", {"on": True})
     assert status == 400 and "say what" in str(data["error"])
     c.close()
@@ -148,6 +159,7 @@ def test_jit_needs_a_second_administrator_and_ends_by_itself(env: Env) -> None:
     assert view["state"] == "expired"
     approvals = [r for r in env.admin_calls(f"/v1/jit/requests/{rid}/approve")]
     assert [r["allowed"] for r in approvals] == [False, True, False]
+    assert [r["status"] for r in approvals] == [409, 200, 409]
     assert approvals[1]["requested_by"] == TD + "admin1" and approvals[1]["target"] == TD + "algo1"
 
 
@@ -183,6 +195,22 @@ def test_fixgw_admin_cli_lists_sessions_and_reports_refusals(env: Env) -> None:
                         "--ca", str(env.certs / "ca.crt"), *me, "sessions"],
                        cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "cannot reach" in r.stderr
+    # lifting the kill switch: one administrator asks, another approves with the id the first was given
+    r = subprocess.run([*base, *me, "kill", "on", "--account", "CLI-ACC", "--reason", "cli drill"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "CLI-ACC" in r.stdout
+    r = subprocess.run([*base, *me, "kill", "off", "--account", "CLI-ACC"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=30)
+    asked = json.loads(r.stdout)
+    assert r.returncode == 0 and asked["state"] == "pending" and f"approve {asked['id']}" in r.stderr
+    other = ["--cert", str(env.certs / "admin2.crt"), "--key", str(env.certs / "admin2.key")]
+    r = subprocess.run([*base, *other, "approve", asked["id"]], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and json.loads(r.stdout)["state"] == "done"
+    r = subprocess.run([*base, *other, "approve", asked["id"]], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "HTTP 409" in r.stderr and "is done" in r.stderr
+    r = subprocess.run([*base, *me, "requests"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and asked["id"] in r.stdout
+    assert env.api("admin1", "GET", "/v1/kill-switch")[1]["accounts"] == []
     c.close()
 
 
@@ -190,17 +218,25 @@ def test_revoke_cuts_the_live_session_refuses_reconnects_until_reinstated(env: E
     c = env.client()
     status, data = env.api("admin1", "POST", "/v1/revoke", {"identity": TD + "admin1", "reason": "oops"})
     assert status == 400 and "cannot revoke itself" in str(data["error"])
-    status, data = env.api("admin1", "POST", "/v1/revoke", {"identity": TD + "algo1", "reason": "key leaked"})
-    assert status == 200 and data["live_sessions_cut"] == 1
+    status, req = env.api("admin1", "POST", "/v1/revoke", {"identity": TD + "algo1", "reason": "key leaked"})
+    assert status == 202 and req["state"] == "pending" and req["identity"] == TD + "algo1"
+    c.send("1", [(112, "not-yet")])  # nothing happens before a second administrator approves
+    assert c.recv_type(b"0").get(112) == b"not-yet"
+    status, data = env.api("admin2", "POST", f"/v1/requests/{req['id']}/approve")
+    assert status == 200 and data["state"] == "done"
     assert b"revoked by an administrator" in (c.recv_type(b"5", timeout=5).get(58) or b"")
     again = FixClient(env.gw_port, client_ssl(env.certs, "algo1"), "ALGO1")
     with pytest.raises((ConnectionError, OSError, AssertionError, TimeoutError)):
         again.logon(reset=True)
     persisted = json.loads((env.tmp / "state" / "admin-revoked.json").read_text())
-    assert "key leaked" in persisted[TD + "algo1"]
-    status, _ = env.api("admin2", "POST", "/v1/reinstate", {"identity": TD + "algo1"})
+    assert "key leaked" in persisted[TD + "algo1"] and f"approved by {TD}admin2" in persisted[TD + "algo1"]
+    status, req = env.api("admin2", "POST", "/v1/reinstate", {"identity": TD + "algo1", "reason": "new key"})
+    assert status == 202
+    status, _ = env.api("admin1", "POST", f"/v1/requests/{req['id']}/approve")
     assert status == 200
     env.client().close()
+    status, data = env.api("admin1", "POST", "/v1/reinstate", {"identity": TD + "algo1"})
+    assert status == 404 and "is not revoked" in str(data["error"])
     revoked = [r for r in env.audit() if r["kind"] == "session_revoked" and r["identity"] == TD + "algo1"]
     assert revoked and "key leaked" in str(revoked[-1]["reason"])
 
@@ -227,3 +263,50 @@ def test_metrics_scrape_shows_sessions_decisions_rule_hits_latency_and_leg_state
     assert "fixgw_audit_write_lag_records" in values
     assert f'fixgw_posture_age_seconds{{identity="{TD}algo1"}}' in values
     c.close()
+
+
+def test_every_call_is_audited_once_with_its_status_bad_requests_unknown_paths_and_scrapes_too(env: Env) -> None:
+    def calls() -> list[dict[str, object]]:
+        return [r for r in env.audit() if r["kind"] == "admin_call"]
+
+    before = len(calls())
+    assert env.api("admin1", "POST", "/v1/kill-switch", {"on": "yes"})[0] == 400
+    assert env.api("admin1", "POST", "/v1/revoke", {"identity": 7})[0] == 400
+    assert env.api("admin1", "GET", "/v1/no-such-endpoint")[0] == 404
+    assert env.api("admin1", "DELETE", "/v1/sessions")[0] == 405
+    assert env.api("admin1", "POST", "/v1/requests/nope/approve")[0] == 404
+    for _ in range(3):
+        conn = http.client.HTTPSConnection("127.0.0.1", env.admin_port, context=client_ssl(env.certs, "viewer"),
+                                           timeout=10)
+        conn.request("GET", "/metrics")
+        assert conn.getresponse().status == 200
+        conn.close()
+    deadline = time.monotonic() + 5
+    while len(calls()) < before + 8 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    new = calls()[before:]
+    assert [(r["method"], r["path"], r["status"], r["allowed"]) for r in new] == [
+        ("POST", "/v1/kill-switch", 400, False), ("POST", "/v1/revoke", 400, False),
+        ("GET", "/v1/no-such-endpoint", 404, False), ("DELETE", "/v1/sessions", 405, False),
+        ("POST", "/v1/requests/nope/approve", 404, False),
+        ("GET", "/metrics", 200, True), ("GET", "/metrics", 200, True), ("GET", "/metrics", 200, True)]
+    assert all(r["identity"] == TD + ("viewer" if r["path"] == "/metrics" else "admin1") for r in new)
+    assert "say" in str(new[0]["error"]) and str(new[2]["error"]) == "Not Found"
+    assert all(str(r["peer"]).startswith("127.0.0.1") for r in new)
+
+
+def test_the_two_person_rule_refuses_self_approval_the_target_and_a_requester_who_lost_the_right() -> None:
+    from gateway.core import approvals
+    from gateway.core.approvals import REVOKE, Request
+
+    req = Request("r1", REVOKE, TD + "admin2", "why", TD + "admin1", 1000.0)
+    assert "second administrator" in str(approvals.refusal(req, TD + "admin1", 1001.0, None))
+    assert "about itself" in str(approvals.refusal(req, TD + "admin2", 1001.0, None))
+    assert "may no longer act: revoked" in str(approvals.refusal(req, TD + "admin3", 1001.0, "revoked"))
+    assert approvals.refusal(req, TD + "admin3", 1000.0 + approvals.REQUEST_TTL + 1, None) == "the request is lapsed"
+    assert approvals.refusal(req, TD + "admin3", 1001.0, None) is None
+    approvals.approve(req, TD + "admin3", 1002.0)
+    assert req.state(1003.0) == "done" and approvals.refusal(req, TD + "admin4", 1003.0, None) == "the request is done"
+    jit = Request("r2", approvals.JIT, TD + "algo1", "why", TD + "admin1", 1000.0, {"minutes": 1.0})
+    approvals.approve(jit, TD + "admin2", 1010.0)
+    assert jit.expires_at == 1070.0 and jit.state(1069.0) == "active" and jit.state(1070.0) == "expired"

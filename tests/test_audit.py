@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gateway.edges.audit import AuditError, AuditLog, segments, verify
+from gateway.edges.audit import AuditError, AuditLog, load_or_create_key, read_public_key, segments, verify
 from tests.harness import ROOT
 
 
@@ -27,11 +28,20 @@ def lines(path: Path) -> list[bytes]:
     return path.read_bytes().splitlines()
 
 
+def gateway_key(tmp: Path) -> Ed25519PublicKey:
+    """The verifying key of a harness gateway, from its signing key (out of band, not the audit.pub
+    beside the data)."""
+    return load_or_create_key(tmp / "state" / "audit-signing.key").public_key()
+
+
 def test_an_untouched_log_verifies_with_checkpoints(tmp_path: Path) -> None:
     key = make(tmp_path, 25, checkpoint_every=10)
     r = verify(tmp_path, key.public_key())
-    assert r.ok and r.records == 25 + 3 and r.last_checkpoint is not None, r.summary()
-    assert "chain intact" in r.summary() and "last checkpoint" in r.summary()
+    # 25 records, checkpoints after 10 and 20, then the clean end: audit_closed and its checkpoint
+    assert r.ok and r.records == 25 + 2 + 2 and r.last_checkpoint == 29 and r.closed, r.summary()
+    assert "chain intact" in r.summary() and "last checkpoint" in r.summary() and "closed cleanly" in r.summary()
+    recs = [json.loads(x) for x in lines(segments(tmp_path)[0][1])]
+    assert [r["kind"] for r in recs[-2:]] == ["audit_closed", "checkpoint"] and recs[-1]["head_seq"] == 28
 
 
 def test_rotation_carries_the_chain_across_segments(tmp_path: Path) -> None:
@@ -44,54 +54,54 @@ def test_rotation_carries_the_chain_across_segments(tmp_path: Path) -> None:
 
 
 def test_one_changed_byte_is_a_hash_mismatch(tmp_path: Path) -> None:
-    make(tmp_path)
+    key = make(tmp_path)
     p = segments(tmp_path)[0][1]
     p.write_bytes(p.read_bytes().replace(b'"n":7,', b'"n":8,', 1))
-    r = verify(tmp_path)
+    r = verify(tmp_path, key.public_key())
     assert not r.ok and r.problem is not None
     assert r.problem.line == 9 and "hash mismatch" in r.problem.what  # the record after the edited one
 
 
 def test_a_deleted_record_is_a_sequence_gap(tmp_path: Path) -> None:
-    make(tmp_path)
+    key = make(tmp_path)
     p = segments(tmp_path)[0][1]
     ls = lines(p)
     p.write_bytes(b"\n".join(ls[:5] + ls[6:]) + b"\n")
-    r = verify(tmp_path)
+    r = verify(tmp_path, key.public_key())
     assert not r.ok and "expected seq 6, found 7" in r.problem.what  # type: ignore[union-attr]
 
 
 def test_swapped_records_are_caught(tmp_path: Path) -> None:
-    make(tmp_path)
+    key = make(tmp_path)
     p = segments(tmp_path)[0][1]
     ls = lines(p)
     ls[3], ls[4] = ls[4], ls[3]
     p.write_bytes(b"\n".join(ls) + b"\n")
-    r = verify(tmp_path)
+    r = verify(tmp_path, key.public_key())
     assert not r.ok and r.problem.line == 4  # type: ignore[union-attr]
 
 
 def test_a_truncated_segment_is_caught_at_the_next_segment(tmp_path: Path) -> None:
-    make(tmp_path, 60, max_segment_bytes=2000)
+    key = make(tmp_path, 60, max_segment_bytes=2000)
     p = segments(tmp_path)[0][1]
     ls = lines(p)
     p.write_bytes(b"\n".join(ls[:-2]) + b"\n")
-    r = verify(tmp_path)
+    r = verify(tmp_path, key.public_key())
     assert not r.ok and r.problem.segment == segments(tmp_path)[1][1].name  # type: ignore[union-attr]
 
 
 def test_a_torn_last_record_is_reported_as_truncation(tmp_path: Path) -> None:
-    make(tmp_path)
+    key = make(tmp_path)
     p = segments(tmp_path)[0][1]
     p.write_bytes(p.read_bytes()[:-25])
-    r = verify(tmp_path)
+    r = verify(tmp_path, key.public_key())
     assert not r.ok and "truncated" in r.problem.what  # type: ignore[union-attr]
 
 
 def test_a_dropped_segment_is_a_gap_between_segments(tmp_path: Path) -> None:
-    make(tmp_path, 60, max_segment_bytes=2000)
+    key = make(tmp_path, 60, max_segment_bytes=2000)
     segments(tmp_path)[1][1].unlink()
-    r = verify(tmp_path)
+    r = verify(tmp_path, key.public_key())
     assert not r.ok and "gap between segments" in r.problem.what  # type: ignore[union-attr]
 
 
@@ -101,7 +111,8 @@ def test_a_forged_checkpoint_fails_with_the_real_public_key(tmp_path: Path) -> N
     for _, p in segments(tmp_path):
         p.unlink()
     make(tmp_path, 25, checkpoint_every=10)
-    assert verify(tmp_path).ok  # ...and verifies against the exported (replaced) audit.pub
+    # ...and verifies against the audit.pub beside it (replaced too): why that file is never the key
+    assert verify(tmp_path, read_public_key(tmp_path / "audit.pub")).ok
     r = verify(tmp_path, real.public_key())  # but not against the key the auditor holds
     assert not r.ok and "bad checkpoint signature" in r.problem.what  # type: ignore[union-attr]
 
@@ -120,11 +131,16 @@ def test_after_a_crash_the_torn_record_is_cut_recorded_and_the_chain_continues(t
 
 
 def test_audit_cli_verify_query_and_tail(tmp_path: Path) -> None:
-    make(tmp_path / "a", 12, checkpoint_every=5)
+    key = make(tmp_path / "a", 12, checkpoint_every=5)
+    pub = tmp_path / "auditor.pub"  # the auditor's own copy, kept away from the data
+    pub.write_bytes((tmp_path / "a" / "audit.pub").read_bytes())
     run = [sys.executable, "-m", "gateway", "audit"]
-    v = subprocess.run([*run, "verify", str(tmp_path / "a"), "--pubkey", str(tmp_path / "a" / "audit.pub")],
+    v = subprocess.run([*run, "verify", str(tmp_path / "a"), "--pubkey", str(pub)],
                        cwd=ROOT, capture_output=True, text=True)
     assert v.returncode == 0 and "chain intact" in v.stdout
+    head = [x for x in v.stdout.splitlines() if x.startswith("anchor main=")]
+    assert head == [f"anchor main=16:{hashlib.sha256(lines(segments(tmp_path / 'a')[0][1])[-1]).hexdigest()}"]
+    assert verify(tmp_path / "a", key.public_key(), expect=(16, head[0].rsplit(":", 1)[1])).ok
     q = subprocess.run([*run, "query", str(tmp_path / "a"), "--kind", "decision", "--format", "json"],
                        cwd=ROOT, capture_output=True, text=True)
     assert q.returncode == 0 and len(q.stdout.splitlines()) == 12
@@ -135,8 +151,49 @@ def test_audit_cli_verify_query_and_tail(tmp_path: Path) -> None:
     assert t.returncode == 0 and len(t.stdout.splitlines()) == 3
     p = segments(tmp_path / "a")[0][1]
     p.write_bytes(p.read_bytes().replace(b'"n":3,', b'"n":4,', 1))
-    bad = subprocess.run([*run, "verify", str(tmp_path / "a")], cwd=ROOT, capture_output=True, text=True)
+    bad = subprocess.run([*run, "verify", str(tmp_path / "a"), "--pubkey", str(pub)], cwd=ROOT,
+                         capture_output=True, text=True)
     assert bad.returncode == 1 and "audit-000001.jsonl record 5" in bad.stdout and "hash mismatch" in bad.stdout
+
+
+def test_a_rotation_is_signed_by_the_next_checkpoint_not_left_as_an_unsigned_tail(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path, Ed25519PrivateKey.generate())
+    log.record("decision", n=1)
+    log.rotate()  # checkpoint, then segment_start in the new segment
+    log.checkpoint()  # the watch's tick: the segment_start must not stay unsigned
+    last = json.loads(lines(segments(tmp_path)[-1][1])[-1])
+    assert last["kind"] == "checkpoint" and last["head_seq"] == log.seq - 1
+    log.close()
+
+
+def test_the_first_tick_of_a_run_signs_so_a_gateway_killed_in_its_first_second_leaves_a_signed_stream(
+        tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    log = AuditLog(tmp_path, key, checkpoint_ms=3_600_000)
+    log.record("gateway_started", sessions=1)
+    log.tick()  # the watch's first tick, long before checkpoint_ms
+    log.record("decision", n=1)
+    # SIGKILL here: no close; what is there verifies as an open tail with one signature
+    r = verify(tmp_path, key.public_key(), allow_open_tail=True)
+    assert r.ok and r.last_checkpoint == 2 and not r.closed, r.summary()
+    log.tick()  # later ticks wait for checkpoint_ms again
+    assert verify(tmp_path, key.public_key(), allow_open_tail=True).last_checkpoint == 2
+    log.close()
+
+
+def test_a_clean_close_is_told_from_a_stream_whose_end_is_open(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    log = AuditLog(tmp_path, key, checkpoint_every=5)
+    for i in range(7):
+        log.record("decision", n=i)
+    # the gateway is still running: two records after the checkpoint at seq 6
+    r = verify(tmp_path, key.public_key())
+    assert not r.ok and "open tail: 2 records after the last signed checkpoint (seq 6)" in str(r.problem)
+    r = verify(tmp_path, key.public_key(), allow_open_tail=True)
+    assert r.ok and not r.closed and "open tail" in r.summary() and "(allowed)" in r.summary()
+    log.close()
+    r = verify(tmp_path, key.public_key())
+    assert r.ok and r.closed and r.head == (r.records, hashlib.sha256(lines(segments(tmp_path)[0][1])[-1]).hexdigest())
 
 
 @pytest.mark.parametrize("n", [1, 3])
@@ -152,7 +209,8 @@ def test_record_reaches_the_os_before_returning(tmp_path: Path, n: int) -> None:
 def test_writer_thread_reports_progress_for_whole_batches_in_order(tmp_path: Path, fsync: bool) -> None:
     import threading
 
-    log = AuditLog(tmp_path, Ed25519PrivateKey.generate(), checkpoint_every=7, max_segment_bytes=1500)
+    key = Ed25519PrivateKey.generate()
+    log = AuditLog(tmp_path, key, checkpoint_every=7, max_segment_bytes=1500)
     seen: list[int] = []
     done = threading.Event()
 
@@ -168,14 +226,15 @@ def test_writer_thread_reports_progress_for_whole_batches_in_order(tmp_path: Pat
     assert done.is_set() and seen == sorted(seen) and seen[-1] == log.seq and writer.lag == 0
     assert len(seen) <= log.seq  # batches share writes
     assert len(segments(tmp_path)) > 2  # rotation happened on the writer's thread, in order
-    result = verify(tmp_path)
+    result = verify(tmp_path, key.public_key())
     assert result.ok and result.records == log.seq and result.last_checkpoint is not None
 
 
 def test_writer_thread_keeps_the_batch_through_a_failing_disk_and_the_chain_stays_whole(tmp_path: Path) -> None:
     import threading
 
-    log = AuditLog(tmp_path / "a", Ed25519PrivateKey.generate(), max_segment_bytes=2000)
+    key = Ed25519PrivateKey.generate()
+    log = AuditLog(tmp_path / "a", key, max_segment_bytes=2000)
     log.fault_file = tmp_path / "full"
     failures: list[str] = []
     progress: list[int] = []
@@ -197,7 +256,7 @@ def test_writer_thread_keeps_the_batch_through_a_failing_disk_and_the_chain_stay
     log.fault_file.unlink()
     assert recovered.wait(5) and progress[-1] == log.seq
     log.close()
-    result = verify(tmp_path / "a")
+    result = verify(tmp_path / "a", key.public_key())
     assert result.ok and result.records >= queued
 
 
@@ -221,7 +280,7 @@ def test_gateway_in_fsync_mode_forwards_after_the_group_commit(tmp_path: Path) -
         while fills < 20:
             if c.recv_type(b"8").get(150) == b"F":
                 fills += 1
-    assert verify(tmp_path / "state" / "audit").ok
+    assert verify(tmp_path / "state" / "audit", gateway_key(tmp_path)).ok
 
 
 @pytest.mark.parametrize("writer", ["thread", "inline"])
@@ -264,7 +323,7 @@ def test_a_full_disk_refuses_new_orders_lets_cancels_through_and_recovers(tmp_pa
     alert = [r for r in recs if r["kind"] == "alert" and "resumed" in str(r.get("what"))]
     assert alert and alert[0]["refused"] >= 1 and alert[0]["late_records"] == 1
     assert any(r["kind"] == "decision" and r.get("cl_ord_id") == "CXL1" and r.get("written_late") for r in recs)
-    assert verify(tmp_path / "state" / "audit").ok
+    assert verify(tmp_path / "state" / "audit", gateway_key(tmp_path)).ok
 
 
 def test_flows_report_and_ocsf_export_over_a_real_gateways_stream(tmp_path: Path) -> None:
@@ -336,3 +395,25 @@ def test_encrypted_stream_verifies_without_the_key_and_reads_only_with_it(tmp_pa
     wrong.chmod(0o600)
     bad = subprocess.run([*run, "--key", str(wrong)], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode != 0 and "does not decrypt" in bad.stderr
+
+
+def test_printable_escapes_controls_bidi_overrides_and_separators_and_csv_cells_never_start_a_formula() -> None:
+    from gateway.cli.audit import csv_cell, printable
+
+    assert printable("plain ClOrdID-1 é") == "plain ClOrdID-1 é"
+    assert printable("a\x1b[31mb\x07\x9b\u202e\u2028\\") == "a\\x1b[31mb\\x07\\x9b\\u202e\\u2028\\\\"
+    assert [csv_cell(v) for v in ("=1+1", "+1", "-1", "@x", "\t=1", "\r=1", "ok", 7, -7, None, ["a"])] == \
+        ["'=1+1", "'+1", "'-1", "'@x", "'\\x09=1", "'\\x0d=1", "ok", 7, -7, "", '["a"]']
+
+
+def test_a_line_that_is_json_but_not_a_record_is_named_not_a_traceback(tmp_path: Path) -> None:
+    key = make(tmp_path / "a", 5)
+    p = segments(tmp_path / "a")[0][1]
+    ls = lines(p)
+    p.write_bytes(b"\n".join(ls[:2] + [b"[1,2]"] + ls[3:]) + b"\n")
+    pub = tmp_path / "auditor.pub"
+    pub.write_bytes((tmp_path / "a" / "audit.pub").read_bytes())
+    r = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", str(tmp_path / "a"), "--pubkey", str(pub)],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 1 and "record 3: not a JSON object" in r.stdout and "Traceback" not in r.stderr
+    assert verify(tmp_path / "a", key.public_key()).problem.line == 3  # type: ignore[union-attr]

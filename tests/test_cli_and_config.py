@@ -84,7 +84,7 @@ upstream = { host = "127.0.0.1", port = 9001, tls = false, sender_comp_id = "G",
     [
         (lambda t: t.replace("port = 9000", 'port = "x"'), "listen.port", "Expected `int`"),
         (lambda t: t.replace("port = 9000", "port = 70000"), "listen.port", "1-65535"),
-        (lambda t: t.replace('"FIX.4.4"', '"FIX.9.9"'), "sessions[0].begin_string", "valid: FIX.4.2"),
+        (lambda t: t.replace('"FIX.4.4"', '"FIX.9.9"'), "sessions[0].begin_string", "valid: FIX.4.0"),
         (lambda t: t.replace("[audit]\ndir = \"audit\"", ""), "audit.dir", "names its audit folder"),
         (lambda t: t.replace("tls = false, ", ""), "sessions[0].upstream.ca", "CA bundle"),
         (lambda t: t.replace('dir = "audit"', 'dir = "audit"\ndurability = "fsync"\nwriter = "inline"'),
@@ -124,16 +124,19 @@ def test_missing_certificate_files_are_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_audit_verify_detects_an_edited_record(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from gateway.edges.audit import AuditLog
 
-    log = AuditLog(tmp_path / "a")
+    log = AuditLog(tmp_path / "a", Ed25519PrivateKey.generate())
     for i in range(5):
         log.record("decision", n=i)
     log.close()
-    assert fixgw("audit", "verify", str(tmp_path / "a")).returncode == 0
+    pub = ("--pubkey", str(tmp_path / "a" / "audit.pub"))
+    assert fixgw("audit", "verify", str(tmp_path / "a"), *pub).returncode == 0
     path = tmp_path / "a" / "audit-000001.jsonl"
     path.write_text(path.read_text().replace('"n":2', '"n":3'))
-    r = fixgw("audit", "verify", str(tmp_path / "a"))
+    r = fixgw("audit", "verify", str(tmp_path / "a"), *pub)
     assert r.returncode == 1 and "record 4" in r.stdout and "hash mismatch" in r.stdout
 
 
@@ -186,9 +189,10 @@ def test_kill_switch_and_jit_cli_write_the_watched_state_files(tmp_path: Path) -
     fixgw("kill", "off", "--config", str(p), "--identity", "spiffe://fixgw.dev/client/a")
     assert _json.loads((tmp_path / "state" / "killswitch.json").read_text())["identities"] == []
     assert fixgw("kill", "on", "--config", str(p)).returncode == 2
-    assert fixgw("jit", "grant", "spiffe://fixgw.dev/client/a", "--minutes", "30", "--config", str(p)).returncode == 0
-    assert "spiffe://fixgw.dev/client/a" in _json.loads((tmp_path / "state" / "jit.json").read_text())
-    too_long = fixgw("jit", "grant", "x", "--minutes", "100000", "--config", str(p))
+    grant = fixgw("jit", "grant", "spiffe://fixgw.dev/client/a", "--minutes", "30", "--config", str(p))
+    assert grant.returncode == 2 and "second administrator" in grant.stderr  # two-person: fixgw admin jit
+    assert not (tmp_path / "state" / "jit.json").exists()
+    too_long = fixgw("jit", "break-glass", "x", "--minutes", "100000", "--reason", "r", "--config", str(p))
     assert too_long.returncode == 2 and "jit_max_minutes" in too_long.stderr
 
 

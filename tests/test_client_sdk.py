@@ -44,6 +44,7 @@ sign_outbound = true
 id = "spiffe://fixgw.dev/client/trader"
 comp_ids = ["TRADER"]
 mfa = true
+users = ["alice"]
 """
     extra = f'[users]\nfile = "{tmp}/users.toml"\nsecrets = "{tmp}/totp.secrets"\n'
     gw_port, sim_port = harness.free_port(), harness.free_port()

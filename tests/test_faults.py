@@ -52,9 +52,9 @@ def test_exchange_leg_dropped_and_restored_clients_are_told_and_numbers_continue
         gw.stop()
         sim.stop()
     assert harness.audit_records(audit)  # and the chain is whole
-    from gateway.edges.audit import verify
+    from gateway.edges.audit import load_or_create_key, verify
 
-    assert verify(audit).ok
+    assert verify(audit, load_or_create_key(tmp_path / "state" / "audit-signing.key").public_key()).ok
 
 
 def test_a_fill_sent_while_the_gateway_was_down_arrives_by_resend_on_both_legs(tmp_path: Path) -> None:

@@ -116,6 +116,7 @@ pin_sha256 = ["{'00' * 32}"]
 id = "spiffe://fixgw.dev/client/trader-laptop"
 comp_ids = ["TRADER", "TRADER42"]
 mfa = true
+users = ["alice", "bob", "carol"]
 """
     extra = '[zones]\ndesk = ["127.0.0.2/32"]\nloopback = ["127.0.0.0/8"]\n'
     extra += (f'[users]\nfile = "{tmp}/users.toml"\nsecrets = "{tmp}/totp.secrets"\n'
@@ -426,17 +427,21 @@ def test_two_workers_share_used_codes_failures_and_lockout(tmp_path: Path) -> No
     state = tmp_path / "mfa-used.json"
     w0, w1 = (MFA(tmp_path / "u.toml", tmp_path / "s.secrets", state, max_failures=4, window=60, lockout=600,
                   shared=True) for _ in range(2))
+    laptop, desktop = "spiffe://fixgw.dev/client/laptop", "spiffe://fixgw.dev/client/desktop"
     now = time.time()
     code = totp.at(now)
-    assert w0.check("carol", "a long password here" + code, now)[0]
-    ok, why = w1.check("carol", "a long password here" + code, now)
-    assert not ok and "already used" in why
-    for i, w in enumerate((w0, w1, w0)):  # 1 failure above (the reuse) + 3 = 4, spread over both
-        assert not w.check("carol", "wrong password!!" + code, now + i)[0]
-    ok, why = w1.check("carol", "a long password here" + totp.at(now + 60), now + 60)
+    assert w0.check(laptop, "carol", "a long password here" + code, now)[0]
+    ok, why = w1.check(desktop, "carol", "a long password here" + code, now)
+    assert not ok and "already used" in why  # a code is spent for the person, whichever identity
+    assert not w1.check(laptop, "carol", "a long password here" + code, now)[0]  # laptop: failure 1
+    for i, w in enumerate((w0, w1, w0)):  # + 3 = 4 through the laptop, spread over both workers
+        assert not w.check(laptop, "carol", "wrong password!!" + code, now + i)[0]
+    ok, why = w1.check(laptop, "carol", "a long password here" + totp.at(now + 60), now + 60)
     assert not ok and "locked" in why
+    ok, why = w0.check(desktop, "carol", "a long password here" + totp.at(now + 60), now + 60)
+    assert ok, f"failures through the laptop locked carol out of the desktop: {why}"
     text = (tmp_path / "mfa-failures.json").read_text()
-    assert "carol" in text and code not in text and "password" not in text
+    assert "carol" in text and laptop in text and code not in text and "password" not in text
 
 
 def test_no_password_totp_code_key_or_secret_appears_in_any_audit_record(world: World) -> None:
@@ -447,3 +452,52 @@ def test_no_password_totp_code_key_or_secret_appears_in_any_audit_record(world: 
     secrets += [line for line in (world.keys / "ed.key").read_text().splitlines() if "---" not in line]
     leaked = [s for s in secrets if s and s in text]
     assert not leaked, f"secret material in the audit stream: {leaked}"
+
+
+def _config_with(tmp_path: Path, identity_lines: str) -> Path:
+    path = tmp_path / "gw.toml"
+    path.write_text(f"""
+[listen]
+port = 9
+cert = "c"
+key = "k"
+ca = "a"
+[audit]
+dir = "audit"
+[users]
+file = "users.toml"
+secrets = "totp.secrets"
+[[identities]]
+id = "spiffe://fixgw.dev/client/trader"
+comp_ids = ["TRADER"]
+{identity_lines}
+[[sessions]]
+begin_string = "FIX.4.4"
+client_comp_id = "TRADER"
+gateway_comp_id = "FIXGW"
+upstream = {{ host = "127.0.0.1", port = 9, tls = false, sender_comp_id = "GW", target_comp_id = "X" }}
+""")
+    return path
+
+
+@pytest.mark.parametrize("lines,words", [
+    ("mfa = true", "mfa = true needs the people who may log on through this identity"),
+    ('mfa = true\nusers = []', "mfa = true needs the people"),
+    ('users = ["alice"]', "users are checked only with mfa = true"),
+])
+def test_an_mfa_identity_must_name_its_people(tmp_path: Path, lines: str, words: str) -> None:
+    """Fail closed at start: an MFA identity without people would open for every enrolled user."""
+    from gateway.edges import config
+    from gateway.edges.config import ConfigError
+
+    with pytest.raises(ConfigError, match="identities\\[0\\].users") as err:
+        config.load(_config_with(tmp_path, lines))
+    assert words in str(err.value) and str(tmp_path / "gw.toml") in str(err.value)
+
+
+def test_the_people_of_an_identity_are_in_the_registry(tmp_path: Path) -> None:
+    from gateway.edges import config
+    from gateway.edges.registry import load_registry
+
+    cfg = config.load(_config_with(tmp_path, 'mfa = true\nusers = ["alice", "bea"]'))
+    assert load_registry(cfg)["spiffe://fixgw.dev/client/trader"].users == frozenset({"alice", "bea"})

@@ -35,10 +35,10 @@ def test_admission_caps_total_and_per_source_and_releases() -> None:
 
 
 def test_handshake_rate_refills_over_time() -> None:
-    a = Admission(max_total=100, max_per_source=100, rate=10, burst=2)
-    assert a.admit("s", 0.0) is None and a.admit("s", 0.0) is None
-    assert "handshake rate" in str(a.admit("s", 0.0))
-    assert a.admit("s", 0.15) is None  # 1.5 tokens back after 150 ms at 10/s
+    a = Admission(max_total=100, max_per_source=100, rate=10, burst=2, reserve=0)  # charged per ClientHello
+    assert a.hello("s", 0.0) is None and a.hello("s", 0.0) is None
+    assert "handshake rate" in str(a.hello("s", 0.0))
+    assert a.hello("s", 0.15) is None  # 1.5 tokens back after 150 ms at 10/s
 
 
 # --- through the running gateway -----------------------------------------------------
@@ -148,3 +148,20 @@ def test_a_flood_of_connections_and_garbage_leaves_the_logged_on_session_trading
             t.join(5)
     assert attempts[0] > 20
     assert statistics.median(flooded) < 10 * statistics.median(quiet) + 0.005
+
+
+# --- the refusal budget's keys are checked before anything starts -----------------------------------
+
+@pytest.mark.parametrize(("key", "value"), [("refusal_rate", "0"), ("refusal_burst", "0.5")])
+def test_a_refusal_budget_that_could_never_refuse_is_a_config_error_naming_the_key(
+        tmp_path: Path, key: str, value: str) -> None:
+    import subprocess
+    import sys
+
+    certs = harness.make_pki(tmp_path / "certs")
+    cfg = harness.trading_config(tmp_path, certs, harness.free_port(), harness.free_port(),
+                                 gateway_extra=f"{key} = {value}")
+    r = subprocess.run([sys.executable, "-m", "gateway", "run", "--config", str(cfg)], capture_output=True,
+                       text=True, timeout=30, cwd=harness.ROOT)
+    assert r.returncode == 2, r.stderr
+    assert f"gateway.{key}" in r.stderr and str(cfg) in r.stderr and "Traceback" not in r.stderr

@@ -76,7 +76,8 @@ def test_replication_survives_a_nats_outage_without_loss_or_duplicates(tmp_path:
         assert seqs == local_seqs(audit), "lost or duplicated records"
         assert len(set(seqs)) == len(seqs)
         r = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", "--nats", url,
-                            "--pubkey", str(audit / "audit.pub")], cwd=harness.ROOT, capture_output=True, text=True)
+                            "--pubkey", str(audit / "audit.pub"), "--allow-open-tail"],  # the gateway is running
+                           cwd=harness.ROOT, capture_output=True, text=True)
         assert r.returncode == 0 and "chain intact" in r.stdout, r.stdout + r.stderr
     finally:
         gw.stop()

@@ -89,7 +89,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         if user:
             add_user(tmp / "users.toml", tmp / "totp.secrets", user, PASSWORD)
         identities += (f'[[identities]]\nid = "{TD}{name}"\ncomp_ids = ["{comp}"]\nroles = {json.dumps(roles)}\n'
-                       f"mfa = {'true' if user else 'false'}\n")
+                       f"mfa = {'true' if user else 'false'}\n" + (f'users = ["{user}"]\n' if user else ""))
     write_json(tmp / "posture.json", {TD + n: {"level": c[4], "asserted_at": time.time()} for n, c in CLIENTS.items()})
     pki.issue(certs, "posture-agent")
     identities += f'[[identities]]\nid = "{TD}posture-agent"\ncomp_ids = []\nroles = ["posture_agent"]\n'
@@ -155,11 +155,12 @@ def test_row3_quant_analytics_from_production_server_is_allowed_by_ip_allowlist(
 
 
 def test_row4_quant_analytics_from_development_sandbox_is_denied(world: World) -> None:
-    c = world.logon("quant-sandbox")
-    c.send("V", [(262, "MD2"), (263, "0"), (264, "0"), (267, "1"), (269, "0"), (146, "1"), (55, "INTC")])
-    bmr = c.recv_type(b"j")
-    assert b"refused by quant-analytics-sandbox-deny" in (bmr.get(58) or b"") and bmr.get(380) == b"6"
-    assert last_decision(world, "QSBX/FIXGW")["decision"] == "deny"
+    # no rule allows a quant anything from the sandbox: refused at connect (issue 15 item 15)
+    c = FixClient(world.port, client_ssl(world.certs, "quant-sandbox"), "QSBX", source="127.0.0.13")
+    c.send("A", [(98, "0"), (108, "30"), (141, "Y")])
+    assert c.recv() is None
+    assert any(r["kind"] == "connection_refused" and r.get("rule") == "identity.reach"
+               and r.get("zone") == "dev_sandbox" for r in world.audit())
 
 
 def test_row5_risk_officer_views_open_rfqs_read_only(world: World) -> None:
@@ -200,11 +201,14 @@ def test_row6_it_admin_system_configuration_needs_jit_mfa_and_gets_full_capture(
 
 
 def test_row7_trader_create_rfq_public_wifi_non_compliant_is_denied(world: World) -> None:
-    c = world.logon("trader-wifi")
-    c.send("R", [(131, "Q7"), (146, "1"), (55, "INTC")])
-    bmr = c.recv_type(b"j")
-    assert b"device-health-deny" in (bmr.get(58) or b"")
-    assert last_decision(world, "TRWIFI/FIXGW")["rules"] == ["device-health-deny"]
+    # a device already non-compliant gets no session: posture rules apply at Logon (issue 15 item 14)
+    comp, _, source, user, _ = CLIENTS["trader-wifi"]
+    c = FixClient(world.port, client_ssl(world.certs, "trader-wifi"), comp, source=source)
+    c.send("A", [(98, "0"), (108, "30"), (141, "Y"), (553, str(user)),
+                 (554, PASSWORD + pyotp.TOTP(world.totp[str(user)]).now())])
+    assert c.recv() is None
+    assert any(r["kind"] == "logon_refused" and "device posture is non-compliant" in str(r.get("reason"))
+               for r in world.audit())
 
 
 # --- continuous verification --------------------------------------------------------
@@ -248,9 +252,9 @@ def test_a_bad_policy_file_keeps_the_old_policy_and_says_what_is_wrong(world: Wo
     time.sleep(0.6)
     alerts = [r for r in world.audit() if r["kind"] == "alert" and "policy" in str(r.get("what"))]
     assert alerts and "quant-analytics-sandbox-deny" in str(alerts[-1]["reason"])
-    c = world.logon("quant-sandbox")  # the old policy still denies
-    c.send("V", [(262, "MD3"), (263, "0"), (264, "0"), (267, "1"), (269, "0"), (146, "1"), (55, "INTC")])
-    assert b"refused" in (c.recv_type(b"j").get(58) or b"")
+    c = FixClient(world.port, client_ssl(world.certs, "quant-sandbox"), "QSBX", source="127.0.0.13")
+    c.send("A", [(98, "0"), (108, "30")])
+    assert c.recv() is None  # the old policy still refuses the sandbox
     path.write_bytes(good)
 
 
@@ -383,13 +387,12 @@ def test_policy_replay_reports_every_decision_a_new_policy_would_change(world: W
     import subprocess
     import sys
 
-    c = world.logon("quant-sandbox")  # make sure the stream holds a sandbox denial
+    c = world.logon("quant-prod")  # make sure the stream holds an allowed analytics request
     c.send("V", [(262, "MDR"), (263, "0"), (264, "0"), (267, "1"), (269, "0"), (146, "1"), (55, "INTC")])
     c.recv_type(b"j")
     time.sleep(0.1)
-    new = tmp_path / "new-policy.toml"
-    new.write_text(POLICY.read_text().replace(
-        'zones = ["dev_sandbox"]\ndecision = "deny"', 'zones = ["dev_sandbox"]\ndecision = "allow"'))
+    new = tmp_path / "new-policy.toml"  # the sandbox deny, its zone dropped: it denies quants everywhere
+    new.write_text(POLICY.read_text().replace('zones = ["dev_sandbox"]\ndecision = "deny"', 'decision = "deny"'))
     run = [sys.executable, "-m", "gateway", "policy", "replay", "--audit", str(world.tmp / "state" / "audit")]
     same = subprocess.run([*run, "--policy", str(POLICY), "--fail-on-change"], cwd=harness.ROOT,
                           capture_output=True, text=True)
@@ -397,5 +400,5 @@ def test_policy_replay_reports_every_decision_a_new_policy_would_change(world: W
     r = subprocess.run([*run, "--policy", str(new), "--fail-on-change"], cwd=harness.ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 1
-    assert "deny by quant-analytics-sandbox-deny  ->  allow by quant-analytics-sandbox-deny" in r.stdout, r.stdout
+    assert "allow by quant-analytics-prod  ->  deny by quant-analytics-sandbox-deny" in r.stdout, r.stdout
     assert "e.g. " in r.stdout  # ClOrdID, or the record's seq for messages without one

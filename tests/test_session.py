@@ -548,3 +548,42 @@ def test_a_store_that_cannot_write_ends_the_session_without_raising(tmp_path: Pa
         s.send_app(b"D", [(T.ClOrdID, b"x")], T0 + 1)
     assert s.closed and not s.frames_to_send()
     store.close()
+
+
+def no_seq_frame(mt: bytes, seq: bytes | None, body: list[tuple[int, bytes]]) -> bytes:
+    """A frame whose MsgSeqNum(34) is missing (``seq`` None) or holds ``seq`` as it is."""
+    hdr = [(49, b"CLI"), (52, format_utc_timestamp(T0)), (56, b"GW")]
+    if seq is not None:
+        hdr.insert(0, (34, seq))
+    return codec.encode(b"FIX.4.4", [(35, mt), *hdr, *body])
+
+
+@pytest.mark.parametrize("validate", [True, False], ids=["validator", "no-validator"])
+@pytest.mark.parametrize(("seq", "says"), [(None, "MsgSeqNum(34) missing"), (b"", "MsgSeqNum(34) missing"),
+                                           (b"-10", "MsgSeqNum(34) '-10' is not"), (b"1x", "'1x' is not")],
+                         ids=["missing", "empty", "negative", "not-digits"])
+def test_a_message_without_a_usable_msg_seq_num_gets_a_logout_and_the_session_closes(
+        validate: bool, seq: bytes | None, says: str) -> None:
+    """FIX session rules: without MsgSeqNum(34) nothing tells what was missed, so Logout and disconnect
+    (it used to get a Reject(3) and the session stayed up)."""
+    s = S.Session(S.SessionConfig(b"FIX.4.4", b"GW", b"CLI", validator=V44 if validate else None), MemoryStore())
+    s.connection_made(T0)
+    logon(s)
+    s.frames_to_send(), s.events()
+    s.receive_data(no_seq_frame(b"D", seq, NOS), T0)
+    out = sent(s)
+    assert [m.msg_type for m in out] == [b"5"]
+    text = (out[0].get(58) or b"").decode()
+    assert says in text and "b'" not in text
+    evs = s.events()
+    assert not any(isinstance(e, (S.AppMessageReceived, S.MessageRejected)) for e in evs)
+    assert any(isinstance(e, S.LoggedOut) and says in e.reason for e in evs)
+    assert isinstance(evs[-1], S.Disconnected) and s.closed
+    assert s.store.next_target_seq() == 2
+
+
+def test_a_logon_without_msg_seq_num_is_refused_silently() -> None:
+    s = acceptor()
+    s.receive_data(no_seq_frame(b"A", None, [(98, b"0"), (108, b"30")]), T0)
+    assert s.frames_to_send() == [] and s.closed
+    assert any(isinstance(e, S.LogonRefused) and "MsgSeqNum(34) missing" in e.reason for e in s.events())

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
+from gateway.core.fix.store import MemoryStore
 from gateway.edges.store import FileStore, session_dir_name
 
 
@@ -56,3 +59,23 @@ def test_reset_clears_everything(tmp_path: Path) -> None:
 
 def test_session_dir_names_are_safe() -> None:
     assert session_dir_name(b"FIX.4.4", b"A/B", b"..") == "FIX.4.4-A%2FB-.."
+
+
+@pytest.mark.parametrize("make", ["memory", "file"])
+def test_get_sent_reads_a_range_a_limited_number_at_a_time_in_order(tmp_path: Path, make: str) -> None:
+    """A resend reads its range a chunk at a time (issue 15, item 4): ``limit`` messages from ``begin``."""
+    store: MemoryStore | FileStore = MemoryStore() if make == "memory" else FileStore(tmp_path / "s")
+    for seq in (5, 2, 9, 7, 3):  # saved out of order: still returned in order
+        store.save_sent(seq, b"m%d" % seq)
+    store.save_sent(7, b"m7 again")  # saved twice: once in the index, the last one wins
+    assert store.get_sent(1, 100) == [(2, b"m2"), (3, b"m3"), (5, b"m5"), (7, b"m7 again"), (9, b"m9")]
+    assert store.get_sent(3, 8, 2) == [(3, b"m3"), (5, b"m5")]
+    assert store.get_sent(6, 100, 1) == [(7, b"m7 again")]
+    assert store.get_sent(10, 100, 5) == [] and store.get_sent(1, 100, 0) == []
+    if isinstance(store, FileStore):
+        store.close()
+        again = FileStore(tmp_path / "s")
+        assert again.get_sent(4, 9, 2) == [(5, b"m5"), (7, b"m7 again")]
+        again.reset()
+        assert again.get_sent(1, 100) == []
+        again.close()

@@ -230,7 +230,9 @@ def test_every_session_trades_whichever_worker_accepts_its_connection(world: Wor
 
 
 def test_audit_verify_checks_each_workers_chain(world: World) -> None:
-    r = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", str(world.tmp / "state" / "audit")],
+    r = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", str(world.tmp / "state" / "audit"),
+                        "--pubkey", str(world.tmp / "state" / "audit" / "worker-0" / "audit.pub"),
+                        "--allow-open-tail"],  # the gateway is running
                        capture_output=True, text=True, timeout=60, cwd=harness.ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "worker-0:" in r.stdout and "worker-1:" in r.stdout and r.stdout.count("chain intact") == 2
@@ -250,7 +252,8 @@ def test_a_tampered_worker_chain_fails_verification_by_name(world: World, tmp_pa
     lines = seg.read_text().splitlines()
     lines[2] = lines[2].replace('"kind":', '"kind":"x","was":', 1)
     seg.write_text("\n".join(lines) + "\n")
-    r = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", str(copy)],
+    r = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", str(copy), "--pubkey",
+                        str(world.tmp / "state" / "audit" / "worker-0" / "audit.pub"), "--allow-open-tail"],
                        capture_output=True, text=True, timeout=60, cwd=harness.ROOT)
     assert r.returncode == 1
     assert "worker-0:" in r.stdout and "chain intact" in r.stdout.split("worker-1:")[0]

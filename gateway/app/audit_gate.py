@@ -11,6 +11,13 @@ An outage starts at the first failed write and ends at the first success:
 then the records kept meanwhile (cancels let through, when configured) are
 written late, messages from the exchange held meanwhile are decided and
 delivered, and one ``alert`` record sums the outage up.
+
+A peer decides what many event records contain (a CompID in a refused
+Logon, a Username, a session reject's detail), so ``event`` keeps no text
+value longer than ``MAX_EVENT_VALUE`` characters: the cut is marked
+``...[N chars]`` (``capped_text``).  ``capture`` records are verbatim by
+design and not cut; decision records are capped where they are built
+(``routing.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +36,17 @@ from gateway.edges.replicate import Replicator
 log = structlog.get_logger("fixgw.audit_gate")
 
 Action = Callable[[], None]
+#: characters of one text value of an event record (see the module docstring)
+MAX_EVENT_VALUE = 4096
+#: record kinds kept verbatim, however long
+VERBATIM_KINDS = frozenset({"capture"})
+
+
+def capped_text(value: str, limit: int) -> str:
+    """``value`` cut to ``limit`` characters, the cut marked with the original length."""
+    if len(value) <= limit:
+        return value
+    return f"{value[:limit]}...[{len(value)} chars]"
 
 
 class AuditGate:
@@ -80,6 +98,10 @@ class AuditGate:
 
     def event(self, kind: str, **fields: Any) -> bool:
         """Best-effort record of an event that decides nothing; False if it could not be written."""
+        if kind not in VERBATIM_KINDS:
+            for key, value in fields.items():
+                if isinstance(value, str) and len(value) > MAX_EVENT_VALUE:
+                    fields[key] = capped_text(value, MAX_EVENT_VALUE)  # same keys: safe while iterating
         try:
             self.record(kind, **fields)
             return True

@@ -8,18 +8,18 @@ of two applications:
   seen), SecurityDefinition and Email; answers any other application message
   with BusinessMessageReject(j), BusinessRejectReason(380)=3.  Echoes carry
   header fields in tag order and body fields in tag order, values untouched.
-* ``fill`` — a tiny venue: NewOrderSingle -> ExecutionReport New, then Fill at
-  the limit price; OrderCancelRequest -> Canceled (or OrderCancelReject for an
-  unknown order); QuoteRequest(R) -> Quote(S).
+* ``fill`` — a venue (``gateway/app/venue.py``) that answers orders, cancels,
+  replaces, RFQs, quote status, trade capture, market data and user requests
+  in the session's own FIX version, with full, partial or no fills.
 
 The applications are pure (message in, replies out); the shell reuses the
-gateway's session engine and asyncio leg.
+gateway's session engine and asyncio leg, and runs one timer per session for
+what the venue sends later (delayed executions, market data updates).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import signal
 import time
 from collections.abc import Sequence
@@ -27,20 +27,20 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from gateway.app.venue import Market, Reply, Venue, VenueSettings
 from gateway.core.fix import tags as T
 from gateway.core.fix.carry import split_for_carry
 from gateway.core.fix.codec import Field, FrameGarbled, Framer, FrameReceived, Message
 from gateway.core.fix.dictionary import MessageDef, ValidationSettings, Validator, standard_validator
 from gateway.core.fix.session import AppMessageReceived, Disconnected, Event, LoggedOn, Role, Session, SessionConfig
 from gateway.core.fix.store import MemoryStore, SessionStore
+from gateway.core.fix.versions import PRE_FIX42, session_appl_ver_id, timestamp_precision
 from gateway.edges import tls
 from gateway.edges.config import Config, ExchangeSimConfig
 from gateway.edges.store import FileStore, session_dir_name
 from gateway.shells.legs import SessionProtocol
 
 log = structlog.get_logger("fixgw.exchange_sim")
-
-Reply = tuple[bytes, list[Field], list[Field]]  # (MsgType, header fields, body fields)
 
 
 def sort_body(body: Sequence[Field], md: MessageDef | None) -> list[Field]:
@@ -64,14 +64,24 @@ def sort_body(body: Sequence[Field], md: MessageDef | None) -> list[Field]:
 
 @dataclass
 class EchoApp:
-    """The acceptance-test application behind QuickFIX's test acceptor."""
+    """The acceptance-test application behind QuickFIX's test acceptor.
+
+    A message type it does not support is answered as QuickFIX answers the
+    application's ``UnsupportedMessageType``: BusinessMessageReject(j) with
+    BusinessRejectReason(380)=3 from FIX.4.2 on, and before it (FIX.4.0/4.1
+    have no MsgType j) a Reject(3) whose Text(58) says "Unsupported message
+    type".  The session core has no call for a Reject(3) with the
+    application's own Text, so that one is sent like an application reply:
+    numbered and stored, a resend repeats it rather than gap-filling it.
+    """
 
     validator: Validator | None
     header_tags: frozenset[int]
-    fixt: bool = False
+    default_appl_ver_id: bytes | None = None  # FIXT.1.1: the session's, named at the end of a BMR
     seen_cl_ord_ids: set[bytes] = field(default_factory=set)
 
-    def on_message(self, msg: Message) -> list[Reply]:
+    def on_message(self, msg: Message, now: float = 0.0) -> list[Reply]:
+        """The acceptance application's answer (``now``: unused, the venue's interface)."""
         header, body = split_for_carry(msg, self.header_tags)
         mt = msg.msg_type
         if mt == T.MT_NEW_ORDER_SINGLE:
@@ -80,124 +90,21 @@ class EchoApp:
                 return []
             self.seen_cl_ord_ids.add(cl)
         if mt in (T.MT_NEW_ORDER_SINGLE, T.MT_SECURITY_DEFINITION, T.MT_EMAIL):
-            md = self.validator.message_def(mt) if self.validator else None
+            md = self.validator.message_def(mt, msg.get(T.ApplVerID)) if self.validator else None
             return [(mt, header, sort_body(body, md))]
         reject: list[Field] = []
         seq = msg.get(T.MsgSeqNum)
         if seq:
             reject.append((T.RefSeqNum, seq))
+        if msg.begin_string in PRE_FIX42:
+            return [(T.MT_REJECT, [], [*reject, (T.Text, b"Unsupported message type")])]
         reject += [
             (T.Text, b"Unsupported Message Type"),
             (T.RefMsgType, mt),
             (T.BusinessRejectReason, b"%d" % T.BRR_UNSUPPORTED_MESSAGE_TYPE),
         ]
-        if self.fixt:
-            reject.append((T.DefaultApplVerID, b"9"))
-        return [(T.MT_BUSINESS_MESSAGE_REJECT, [], reject)]
-
-
-@dataclass
-class _Order:
-    cl_ord_id: bytes
-    order_id: bytes
-    symbol: bytes
-    side: bytes
-    qty: bytes
-    price: bytes
-    open: bool = True
-
-
-@dataclass
-class FillApp:
-    """A venue that accepts and fully fills every order at its limit price."""
-
-    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    orders: dict[bytes, _Order] = field(default_factory=dict)
-    rest_symbols: frozenset[bytes] = frozenset()
-    fill_delay: float = 0.0  # seconds; > 0: fills are handed out through ``take_delayed``
-    delayed: list[Reply] = field(default_factory=list)
-
-    def take_delayed(self) -> list[Reply]:
-        out, self.delayed = self.delayed, []
-        return out
-
-    def _exec(self, o: _Order, exec_type: bytes, status: bytes, cum: bytes, leaves: bytes,
-              last: tuple[bytes, bytes] | None, now_ts: bytes) -> Reply:
-        n = next(self.ids)
-        body: list[Field] = [
-            (T.AvgPx, o.price if cum != b"0" else b"0"),
-            (T.ClOrdID, o.cl_ord_id),
-            (T.CumQty, cum),
-            (T.ExecID, b"E%d" % n),
-        ]
-        if last is not None:
-            body += [(T.LastPx, last[1]), (T.LastQty, last[0])]
-        body += [
-            (T.OrderID, o.order_id),
-            (T.OrderQty, o.qty),
-            (T.OrdStatus, status),
-            (T.Price, o.price),
-            (T.Side, o.side),
-            (T.Symbol, o.symbol),
-            (T.TransactTime, now_ts),
-            (T.ExecType, exec_type),
-            (T.LeavesQty, leaves),
-        ]
-        return (T.MT_EXECUTION_REPORT, [], body)
-
-    def on_message(self, msg: Message, now_ts: bytes = b"") -> list[Reply]:
-        mt = msg.msg_type
-        if mt == T.MT_NEW_ORDER_SINGLE:
-            o = _Order(
-                msg.get(T.ClOrdID) or b"",
-                b"O%d" % next(self.ids),
-                msg.get(T.Symbol) or b"",
-                msg.get(T.Side) or b"1",
-                msg.get(T.OrderQty) or b"0",
-                msg.get(T.Price) or b"0",
-            )
-            self.orders[o.cl_ord_id] = o
-            new = self._exec(o, b"0", b"0", b"0", o.qty, None, now_ts)
-            if o.symbol in self.rest_symbols:
-                return [new]  # rests on the book until cancelled
-            fill = self._exec(o, b"F", b"2", o.qty, b"0", (o.qty, o.price), now_ts)
-            o.open = False
-            if self.fill_delay > 0:
-                self.delayed.append(fill)
-                return [new]
-            return [new, fill]
-        if mt == T.MT_ORDER_CANCEL_REQUEST:
-            orig = msg.get(T.OrigClOrdID) or b""
-            target = self.orders.get(orig)
-            if target is None or not target.open:
-                body: list[Field] = [
-                    (T.ClOrdID, msg.get(T.ClOrdID) or b""),
-                    (T.OrderID, target.order_id if target else b"NONE"),
-                    (T.OrdStatus, b"2" if target else b"8"),
-                    (T.OrigClOrdID, orig),
-                    (T.Text, b"unknown order" if target is None else b"order is not open"),
-                    (T.CxlRejReason, b"1" if target is None else b"0"),
-                    (T.CxlRejResponseTo, b"1"),
-                ]
-                return [(T.MT_ORDER_CANCEL_REJECT, [], body)]
-            target.open = False
-            mt, hdr, body = self._exec(target, b"4", b"4", b"0", b"0", None, now_ts)
-            body = [(T.ClOrdID, msg.get(T.ClOrdID) or b"") if t == T.ClOrdID else (t, v) for t, v in body]
-            body.append((T.OrigClOrdID, orig))
-            body.sort(key=lambda f: f[0])
-            return [(mt, hdr, body)]
-        if mt == T.MT_QUOTE_REQUEST:
-            req = msg.get(T.QuoteReqID) or b""
-            sym = msg.get(T.Symbol) or b""
-            body = [(T.QuoteReqID, req), (T.QuoteID, b"Q%d" % next(self.ids)), (T.Symbol, sym),
-                    (T.BidPx, b"99.5"), (T.OfferPx, b"100.5")]
-            return [(T.MT_QUOTE, [], body)]
-        reject: list[Field] = []
-        seq = msg.get(T.MsgSeqNum)
-        if seq:
-            reject.append((T.RefSeqNum, seq))
-        reject += [(T.Text, b"Unsupported Message Type"), (T.RefMsgType, mt),
-                   (T.BusinessRejectReason, b"3")]
+        if self.default_appl_ver_id:
+            reject.append((T.DefaultApplVerID, self.default_appl_ver_id))
         return [(T.MT_BUSINESS_MESSAGE_REJECT, [], reject)]
 
 
@@ -205,8 +112,9 @@ class FillApp:
 class SimSession:
     config: SessionConfig
     store: SessionStore
-    app: EchoApp | FillApp
+    app: EchoApp | Venue
     active: SimProtocol | None = None
+    timer: asyncio.TimerHandle | None = None  # the venue's next scheduled message (``Venue.next_due``)
 
 
 class SimProtocol(SessionProtocol):
@@ -254,18 +162,11 @@ class SimProtocol(SessionProtocol):
                                                         m.get(T.ClOrdID) or b"-"))
                 self.sim.journal.flush()
             app = self.entry.app
-            if isinstance(app, FillApp):
-                from gateway.core.fix.utctime import format_utc_timestamp
-
-                replies = app.on_message(event.message, format_utc_timestamp(now, 3))
-            else:
-                replies = app.on_message(event.message)
+            replies = app.on_message(event.message, now)
             for mt, header, body in replies:
                 self.session.send_app(mt, body, now, header)
-            if isinstance(app, FillApp) and app.fill_delay > 0:
-                loop = asyncio.get_running_loop()
-                for reply in app.take_delayed():
-                    loop.call_later(app.fill_delay, self.sim.deliver_later, self.entry, reply)
+            if isinstance(app, Venue):
+                self.sim.arm(self.entry)
         elif isinstance(event, LoggedOn):
             if isinstance(self.entry.app, EchoApp):
                 self.entry.app.seen_cl_ord_ids.clear()  # the acceptance app forgets per session
@@ -275,6 +176,8 @@ class SimProtocol(SessionProtocol):
     def _release(self) -> None:
         if self.entry is not None and self.entry.active is self:
             self.entry.active = None
+            if isinstance(self.entry.app, Venue):
+                self.entry.app.disconnected()  # market data subscriptions end with the connection
 
     def on_closed(self, exc: Exception | None) -> None:
         self._release()
@@ -290,6 +193,13 @@ class ExchangeSim:
         self.cfg = cfg
         self.sim: ExchangeSimConfig = cfg.exchange_sim
         self.sessions: dict[tuple[bytes, bytes, bytes], SimSession] = {}
+        self.market = Market()  # what every session's venue shares: the tape, quotes, users
+        sim = self.sim
+        settings = VenueSettings(
+            fill=sim.fill, partial_fills=sim.partial_fills,
+            rest_symbols=frozenset(x.encode() for x in sim.rest_symbols),
+            fill_delay=sim.fill_delay_ms / 1000, md_interval=sim.md_interval_ms / 1000,
+            malformed_prefix=(sim.malformed_prefix or "").encode(), reject_prefix=(sim.reject_prefix or "").encode())
         for s in cfg.sessions:
             begin = s.begin_string.encode()
             ours = s.upstream.target_comp_id.encode()
@@ -297,20 +207,20 @@ class ExchangeSim:
             key = (begin, theirs, ours)
             if key in self.sessions:
                 continue
+            appl = session_appl_ver_id(begin, s.default_appl_ver_id)
             validator = None
             if self.sim.validate:
-                validator = standard_validator(begin, ValidationSettings(allow_unknown_message_fields=True))
+                validator = standard_validator(begin, ValidationSettings(allow_unknown_message_fields=True),
+                                               default_appl_ver_id=appl)
             header_tags = frozenset(validator.transport.header.tags) if validator else T.STANDARD_HEADER_TAGS
             store: SessionStore
             if self.sim.state_dir:
                 store = FileStore(cfg.resolve(self.sim.state_dir) / session_dir_name(begin, ours, theirs))
             else:
                 store = MemoryStore()
-            fixt = begin == b"FIXT.1.1"
-            app: EchoApp | FillApp = (
-                EchoApp(validator, header_tags, fixt) if self.sim.mode == "echo"
-                else FillApp(rest_symbols=frozenset(s.encode() for s in self.sim.rest_symbols),
-                             fill_delay=self.sim.fill_delay_ms / 1000)
+            app: EchoApp | Venue = (
+                EchoApp(validator, header_tags, appl) if self.sim.mode == "echo"
+                else Venue(begin, appl, self.market, settings)
             )
             config = SessionConfig(
                 begin_string=begin,
@@ -318,19 +228,37 @@ class ExchangeSim:
                 target_comp_id=theirs,
                 role=Role.ACCEPTOR,
                 reset_on_logon=self.sim.reset_on_logon,
-                default_appl_ver_id=b"9" if fixt else None,
+                default_appl_ver_id=appl,
+                timestamp_precision=timestamp_precision(begin),
                 validator=validator,
             )
             self.sessions[key] = SimSession(config, store, app)
         self.server: asyncio.AbstractServer | None = None
         self.journal = open(cfg.resolve(self.sim.journal), "ab") if self.sim.journal else None  # noqa: SIM115
 
-    def deliver_later(self, entry: SimSession, reply: Reply) -> None:
-        """A delayed fill: sent if the session is up, else stored under the next sequence number,
+    def arm(self, entry: SimSession) -> None:
+        """One timer per session for the venue's next scheduled message (re-armed after every change)."""
+        if entry.timer is not None:
+            entry.timer.cancel()
+            entry.timer = None
+        app = entry.app
+        due = app.next_due() if isinstance(app, Venue) else None
+        if due is not None:
+            entry.timer = asyncio.get_running_loop().call_later(max(0.0, due - time.time()), self._fire, entry)
+
+    def _fire(self, entry: SimSession) -> None:
+        entry.timer = None
+        now = time.time()
+        if isinstance(entry.app, Venue):
+            for reply in entry.app.due(now):
+                self.deliver(entry, reply, now)
+        self.arm(entry)
+
+    def deliver(self, entry: SimSession, reply: Reply, now: float) -> None:
+        """A scheduled message: sent if the session is up, else stored under the next sequence number,
         so the gateway gets it through its ResendRequest when it logs on again."""
         mt, header, body = reply
         p = entry.active
-        now = time.time()
         if p is not None and p.session is not None and p.session.is_logged_on:
             p.session.send_app(mt, body, now, header)
             p.pump()
@@ -365,6 +293,8 @@ class ExchangeSim:
                 p.pump()
         await asyncio.sleep(0.1)
         for entry in self.sessions.values():
+            if entry.timer is not None:
+                entry.timer.cancel()
             if entry.active is not None:
                 entry.active.abort()
 

@@ -34,6 +34,7 @@ import structlog
 
 from gateway.app.audit_gate import AuditGate
 from gateway.app.operator import Operator
+from gateway.app.risk_state import rebuild as rebuild_risk
 from gateway.app.routing import Router
 from gateway.app.watch import Watch
 from gateway.core.admission import Admission
@@ -41,6 +42,7 @@ from gateway.core.fix.codec import Message
 from gateway.core.fix.dictionary import ValidationSettings, Validator, standard_validator
 from gateway.core.fix.session import Role, Session, SessionConfig
 from gateway.core.fix.signature import Signer
+from gateway.core.fix.versions import session_appl_ver_id, timestamp_precision
 from gateway.core.guard import Guard
 from gateway.core.partition import partition
 from gateway.core.policy.anomaly import AnomalyDetector, AnomalySettings
@@ -133,7 +135,8 @@ class Gateway:
         g = cfg.gateway
         n = worker.count if worker else 1  # the limits are the gateway's: each worker enforces its share
         self.admission = Admission(-(-g.max_connections // n), -(-g.max_connections_per_source // n),
-                                   g.handshake_rate / n, g.handshake_burst / n)
+                                   g.handshake_rate / n, g.handshake_burst / n, g.handshake_rate_per_source / n,
+                                   g.handshake_burst_per_source / n, g.handshake_reserve)
         self.server: asyncio.AbstractServer | None = None
         self.servers: list[asyncio.AbstractServer] = []  # more listeners (a worker's own port)
         self.stopping = False
@@ -145,25 +148,26 @@ class Gateway:
         """Is this session ours (always, unless one of several workers)?"""
         return self.worker is None or self.partition.owner_of_session(s.client_comp_id) == self.worker.index
 
-    def _validator(self, s: SessionConfigToml, settings: ValidationSettings) -> Validator:
-        """The route's dictionaries (shipped, or the user's own) with ``settings``."""
+    def _validator(self, s: SessionConfigToml, settings: ValidationSettings, appl: bytes | None) -> Validator:
+        """The route's dictionaries (shipped, or the user's own) with ``settings``; FIXT.1.1: the
+        application dictionary of DefaultApplVerID ``appl``, the shipped ones for other ApplVerIDs."""
         return standard_validator(
             s.begin_string.encode(),
             settings,
             self.cfg.resolve(s.dictionary) if s.dictionary else None,
             self.cfg.resolve(s.app_dictionary) if s.app_dictionary else None,
+            appl,
         )
 
     def _add_route(self, s: SessionConfigToml) -> None:
         begin = s.begin_string.encode()
-        fixt = begin == b"FIXT.1.1"
-        appl = (s.default_appl_ver_id or ("9" if fixt else "")).encode() or None
+        appl = session_appl_ver_id(begin, s.default_appl_ver_id)
         client_validator = self._validator(s, ValidationSettings(
             check_fields_have_values=s.validate_fields_have_values,
             check_fields_out_of_order=s.validate_fields_out_of_order,
             check_user_defined_fields=s.validate_user_defined_fields,
             allow_unknown_message_fields=s.allow_unknown_message_fields,
-        )) if s.validate else None
+        ), appl) if s.validate else None
         client_config = SessionConfig(
             begin_string=begin,
             sender_comp_id=s.gateway_comp_id.encode(),
@@ -172,13 +176,19 @@ class Gateway:
             reset_on_logon=s.reset_on_logon,
             max_latency=s.max_latency,
             default_appl_ver_id=appl,
+            timestamp_precision=timestamp_precision(begin),
             validator=client_validator,
             max_frame=self.cfg.gateway.max_frame,
             logon_timeout=self.cfg.gateway.logon_timeout,
+            resend_chunk_size=s.resend_chunk_size,
+            resend_request_burst=s.resend_request_burst,
+            resend_request_rate=s.resend_request_rate,
+            max_queue_bytes=s.max_queue_bytes,
+            gap_timeout=s.gap_timeout,
         )
         up = s.upstream
         up_validator = self._validator(
-            s, ValidationSettings(allow_unknown_message_fields=up.allow_unknown_message_fields)
+            s, ValidationSettings(allow_unknown_message_fields=up.allow_unknown_message_fields), appl
         ) if up.validate else None
         up_config = SessionConfig(
             begin_string=begin,
@@ -188,6 +198,7 @@ class Gateway:
             heartbeat_interval=up.heartbeat_interval,
             reset_on_logon=up.reset_on_logon,
             default_appl_ver_id=appl,
+            timestamp_precision=timestamp_precision(begin),
             validator=up_validator,
             max_frame=self.cfg.gateway.max_frame,
         )
@@ -217,6 +228,10 @@ class Gateway:
             self.audit.record("policy_loaded", sha256=policy.sha256, rules=len(policy.rules),
                               shadow=policy.global_shadow, file=str(self.policy_file.path))
             self.metrics.policy_rules.set(len(policy.rules))
+        assert self.cfg.audit is not None  # risk books, open orders, anomaly baselines: as before the restart
+        self.audit.record("risk_rebuilt", **rebuild_risk(
+            self.router, self.cfg.resolve(self.cfg.audit.dir), self.audit.aead,
+            lambda i: self.worker is None or self.partition.owner_of_identity(i) == self.worker.index, self.routes))
         for route in self.routes.values():
             route.upstream.start()
         self._watch_task = loop.create_task(self.watch.run(lambda: self.stopping, self._housekeeping))
@@ -377,14 +392,19 @@ class Gateway:
     def cut_reason(self, serial: int | None, not_after: float | None, identity: str | None, now: float) -> str | None:
         return self.watch.cut_reason(serial, not_after, identity, now)
 
+    def posture_refusal(self, identity: str, now: float) -> str | None:
+        spec = self.watch.policy_spec  # the same rule as the watch's logout of live sessions
+        level = self.posture.level(identity, now)
+        return f"device posture is {level}" if spec is not None and level in spec.posture.logout_on else None
+
     def reload_feeds(self, force: bool = False) -> bool:
         return self.watch.reload_feeds(force)
 
     def enforce_context(self, now: float) -> None:
         self.watch.enforce_context(now)
 
-    def share_posture(self, assertions: list[tuple[str, str]], now: float) -> list[int]:
-        return self.operator.share_posture(assertions, now)
+    async def share_posture(self, assertions: list[tuple[str, str]], now: float) -> list[int]:
+        return await self.operator.share_posture(assertions, now)
 
     def apply_posture(self, assertions: list[tuple[str, str]], at: float, origin: int | None = None) -> None:
         self.operator.apply_posture(assertions, at, origin)

@@ -12,7 +12,7 @@ import time
 from gateway.app.audit_gate import AuditGate
 from gateway.app.watch import Watch
 from gateway.edges.feeds import FeedError, KillSwitch, PostureFeed, read_json, write_json
-from gateway.shells.handoff import Worker, broadcast
+from gateway.shells.handoff import Worker, call
 
 
 class Operator:
@@ -72,12 +72,12 @@ class Operator:
                 pass  # keep ours; the write below replaces the unreadable file
 
     # -- posture pushed through the admin API ---------------------------------------------
-    def share_posture(self, assertions: list[tuple[str, str]], now: float) -> list[int]:
+    async def share_posture(self, assertions: list[tuple[str, str]], now: float) -> list[int]:
         """Posture pushed to this worker's admin API goes to every worker (each owns other sessions);
-        returns the workers that could not be told."""
+        returns the workers that did not confirm they applied it (``handoff.call``: any size, acknowledged)."""
         if self.worker is None:
             return []
-        return broadcast(self.worker, {"posture": assertions, "at": now, "from": self.worker.index})
+        return await call(self.worker, "posture", {"posture": assertions, "at": now})
 
     def apply_posture(self, assertions: list[tuple[str, str]], at: float, origin: int | None = None) -> None:
         """Assertions from the admin API (ours or another worker's): in force now, live sessions re-decided."""

@@ -17,10 +17,21 @@ An allowed order never vanishes: when it cannot be forwarded (the exchange
 leg is down, its store cannot write) the outcome record says why and the
 client is told — on its live session, or in its stored messages for the next
 Logon when it has gone meanwhile.
+
+Refused traffic is bounded (``gateway/core/budget.py``): each identity has a
+budget of refusals; the refusal that uses it up logs the session out
+(``refusal_budget_exhausted``), and while it stays used up the identity's
+messages are not decided at all — no decision record, no answer in the
+resend log — only counted into one ``refused_unprocessed`` record.  Values
+taken from a refused message are recorded at most ``MAX_RECORDED``
+characters long (``...[N chars]`` marks the cut) and its answer echoes at
+most ``MAX_RECORDED`` bytes of any field, so what one refused message costs
+on disk does not grow with what the sender puts in it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -28,20 +39,24 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from gateway.app.audit_gate import AuditGate
+from gateway.app.audit_gate import AuditGate, capped_text
 from gateway.core import pipeline
-from gateway.core.answers import business_reject, cancel_refusal, order_refusal, refusal_kind
+from gateway.core.answers import Answer, business_reject, refusal
+from gateway.core.budget import RefusalBudget, Spend
 from gateway.core.fix import tags as T
 from gateway.core.fix.carry import split_for_carry
 from gateway.core.fix.codec import Field, Message, parse_uint
+from gateway.core.fix.compose import layout
 from gateway.core.fix.session import Session
+from gateway.core.fix.session_config import State
 from gateway.core.fix.utctime import format_utc_timestamp
+from gateway.core.fix.versions import session_appl_ver_id
 from gateway.core.identity import Identity
 from gateway.core.numbers import positive
 from gateway.core.pipeline import Moment, Party, Rules, Verdict
 from gateway.core.policy.anomaly import AnomalyDetector
 from gateway.core.policy.engine import Policy
-from gateway.core.policy.risk import TERMINAL_STATUS, Limits, References, RiskBook
+from gateway.core.policy.risk import MULTI_CLORDID_TYPES, TERMINAL_STATUS, Limits, References, RiskBook
 from gateway.edges.audit import AuditError
 from gateway.edges.config import Config
 from gateway.edges.feeds import JitGrants, KillSwitch, PostureFeed
@@ -57,6 +72,29 @@ log = structlog.get_logger("fixgw.routing")
 
 SEQ_MAP_SIZE = 100_000  # exchange-leg MsgSeqNum -> client MsgSeqNum, for RefSeqNum(45) translation
 FORWARDED_SIZE = 100_000  # ClOrdIDs per route remembered for PossResend duplicates
+#: characters of one FIX value in the record of a refused message, and bytes of one echoed in its answer
+MAX_RECORDED = 256
+#: characters of a decision's reason (it may quote the values it refuses) and of a Signature(89) kept
+MAX_REASON = 1024
+
+
+def capped(v: bytes | None) -> str | None:
+    """A FIX value of a refused message for its record: at most ``MAX_RECORDED`` characters."""
+    if v is None:
+        return None
+    if len(v) <= MAX_RECORDED:
+        return v.decode("latin-1")
+    return capped_text(v.decode("latin-1"), MAX_RECORDED)
+
+
+def echo_safe(msg: Message) -> Message:
+    """The refused message as its answer may echo it: no value longer than ``MAX_RECORDED`` bytes
+    (a ClOrdID(11) that long is no venue's; the answer's Text(58) still says why it was refused)."""
+    for _, v in msg.fields:
+        if len(v) > MAX_RECORDED:
+            return Message(msg.begin_string, msg.msg_type,
+                           [(t, v[:MAX_RECORDED]) for t, v in msg.fields], b"")
+    return msg
 
 
 def compile_rules(policy: Policy | None, spec: PolicySpec | None, allow_all: bool,
@@ -95,8 +133,13 @@ class Router:
         self.last_px: dict[bytes, float] = {}  # LastPx(31) per Symbol(55) seen from the exchanges
         self.forwarded: dict[tuple[bytes, bytes, bytes], OrderedDict[bytes, None]] = {}
         self._exec_ids = 0
+        g = cfg.gateway
+        self.refusals = RefusalBudget(g.refusal_rate, g.refusal_burst)
         assert cfg.audit is not None
         self.cancels_in_outage = cfg.audit.cancels_when_unavailable == "allow"
+        for s in cfg.sessions:  # the answers' dictionaries, read now rather than on a session's first refusal
+            begin = s.begin_string.encode()
+            layout(begin, session_appl_ver_id(begin, s.default_appl_ver_id))
 
     # -- context ---------------------------------------------------------------------
     def party(self, route: Route, conn: ClientProtocol) -> Party:
@@ -146,6 +189,10 @@ class Router:
     def client_to_exchange(self, route: Route, conn: ClientProtocol, msg: Message, now: float) -> None:
         assert conn.session is not None and conn.identity is not None
         ident = conn.identity
+        spent = self.refusals.buckets.get(ident.id)  # before the decision: an identity over its budget is not heard
+        if spent is not None and self.refusals.exhausted(spent, now):
+            self._over_budget(route, conn, msg, spent, now)
+            return
         party = self.party(route, conn)
         # behaviour against the identity's baseline: alerts, and it may trip the kill switch first
         for kind, detail in self.anomaly.observe(ident.id, msg, now):
@@ -179,6 +226,8 @@ class Router:
         self.metrics.decision_seconds.observe(decide_us / 1e6)
         if not v.allowed:
             self._refused(route, conn, msg, v, now)
+            if self.refusals.spend(ident.id, now):
+                self._budget_used_up(route, conn, msg, now)
             return
         if v.read_only:
             conn.read_only = True
@@ -202,24 +251,39 @@ class Router:
 
     def _decision_fields(self, route: Route, conn: ClientProtocol, party: Party, msg: Message, v: Verdict,
                          at: Moment, decide_us: int) -> dict[str, Any]:
+        """The decision record.  A refused message's values are capped (``capped``); an allowed one's are
+        kept exactly, with every ClOrdID(11) and OrigClOrdID(41), because the start-up rebuild of the risk
+        books reads them back (``gateway/app/risk_state.py``)."""
         g = msg.get
         ident = party.identity
+        value = text if v.allowed else capped
+        reason = v.reason if len(v.reason) <= MAX_REASON else capped_text(v.reason, MAX_REASON)
+        sig = g(T.Signature)
         fields: dict[str, Any] = {
             "direction": "outbound", "decision": v.outcome, "stage": v.stage, "rules": list(v.rule_ids),
-            "controls": sorted(v.controls), "shadow_rules": [f"{r}:{d}" for r, d in v.shadow], "reason": v.reason,
+            "controls": sorted(v.controls), "shadow_rules": [f"{r}:{d}" for r, d in v.shadow], "reason": reason,
             "posture": at.posture, "mfa": party.user is not None, "user": party.user, "jit": at.jit,
-            "peer": conn.peer[0] if conn.peer else None, "account": text(g(T.Account)), "identity": ident.id,
-            "session": route.name, "msg_type": msg.msg_type.decode("latin-1"), "client_seq": msg.seq_num,
-            "decide_us": decide_us, "roles": list(ident.roles), "cl_ord_id": text(g(T.ClOrdID)),
-            "symbol": text(g(T.Symbol)), "side": text(g(T.Side)), "qty": text(g(T.OrderQty)),
-            "price": text(g(T.Price)), "zone": party.zone, "signature_scheme": ident.signing,
-            "signature": text(g(T.Signature)),  # kept so non-repudiation survives
+            "peer": conn.peer[0] if conn.peer else None, "account": value(g(T.Account)), "identity": ident.id,
+            "session": route.name, "msg_type": value(msg.msg_type), "client_seq": msg.seq_num,
+            "decide_us": decide_us, "roles": list(ident.roles), "cl_ord_id": value(g(T.ClOrdID)),
+            "symbol": value(g(T.Symbol)), "side": value(g(T.Side)), "qty": value(g(T.OrderQty)),
+            "price": value(g(T.Price)), "zone": party.zone, "signature_scheme": ident.signing,
+            # kept so non-repudiation survives (a real one is under 100 characters)
+            "signature": None if sig is None else sig.decode("latin-1") if len(sig) <= MAX_REASON
+            else capped_text(sig.decode("latin-1"), MAX_REASON),
         }
         if v.key_id is not None:
             fields["signature_key"] = v.key_id
+        if v.allowed:
+            orig = g(T.OrigClOrdID)
+            if orig is not None:
+                fields["orig_cl_ord_id"] = orig.decode("latin-1")
+            if msg.msg_type in MULTI_CLORDID_TYPES:
+                fields["cl_ord_ids"] = [x.decode("latin-1") for t, x in msg.fields if t == T.ClOrdID]
+                fields["orig_cl_ord_ids"] = [x.decode("latin-1") for t, x in msg.fields if t == T.OrigClOrdID]
         routing = pipeline.routing_fields(msg)
         if routing:
-            fields["routing"] = routing
+            fields["routing"] = routing if v.allowed else {k: capped_text(x, MAX_RECORDED) for k, x in routing.items()}
         if g(T.PossDupFlag) == b"Y":
             fields["poss_dup"] = True  # a resend of this MsgSeqNum
         if g(T.PossResend) == b"Y":
@@ -239,9 +303,50 @@ class Router:
             self.forward(route, conn, msg, None)
             return
         self.gate.refused_in_outage()
-        self._send_answer(route, conn, T.MT_BUSINESS_MESSAGE_REJECT, business_reject(
-            msg, T.BRR_APPLICATION_NOT_AVAILABLE,
-            f"refused: the audit stream cannot record it ({exc}); nothing crosses unrecorded"), now)
+        self._business_reject(route, conn, msg, T.BRR_APPLICATION_NOT_AVAILABLE,
+                              f"refused: the audit stream cannot record it ({exc}); nothing crosses unrecorded", now)
+
+    # -- the refusal budget --------------------------------------------------------------
+    def _budget_used_up(self, route: Route, conn: ClientProtocol, msg: Message, now: float) -> None:
+        """This refusal used up the identity's budget: Logout(5) saying so, connection closed."""
+        assert conn.identity is not None
+        b = self.refusals.buckets[conn.identity.id]
+        why = (f"{b.refused} refused messages: the refusal budget ({self.refusals.rate:g}/s, burst "
+               f"{self.refusals.burst:g}) is used up; messages after MsgSeqNum(34)={msg.seq_num} are not "
+               "processed until it refills")
+        self._cut(route, conn, why, now, b, msg.seq_num, again=False)
+
+    def _over_budget(self, route: Route, conn: ClientProtocol, msg: Message, b: Spend, now: float) -> None:
+        """A message of an identity whose budget is used up: not decided, not answered, counted; a session
+        that is still up (it logged on again meanwhile) is cut."""
+        assert conn.session is not None
+        self.metrics.refusals.labels("refusal-budget").inc()
+        if self.refusals.drop(b, msg.seq_num):  # one summary record per burst, when the loop turns
+            try:
+                asyncio.get_running_loop().call_soon(self._report_dropped, route.name, conn, b)
+            except RuntimeError:  # no loop (a tool driving the router directly): report at once
+                self._report_dropped(route.name, conn, b)
+        if conn.session.state is State.ACTIVE:
+            why = (f"the refusal budget ({self.refusals.rate:g}/s, burst {self.refusals.burst:g}) is still used "
+                   f"up after {b.refused} refused messages; MsgSeqNum(34)={msg.seq_num} and later are not "
+                   "processed until it refills")
+            self._cut(route, conn, why, now, b, msg.seq_num, again=True)
+
+    def _cut(self, route: Route, conn: ClientProtocol, why: str, now: float, b: Spend, seq: int | None,
+             again: bool) -> None:
+        assert conn.identity is not None
+        self.gate.event("refusal_budget_exhausted", identity=conn.identity.id, session=route.name,
+                        client_seq=seq, refused=b.refused, rate=self.refusals.rate, burst=self.refusals.burst,
+                        logged_on_again=again, reason=why)
+        log.warning("refusal_budget_exhausted", identity=conn.identity.id, session=route.name, refused=b.refused)
+        conn.revoke(why, now)
+
+    def _report_dropped(self, session: str, conn: ClientProtocol, b: Spend) -> None:
+        count, first, last = self.refusals.report(b)
+        if count:
+            self.gate.event("refused_unprocessed", identity=conn.identity.id if conn.identity else None,
+                            session=session, count=count, first_client_seq=first, last_client_seq=last,
+                            reason="the identity's refusal budget is used up: not decided, not answered")
 
     def _refused(self, route: Route, conn: ClientProtocol, msg: Message, v: Verdict, now: float) -> None:
         """Answer a refused message on the client leg; it never reaches the exchange."""
@@ -259,25 +364,25 @@ class Router:
 
     def _refuse(self, route: Route, conn: ClientProtocol | None, msg: Message, why: str, reason: int,
                 now: float) -> None:
-        """The refusal the client's state machine expects: ExecutionReport for orders, OrderCancelReject
-        for cancels, BusinessMessageReject otherwise.  Text(58) says why."""
-        data = why[:250].encode("latin-1", "replace")
-        fix42 = route.client_config.begin_string == b"FIX.4.2"
-        kind = refusal_kind(msg.msg_type)
-        if kind == "order":
-            body = order_refusal(msg, data, self.exec_id(b"GW-REJ"), fix42, now)
-            self._send_answer(route, conn, T.MT_EXECUTION_REPORT, body, now)
-        elif kind == "cancel":
-            self._send_answer(route, conn, T.MT_ORDER_CANCEL_REJECT, cancel_refusal(msg, data, fix42), now)
-        else:
-            if fix42 and reason == T.BRR_NOT_AUTHORIZED:
-                reason = T.BRR_OTHER
-            self._send_answer(route, conn, T.MT_BUSINESS_MESSAGE_REJECT,
-                              business_reject(msg, reason, data.decode("latin-1")), now)
+        """The refusal the client's state machine expects, in its session's version: ExecutionReport for
+        orders, OrderCancelReject for cancels, BusinessMessageReject otherwise (Reject(3) before FIX.4.2).
+        Text(58) says why."""
+        c = route.client_config
+        answer = refusal(echo_safe(msg), why[:250], reason, self.exec_id(b"GW-REJ"), now, c.begin_string,
+                         c.default_appl_ver_id)
+        self._send_answer(route, conn, answer, now)
 
-    def _send_answer(self, route: Route, conn: ClientProtocol | None, msg_type: bytes, body: list[Field],
-                     now: float) -> None:
+    def _business_reject(self, route: Route, conn: ClientProtocol | None, msg: Message, reason: int, why: str,
+                         now: float) -> None:
+        """BusinessMessageReject(j) whatever the message (the gateway could not carry it); Reject(3)
+        before FIX.4.2."""
+        c = route.client_config
+        self._send_answer(route, conn, business_reject(echo_safe(msg), reason, why, c.begin_string,
+                                                       c.default_appl_ver_id), now)
+
+    def _send_answer(self, route: Route, conn: ClientProtocol | None, answer: Answer, now: float) -> None:
         """On the live session; otherwise stored for the client's next Logon (it is never lost)."""
+        msg_type, body = answer
         if conn is not None and conn.session is not None and conn.session.is_logged_on:
             conn.session.send_app(msg_type, body, now)
             conn.pump()
@@ -372,8 +477,7 @@ class Router:
         self.gate.outcome(fields)
         # BusinessMessageReject(j) 380=4 ApplicationNotAvailable: the gateway, not the policy, could not
         # carry it (the README's contract for an exchange leg that is down)
-        self._send_answer(route, conn, T.MT_BUSINESS_MESSAGE_REJECT, business_reject(msg, reason, why_not),
-                          time.time())
+        self._business_reject(route, conn, msg, reason, why_not, time.time())
 
     # -- exchange -> client ------------------------------------------------------------
     def exchange_to_client(self, route: Route, msg: Message, header_tags: frozenset[int], now: float) -> None:
@@ -401,6 +505,9 @@ class Router:
                 "upstream_seq": msg.seq_num, "cl_ord_id": text(g(T.ClOrdID)), "exec_type": text(g(T.ExecType)),
                 "ord_status": text(g(T.OrdStatus)), "symbol": text(g(T.Symbol)), "last_qty": text(g(T.LastQty)),
                 "last_px": text(g(T.LastPx))}
+            orig = g(T.OrigClOrdID)
+            if orig is not None:  # a cancel's or replace's report closes the order it names (risk rebuild)
+                fields["orig_cl_ord_id"] = orig.decode("latin-1")
             if not online:
                 fields["client_online"] = False
             seq = self.gate.record_fields("decision", fields)

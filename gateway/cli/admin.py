@@ -5,9 +5,15 @@
     fixgw admin ... revoke spiffe://fixgw.dev/client/algo2 --reason "key leaked"
     fixgw admin ... jit request spiffe://fixgw.dev/client/adam --minutes 30 --reason "patch window"
     fixgw admin ... jit approve 3f2a9c...      # as a second administrator
+    fixgw admin ... kill off --global            # a request: a second administrator runs
+    fixgw admin ... approve 5d1e7a...            # ... this (revoke and reinstate work the same way)
+    fixgw admin ... requests                     # what is waiting for approval, and what was done
 
-Exit 0 on success, 1 when the gateway refused (the reason is printed), 2 when
-it could not be reached or the command was wrong.
+Exit 0 on success (a request now waiting for a second administrator
+included: the answer says so and names the request), 1 when the gateway
+refused (the reason is printed), 2 when it could not be reached or the
+command was wrong.  Tables show text the gateway got from others, so control
+characters in it are printed escaped (``fixgw audit``'s ``printable``).
 """
 
 from __future__ import annotations
@@ -39,11 +45,16 @@ def add_parser(sub: Any) -> None:
     k.add_argument("--identity", action="append", default=[])
     k.add_argument("--account", action="append", default=[])
     k.add_argument("--reason", default="")
-    r = asub.add_parser("revoke", help="refuse an identity from now on and cut its live sessions")
+    r = asub.add_parser("revoke", help="refuse an identity from now on and cut its live sessions "
+                        "(a second administrator approves)")
     r.add_argument("identity")
     r.add_argument("--reason", required=True)
-    ri = asub.add_parser("reinstate", help="undo an admin revocation")
+    ri = asub.add_parser("reinstate", help="undo an admin revocation (a second administrator approves)")
     ri.add_argument("identity")
+    ri.add_argument("--reason", default="")
+    ap = asub.add_parser("approve", help="approve another administrator's request (kill off, revoke, reinstate, JIT)")
+    ap.add_argument("request_id")
+    asub.add_parser("requests", help="requests waiting for a second administrator, and what became of them")
     asub.add_parser("reload", help="reload the policy file now")
     p = asub.add_parser("posture", help="assert a device posture for an identity")
     p.add_argument("identity")
@@ -87,7 +98,11 @@ def _request(args: argparse.Namespace) -> tuple[str, str, Any]:
     if c == "revoke":
         return "POST", "/v1/revoke", {"identity": args.identity, "reason": args.reason}
     if c == "reinstate":
-        return "POST", "/v1/reinstate", {"identity": args.identity}
+        return "POST", "/v1/reinstate", {"identity": args.identity, "reason": args.reason}
+    if c == "approve":
+        return "POST", f"/v1/requests/{args.request_id}/approve", None
+    if c == "requests":
+        return "GET", "/v1/requests", None
     if c == "reload":
         return "POST", "/v1/policy/reload", None
     if c == "posture":
@@ -101,6 +116,8 @@ def _request(args: argparse.Namespace) -> tuple[str, str, Any]:
 
 
 def _sessions_table(answer: dict[str, Any]) -> str:
+    from gateway.cli.audit import printable
+
     rows = [("IDENTITY", "ZONE", "POSTURE", "SESSION", "SEQ IN/OUT", "EXCH IN/OUT", "MSGS IN/OUT", "LAST DECISION")]
     for s in answer.get("sessions", []):
         last = s.get("last_decision") or {}
@@ -110,8 +127,9 @@ def _sessions_table(answer: dict[str, Any]) -> str:
                      f"{ex['next_in']}/{ex['next_out']}" if ex["next_in"] is not None else "down",
                      f"{s['messages']['in']}/{s['messages']['out']}",
                      f"{last.get('decision', '-')} {last.get('rules', '')} {last.get('msg_type', '')}".strip()))
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+    shown = [[printable(str(v)) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in shown) for i in range(len(shown[0]))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in shown)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -129,4 +147,6 @@ def run(args: argparse.Namespace) -> int:
         print(_sessions_table(answer))
     else:
         print(json.dumps(answer, indent=2))
+    if status == 202 and not args.json:
+        print(f"waiting for a second administrator: fixgw admin ... approve {answer.get('id')}", file=sys.stderr)
     return 0

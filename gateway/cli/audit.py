@@ -2,6 +2,16 @@
 
 verify, query, tail, flows (who talks to whom), report (a day's summary) and
 export (OCSF-shaped JSON for a SIEM).  Nothing here writes to the stream.
+
+``verify`` takes the verifying key as ``--pubkey`` only (never the
+``audit.pub`` beside the data), checks every chain of the folder
+(``gateway.edges.audit_chain`` says what must hold), fails on an open end
+unless ``--allow-open-tail``, and prints the anchor — each chain's head as
+``CHAIN=SEQ:SHA256`` — to keep elsewhere and pass back later with
+``--expect-head`` or ``--anchor FILE``.  What the other commands print comes
+partly from clients, so tables escape control characters and CSV cells never
+start a spreadsheet formula; a reader that stops early (``| head``) ends the
+command quietly.
 """
 
 from __future__ import annotations
@@ -16,64 +26,157 @@ from typing import Any
 from gateway.core.errors import UsageError
 
 
+def add_verify_arguments(av: argparse.ArgumentParser) -> None:
+    """The options of ``fixgw audit verify`` (the parser is built in ``gateway.cli.main``)."""
+    av.add_argument("dir", nargs="?", help="the audit folder (or use --nats)")
+    av.add_argument("--nats", help="verify the replicated stream at this NATS URL instead")
+    av.add_argument("--stream", default="FIXGW_AUDIT")
+    av.add_argument("--pubkey", required=True,
+                    help="the gateway's audit public key (PEM), taken out of band: never the audit.pub beside "
+                         "the data, which whoever rewrites the stream can rewrite too")
+    av.add_argument("--allow-open-tail", action="store_true",
+                    help="accept a stream that does not end in a clean shutdown (a running gateway's); the "
+                         "unsigned tail is still reported")
+    av.add_argument("--expect-head", action="append", default=[], metavar="CHAIN=SEQ:SHA256",
+                    help="a head printed by an earlier verify, kept elsewhere: the chain must still hold that "
+                         "record (repeatable: one per chain)")
+    av.add_argument("--anchor", action="append", default=[], metavar="FILE",
+                    help="a file of CHAIN=SEQ:SHA256 lines (as --write-anchor writes them)")
+    av.add_argument("--write-anchor", metavar="FILE",
+                    help="after a successful verify, write the chains and their heads here to keep elsewhere")
+
+
+def _anchor(args: argparse.Namespace) -> dict[str, tuple[int, str]]:
+    """What the auditor kept elsewhere: ``--anchor`` files, then ``--expect-head`` values."""
+    from gateway.edges.audit import parse_anchor
+
+    out: dict[str, tuple[int, str]] = {}
+    try:
+        for path in args.anchor:
+            out.update(parse_anchor(Path(path).read_text(), path))
+        for i, value in enumerate(args.expect_head, 1):
+            out.update(parse_anchor(value, f"--expect-head #{i}"))
+    except OSError as exc:
+        raise UsageError(f"--anchor {exc.filename}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return out
+
+
 def verify_cmd(args: argparse.Namespace) -> int:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    """Exit 0 when every chain verifies (see ``gateway.edges.audit_chain``), 1 naming the first problem,
+    2 for a usage mistake.  Prints the anchor (chain=seq:hash per chain) to keep elsewhere."""
+    from gateway.edges.audit import MAIN_CHAIN, format_anchor, read_public_key, verify_folder
 
-    from gateway.edges.audit import verify
-
-    pub = None
-    if args.pubkey:
-        try:
-            loaded = serialization.load_pem_public_key(Path(args.pubkey).read_bytes())
-        except ValueError:
-            raise UsageError(f"--pubkey {args.pubkey}: not a PEM public key") from None
-        if not isinstance(loaded, Ed25519PublicKey):
-            print(f"fixgw audit verify: {args.pubkey} is not an Ed25519 public key", file=sys.stderr)
-            return 2
-        pub = loaded
+    try:
+        pub = read_public_key(Path(args.pubkey))
+    except OSError as exc:
+        raise UsageError(f"--pubkey {args.pubkey}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise UsageError(f"--pubkey {exc}") from None
+    anchor = _anchor(args)
     if args.nats:
-        import asyncio
-
-        from gateway.edges.audit import verify_lines
-        from gateway.edges.replicate import fetch_stream
-
-        try:
-            msgs = asyncio.run(fetch_stream(args.nats, args.stream))
-        except Exception as exc:  # noqa: BLE001 - unreachable server, unknown stream ...
-            print(f"fixgw audit verify: cannot read stream {args.stream} at {args.nats}: {exc}", file=sys.stderr)
-            return 2
-        import msgspec
-
-        def decoded(data: bytes) -> dict[str, Any] | None:
-            try:
-                return dict(msgspec.json.decode(data))
-            except msgspec.DecodeError:
-                return None
-
-        result = verify_lines(((f"nats:{args.stream}", seq, data, decoded(data)) for seq, data in msgs), pub)
-        print(result.summary())
-        return 0 if result.ok else 1
+        return _verify_nats(args, pub, anchor)
     if not args.dir or not Path(args.dir).is_dir():
         print(f"fixgw audit verify: {args.dir} is not a folder", file=sys.stderr)
         return 2
-    folder = Path(args.dir)
-    found = chains(folder)
-    ok = True
-    for chain in found:
-        result = verify(chain, pub, progress=sys.stdout.isatty())
-        print(result.summary() if len(found) == 1 else f"{chain.name}: {result.summary()}")
-        ok = ok and result.ok
-    return 0 if ok else 1
+    result = verify_folder(Path(args.dir), pub, args.allow_open_tail, anchor, progress=sys.stdout.isatty())
+    single = len(result.chains) == 1 and result.chains[0][0] == MAIN_CHAIN
+    for name, chain in result.chains:
+        print(chain.summary() if single else f"{name}: {chain.summary()}")
+    for problem in result.problems:
+        print(f"FAILED: {problem}")
+    if not result.ok:
+        return 1
+    _anchor_out(format_anchor(result.anchor()), args.write_anchor)
+    return 0
 
 
-def chains(folder: Path) -> list[Path]:
-    """The hash chains in an audit folder: itself, or one ``worker-K`` subfolder per worker
-    (``[gateway] workers`` > 1), each a chain of its own."""
-    workers = {int(p.name[7:]): p for p in folder.glob("worker-*") if p.name[7:].isdigit() and p.is_dir()}
-    if workers and not any(folder.glob("audit-*.jsonl*")):
-        return [workers[k] for k in sorted(workers)]
-    return [folder]
+def _anchor_out(heads: list[str], path: str | None) -> None:
+    """Print the anchor (``anchor CHAIN=SEQ:SHA256`` lines) and write it to ``--write-anchor``."""
+    for line in heads:
+        print(f"anchor {line}")
+    if path:
+        try:
+            Path(path).write_text("".join(f"{line}\n" for line in heads))
+        except OSError as exc:
+            raise UsageError(f"--write-anchor {path}: {exc.strerror}") from None
+
+
+def _verify_nats(args: argparse.Namespace, pub: Any, anchor: dict[str, tuple[int, str]]) -> int:
+    """The replicated copy in JetStream: one chain, named ``main`` like a one-process folder's, so the
+    anchor of the local folder checks the copy (and the other way round)."""
+    import asyncio
+
+    import msgspec
+
+    from gateway.edges.audit import MAIN_CHAIN, format_anchor, verify_lines
+    from gateway.edges.replicate import fetch_stream
+
+    try:
+        msgs = asyncio.run(fetch_stream(args.nats, args.stream))
+    except Exception as exc:  # noqa: BLE001 - unreachable server, unknown stream ...
+        print(f"fixgw audit verify: cannot read stream {args.stream} at {args.nats}: {exc}", file=sys.stderr)
+        return 2
+
+    def decoded(data: bytes) -> dict[str, Any] | None:
+        try:
+            return dict(msgspec.json.decode(data))
+        except (msgspec.DecodeError, TypeError, ValueError):
+            return None
+
+    result = verify_lines(((f"nats:{args.stream}", seq, data, decoded(data)) for seq, data in msgs), pub,
+                          args.allow_open_tail, anchor.get(MAIN_CHAIN), name=f"nats:{args.stream}")
+    print(result.summary())
+    unknown = sorted(set(anchor) - {MAIN_CHAIN})
+    for name in unknown:
+        print(f"FAILED: chain {name} is in the anchor; a NATS stream holds one chain ({MAIN_CHAIN})")
+    if not result.ok or unknown:
+        return 1
+    assert result.head is not None
+    _anchor_out(format_anchor({MAIN_CHAIN: result.head}), args.write_anchor)
+    return 0
+
+
+# -- showing client-chosen text safely --------------------------------------------------------
+# ClOrdIDs, reasons, posture assertions, admin call bodies ... are chosen by whoever sent them.  A terminal
+# obeys escape sequences (it can be made to retitle, hide lines, even answer back) and a spreadsheet
+# runs a cell that starts like a formula, so neither gets such text raw.
+#: Unicode categories shown escaped: controls (C0, DEL, C1), format characters (bidi overrides, zero
+#: width) and the line/paragraph separators
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+#: a spreadsheet cell starting with one of these is read as a formula (OWASP "CSV injection")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control, format and separator character (and the backslash, so the
+    result reads back unambiguously) written as a Python-style escape: ESC becomes ``\\x1b``."""
+    import unicodedata
+
+    if text.isprintable() and "\\" not in text:
+        return text  # the common case: nothing to do
+    out = []
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif unicodedata.category(ch) in _UNSAFE_CATEGORIES:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def csv_cell(value: object) -> object:
+    """A CSV cell that is shown, not run: control characters escaped (``printable``) and text that a
+    spreadsheet would take for a formula prefixed with ``'``.  Numbers stay numbers."""
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return "'" + printable(text) if text.startswith(_FORMULA_START) else printable(text)
 
 
 QUERY_FIELDS = ("seq", "ts", "kind", "decision", "direction", "identity", "session", "msg_type", "cl_ord_id",
@@ -96,25 +199,26 @@ def _matches(rec: dict[str, object], args: argparse.Namespace) -> bool:
 def _emit(records: list[dict[str, object]], fmt: str) -> None:
     import csv
 
-    if fmt == "json":
+    if fmt == "json":  # json.dumps escapes every control and non-ASCII character: safe as it is
         for r in records:
             print(json.dumps(r))
     elif fmt == "csv":
         w = csv.writer(sys.stdout)
         w.writerow(QUERY_FIELDS)
         for r in records:
-            w.writerow([json.dumps(r[f]) if isinstance(r.get(f), list) else r.get(f, "") for f in QUERY_FIELDS])
+            w.writerow([csv_cell(r.get(f, "")) for f in QUERY_FIELDS])
     else:
         for r in records:
             rules = r.get("rules")
-            print(f"{r.get('seq', ''):>7} {str(r.get('ts', ''))[:26]:<26} {str(r.get('kind', '')):<20} "
-                  f"{str(r.get('decision', '')):<11} {str(r.get('identity', r.get('leg', '')))[-34:]:<34} "
-                  f"{str(r.get('msg_type', '')):<3} {str(r.get('cl_ord_id', '') or ''):<12} "
-                  f"{','.join(rules) if isinstance(rules, list) else ''} {str(r.get('reason', ''))[:60]}")
+            p = printable
+            print(f"{r.get('seq', ''):>7} {p(str(r.get('ts', ''))[:26]):<26} {p(str(r.get('kind', ''))):<20} "
+                  f"{p(str(r.get('decision', ''))):<11} {p(str(r.get('identity', r.get('leg', '')))[-34:]):<34} "
+                  f"{p(str(r.get('msg_type', ''))):<3} {p(str(r.get('cl_ord_id', '') or '')):<12} "
+                  f"{p(','.join(map(str, rules)) if isinstance(rules, list) else '')} "
+                  f"{p(str(r.get('reason', ''))[:60])}")
 
 
 def query_cmd(args: argparse.Namespace) -> int:
-
     folder = Path(args.dir)
     if not folder.is_dir():
         print(f"fixgw audit query: {folder} is not a folder", file=sys.stderr)
@@ -126,7 +230,6 @@ def query_cmd(args: argparse.Namespace) -> int:
 
 def tail_cmd(args: argparse.Namespace) -> int:
     import time as _time
-
 
     folder = Path(args.dir)
     recs = _records(folder, args.key)
@@ -145,9 +248,8 @@ def tail_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def _records(folder: Path, key: str | None = None) -> list[dict[str, Any]]:
-    from gateway.edges.audit import AuditError, iter_records, load_encryption_key, open_record
+    from gateway.edges.audit import AuditError, chains, iter_records, load_encryption_key, open_record
 
     if not folder.is_dir():
         raise UsageError(f"{folder} is not an audit folder")
@@ -155,9 +257,9 @@ def _records(folder: Path, key: str | None = None) -> list[dict[str, Any]]:
         aead = load_encryption_key(Path(key)) if key else None
         found = chains(folder)
         if len(found) == 1:
-            return [open_record(rec, aead) for _, _, _, rec in iter_records(folder) if rec is not None]
-        merged = [{**open_record(rec, aead), "chain": chain.name}
-                  for chain in found for _, _, _, rec in iter_records(chain) if rec is not None]
+            return [open_record(rec, aead) for _, _, _, rec in iter_records(found[0][1]) if rec is not None]
+        merged = [{**open_record(rec, aead), "chain": name}
+                  for name, path in found for _, _, _, rec in iter_records(path) if rec is not None]
         merged.sort(key=lambda r: str(r.get("ts", "")))  # one timeline across the workers' chains
         return merged
     except OSError as exc:
@@ -186,9 +288,9 @@ def flows_cmd(args: argparse.Namespace) -> int:
     else:
         print(f"{'identity':<44} {'zone':<22} {'session':<28} {'msgs':>6} {'denied':>6}  types")
         for row in rows:
-            types = " ".join(f"{t}:{n}" for t, n in row["msg_types"].items())
-            print(f"{row['identity'][-44:]:<44} {row['zone']:<22} {row['session']:<28} {row['messages']:>6} "
-                  f"{row['denied']:>6}  {types}")
+            types = printable(" ".join(f"{t}:{n}" for t, n in row["msg_types"].items()))
+            print(f"{printable(row['identity'][-44:]):<44} {printable(row['zone']):<22} "
+                  f"{printable(row['session']):<28} {row['messages']:>6} {row['denied']:>6}  {types}")
     return 0
 
 
@@ -225,7 +327,7 @@ def report_cmd(args: argparse.Namespace) -> int:
         print(f"fixgw compliance report for {day} ({report['records']} records)")
         for k, v in report.items():
             if k not in ("day", "records"):
-                print(f"  {k.replace('_', ' '):<22} {v}")
+                print(f"  {k.replace('_', ' '):<22} {printable(str(v))}")
     return 0
 
 
@@ -277,8 +379,22 @@ def export_cmd(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"verify": verify_cmd, "query": query_cmd, "tail": tail_cmd, "flows": flows_cmd, "report": report_cmd,
-            "export": export_cmd}[args.audit_command](args)
+    """One ``fixgw audit`` command.  A reader that stops early (``| head``) is not an error: the
+    command ends quietly with exit 0 instead of a BrokenPipeError traceback."""
+    import os
+
+    command = {"verify": verify_cmd, "query": query_cmd, "tail": tail_cmd, "flows": flows_cmd,
+               "report": report_cmd, "export": export_cmd}[args.audit_command]
+    try:
+        code = command(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush
+        return code
+    except BrokenPipeError:
+        # nothing more can be written; point stdout at /dev/null so the exit flush is silent too
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 0
 
 
 def replay(args: argparse.Namespace) -> int:

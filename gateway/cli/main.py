@@ -192,7 +192,12 @@ def _policy(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(f"--key {args.key}: not an Ed25519 private key ({exc})") from None
         assert not isinstance(signer.key, bytes)
-        print(f"written {sign(Path(args.file), signer.key)}")
+        policy, spec = load_policy(args.file)  # an invalid policy is not signed
+        if spec.version is None:
+            raise UsageError(f"{args.file}: no version: add `version = N` at the top and raise it every time you "
+                             "sign (with [policy] signer_key the gateway refuses a signed policy older than the "
+                             "newest it loaded)")
+        print(f"written {sign(Path(args.file), signer.key)} (version {spec.version}, sha256 {policy.sha256})")
         return 0
     if args.policy_command == "test":
         return _policy_test(args)
@@ -203,7 +208,8 @@ def _policy(args: argparse.Namespace) -> int:
     policy, spec = load_policy(args.file if args.policy_command == "check" else args.policy)
     if args.policy_command == "check":
         shadow = sum(r.shadow for r in policy.rules)
-        print(f"{args.file}: ok — {len(policy.rules)} rules ({shadow} shadow), {len(spec.zones)} zones, "
+        print(f"{args.file}: ok — version {spec.version if spec.version is not None else 'none'}, "
+              f"{len(policy.rules)} rules ({shadow} shadow), {len(spec.zones)} zones, "
               f"{len(spec.actions)} actions, global shadow {'on' if policy.global_shadow else 'off'}, "
               f"sha256 {policy.sha256}")
         return 0
@@ -312,23 +318,57 @@ def _kill(args: argparse.Namespace) -> int:
     return 0
 
 
+JIT_TWO_PERSON = (
+    "a JIT grant needs a second administrator, so it is given through the admin API:\n"
+    "  fixgw admin ... jit request IDENTITY --minutes N --reason WHY   (one administrator asks)\n"
+    "  fixgw admin ... jit approve REQUEST_ID                          (another one approves)\n"
+    "only when the admin API cannot be used, on the gateway host:\n"
+    "  fixgw jit break-glass IDENTITY --minutes N --reason WHY --config FILE   (audited as jit_break_glass)"
+)
+
+
 def _jit(args: argparse.Namespace) -> int:
+    """``jit grant`` used to write a grant with no second approver and no audit record: it now says
+    how to get one (the admin API's two-person flow).  ``jit break-glass`` is the audited exception."""
+    if args.jit_command == "grant":
+        print(f"fixgw jit grant: {JIT_TWO_PERSON}", file=sys.stderr)
+        return 2
+    return _jit_break_glass(args)
+
+
+def _jit_break_glass(args: argparse.Namespace) -> int:
+    """Write ``state_dir/jit-break-glass.json``; the gateway audits the grant (who, why, until) as
+    ``jit_break_glass`` before it counts.  Who is the operating-system account running this command
+    (and the one behind sudo): on the gateway host that is the accountable person."""
+    import os
+    import pwd
     import time as _time
 
     from gateway.edges.config import load
-    from gateway.edges.feeds import read_json, write_json
+    from gateway.edges.feeds import epoch, read_json, write_json
 
     cfg = load(args.config)
-    if not 0 < args.minutes <= cfg.gateway.jit_max_minutes:
-        print(f"fixgw jit grant: --minutes must be 1..{cfg.gateway.jit_max_minutes} "
-              f"([gateway] jit_max_minutes in {args.config})", file=sys.stderr)
-        return 2
-    path = cfg.resolve(cfg.gateway.state_dir) / "jit.json"
-    data = read_json(path)
-    data[args.identity] = _time.time() + args.minutes * 60
+    cap = cfg.gateway.jit_max_minutes
+    if not 0 < args.minutes <= cap:
+        raise UsageError(f"jit break-glass: --minutes must be 1..{cap} ([gateway] jit_max_minutes in {args.config})")
+    if not args.reason.strip():
+        raise UsageError("jit break-glass: --reason must say why the two-person flow cannot be used")
+    if args.identity not in {i.id for i in cfg.identities}:
+        raise UsageError(f"jit break-glass: {args.identity} is not in the identity registry of {args.config}")
+    account = pwd.getpwuid(os.getuid()).pw_name
+    sudo = os.environ.get("SUDO_USER")
+    by = f"{sudo} (via sudo as {account})" if sudo and sudo != account else account
+    path = cfg.resolve(cfg.gateway.state_dir) / "jit-break-glass.json"
+    now = _time.time()
+    data = {k: v for k, v in read_json(path).items()  # expired (and unusable) entries go
+            if isinstance(v, dict) and (until := epoch(v.get("until"))) is not None and until > now}
+    until = now + args.minutes * 60
+    data[args.identity] = {"until": until, "by": by, "reason": args.reason.strip(), "at": now}
     write_json(path, data)
-    until = _time.strftime("%Y-%m-%d %H:%M:%S UTC", _time.gmtime(data[args.identity]))
-    print(f"JIT grant for {args.identity} until {until}")
+    print(f"BREAK-GLASS JIT grant for {args.identity} until "
+          f"{_time.strftime('%Y-%m-%d %H:%M:%S UTC', _time.gmtime(until))}, by {by}, with no second approver.\n"
+          "The gateway records it in the audit stream (jit_break_glass: who, why, until) before it counts, "
+          "within [posture] check_interval.  Next time: fixgw admin ... jit request / jit approve.")
     return 0
 
 
@@ -416,21 +456,27 @@ def build_parser() -> argparse.ArgumentParser:
     kill.add_argument("--account", action="append", default=[])
     jit = sub.add_parser("jit", help="just-in-time grants")
     jsub = jit.add_subparsers(dest="jit_command", required=True)
-    jg = jsub.add_parser("grant", help="grant an identity JIT access for a while (capped by config)")
-    jg.add_argument("identity")
-    jg.add_argument("--minutes", type=int, required=True)
-    jg.add_argument("--config", required=True)
+    # the two-person flow lives in the admin API (fixgw admin ... jit request / approve): `grant` says so
+    jg = jsub.add_parser("grant", help="refused: a JIT grant needs a second administrator (see fixgw admin jit)")
+    jg.add_argument("identity", nargs="?")
+    jg.add_argument("--minutes", type=int)
+    jg.add_argument("--config")
+    jb = jsub.add_parser("break-glass", help="JIT grant without a second approver, on the gateway host, when "
+                         "the admin API cannot be used; audited as jit_break_glass (who, why)")
+    jb.add_argument("identity")
+    jb.add_argument("--minutes", type=int, required=True, help="capped by [gateway] jit_max_minutes")
+    jb.add_argument("--reason", required=True, help="why the two-person flow cannot be used")
+    jb.add_argument("--config", required=True)
 
     from gateway.cli.admin import add_parser as add_admin_parser
 
     add_admin_parser(sub)
     audit = sub.add_parser("audit", help="audit stream tools")
     asub = audit.add_subparsers(dest="audit_command", required=True)
-    av = asub.add_parser("verify", help="verify segments, hash chain and signed checkpoints")
-    av.add_argument("dir", nargs="?", help="the audit folder (or use --nats)")
-    av.add_argument("--nats", help="verify the replicated stream at this NATS URL instead")
-    av.add_argument("--stream", default="FIXGW_AUDIT")
-    av.add_argument("--pubkey", help="the gateway's audit public key (PEM), taken out of band")
+    from gateway.cli.audit import add_verify_arguments
+
+    add_verify_arguments(asub.add_parser("verify", help="verify segments, hash chain, signed checkpoints, "
+                                                         "a clean end, every chain, an anchor"))
     aq = asub.add_parser("query", help="filter records")
     aq.add_argument("dir")
     aq.add_argument("--key", help="AES-256 key file, for a stream encrypted at rest")
@@ -463,6 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from gateway.core.fix.dictionary import DictionaryError
     from gateway.edges.config import ConfigError
+    from gateway.edges.feeds import FeedError
     from gateway.edges.pki import PKIError
     from gateway.edges.tls import TLSConfigError
 
@@ -498,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.cli.admin import run as run_admin
 
             return run_admin(args)
-    except (ConfigError, DictionaryError, PKIError, TLSConfigError, UsageError) as exc:
+    except (ConfigError, DictionaryError, FeedError, PKIError, TLSConfigError, UsageError) as exc:
         print(f"fixgw: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -49,6 +49,9 @@ class Identity:
     sign_outbound: bool = False
     #: routing/attribution field tag -> values it may carry ("*": any); see ROUTING_FIELDS
     routing: Mapping[int, frozenset[str]] = field(default_factory=dict)
+    #: mfa identities: the people (Username(553)) who may log on through it; nobody else may,
+    #: whatever password and code they bring (one person's factors never open another's identity)
+    users: frozenset[str] = frozenset()
 
 
 def parse_zone_entry(entry: str) -> Network | str:

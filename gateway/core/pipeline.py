@@ -8,6 +8,13 @@ argument), no mutation of connection objects.  The application shell
 context, writes the decision record it describes to the audit stream, and
 only then forwards the message or sends the answer the verdict names.
 
+Before any of it, the shell checks the sender's refusal budget
+(``gateway/core/budget.py``): an identity whose refused messages used it up
+is not heard at all — its messages are neither decided nor answered nor
+recorded one by one, and its session is logged out — so refused traffic
+cannot cost the gateway more than the budget allows.  Each refusal below
+spends from it.
+
 Client -> exchange (``outbound``), in this order; the first check that
 cannot say yes decides:
 
@@ -30,8 +37,8 @@ cannot say yes decides:
 7. **policy** — the rules (``gateway/core/policy/engine.py``), or the
    explicit ``allow_all`` of conformance set-ups; default deny.
 8. **pre-trade risk** — after an enforced allow: the throttle for every
-   message, the order checks for every order-creating MsgType
-   (``gateway/core/policy/risk.py``).
+   message (cancels in a bucket of their own, never the orders'), the order
+   checks for every order-creating MsgType (``gateway/core/policy/risk.py``).
 
 Then, outside this module and in this order: the decision record is written
 (a failure refuses), the message is forwarded, and an outcome record says

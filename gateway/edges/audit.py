@@ -17,12 +17,18 @@ Format (so a third party can write a verifier):
   ``head_seq`` and ``head`` (the seq and hash of the record before it),
   ``key_id`` (first 16 hex of the SHA-256 of the raw public key) and ``sig``:
   base64 Ed25519 over the ASCII bytes ``"<head_seq>:<head>"``.  The public
-  key is exported as ``audit.pub`` (PEM) in the folder; auditors should take
-  it out of band and pass it to ``fixgw audit verify --pubkey``;
+  key is exported as ``audit.pub`` (PEM) in the folder for convenience;
+  auditors take it out of band and must pass it to ``fixgw audit verify
+  --pubkey`` (it is never read from beside the data);
+* a clean shutdown (``close``) ends the stream with an ``audit_closed``
+  record and the checkpoint that signs it, so a verifier can tell a stream
+  that ended here from one whose end was cut off (see ``audit_chain``);
 * after a crash the next start cuts a torn last line and writes a
   ``recovery`` record (``truncated_bytes``) before anything else;
 * encryption at rest (optional): every record except ``checkpoint``,
-  ``segment_start`` and ``recovery`` is stored as ``kind: "sealed"`` with
+  ``segment_start``, ``recovery``, ``audit_closed`` and ``gateway_started``
+  (what verification reads: signatures, segment order, the clean end, the
+  worker count) is stored as ``kind: "sealed"`` with
   ``nonce`` and ``data`` (base64): AES-256-GCM of the JSON object
   ``{"kind": ..., <fields>}`` with the record's seq (ASCII) as associated
   data.  ``seq``, ``ts`` and ``prev`` stay in clear and the chain is over the
@@ -40,24 +46,37 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-GENESIS = "0" * 64
-#: record kinds never encrypted: what verification needs without the key
-CLEAR_KINDS = frozenset({"checkpoint", "segment_start", "recovery"})
-SEGMENT_RE = re.compile(r"^audit-(\d{6})\.jsonl$")
+# the reader's side of the format lives in audit_chain; its names are this module's too
+from gateway.edges.audit_chain import (
+    CLEAR_KINDS,
+    GENESIS,
+    MAIN_CHAIN,
+    FolderResult,
+    Problem,
+    VerifyResult,
+    chains,
+    format_anchor,
+    iter_records,
+    key_id,
+    parse_anchor,
+    read_public_key,
+    segment_name,
+    segments,
+    verify,
+    verify_folder,
+    verify_lines,
+)
 
 
 class AuditError(Exception):
@@ -76,24 +95,6 @@ def _utc_us(now: float) -> str:
         _second_cache = (sec, f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:"
                               f"{t.tm_sec:02d}.")
     return f"{_second_cache[1]}{int((now - sec) * 1_000_000):06d}Z"
-
-
-def segment_name(n: int) -> str:
-    return f"audit-{n:06d}.jsonl"
-
-
-def segments(folder: Path) -> list[tuple[int, Path]]:
-    out = []
-    for p in folder.iterdir():
-        m = SEGMENT_RE.match(p.name)
-        if m:
-            out.append((int(m.group(1)), p))
-    return sorted(out)
-
-
-def key_id(pub: Ed25519PublicKey) -> str:
-    raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def load_or_create_key(path: Path) -> Ed25519PrivateKey:
@@ -288,6 +289,8 @@ class AuditLog:
         self._seq = 0
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
+        # the first tick of every run signs what is there (``tick``)
+        self._signed_this_run = False
         if key is not None:
             pub = key.public_key()
             self.key_id = key_id(pub)
@@ -372,6 +375,9 @@ class AuditLog:
         self._seq = seq
         self._prev = hashlib.sha256(line).hexdigest()
         self._size += len(line) + 1
+        # every record but a checkpoint waits for the next one (segment_start too: a stream must
+        # not end unsigned just because it rotated last)
+        self._since_checkpoint = 0 if kind == "checkpoint" else self._since_checkpoint + 1
         return seq
 
     def _append(self, data: bytes) -> str | None:
@@ -415,7 +421,6 @@ class AuditLog:
         """``record`` with the fields as a dict; ``wake=False``: a record nobody waits for (an outcome)
         rides with the writer's next batch instead of waking it, within one ``tick`` at the latest."""
         seq = self._write(kind, fields, wake=wake)
-        self._since_checkpoint += 1
         try:  # the record itself is in; housekeeping that fails now is retried on the next one
             if self.key is not None and self._since_checkpoint >= self.checkpoint_every:
                 self.checkpoint()
@@ -431,14 +436,17 @@ class AuditLog:
         head_seq, head = self._seq, self._prev
         sig = base64.b64encode(self.key.sign(f"{head_seq}:{head}".encode())).decode()
         self._write("checkpoint", {"head_seq": head_seq, "head": head, "key_id": self.key_id, "sig": sig})
-        self._since_checkpoint = 0
+        self._signed_this_run = True
         self._last_checkpoint = time.monotonic()
 
     def tick(self) -> None:
-        """Time-based checkpoint and the flush of unwoken records (called from the gateway's watch loop)."""
+        """Time-based checkpoint and the flush of unwoken records (called from the gateway's watch loop).
+
+        The first tick of a run signs at once, not after ``checkpoint_ms``: a gateway that dies in its
+        first second still leaves a stream that shows who wrote it (a verifier needs one signature)."""
         if self.writer is not None:
             self.writer.flush()
-        if time.monotonic() - self._last_checkpoint >= self.checkpoint_ms / 1000:
+        if not self._signed_this_run or time.monotonic() - self._last_checkpoint >= self.checkpoint_ms / 1000:
             try:
                 self.checkpoint()
             except AuditError:
@@ -458,7 +466,17 @@ class AuditLog:
         self._write("segment_start", {"segment": new.name, "previous_segment": old}, force=True)
 
     def close(self) -> None:
+        """Clean shutdown: ``audit_closed`` and the checkpoint that signs it end the stream.
+
+        A verifier requires that ending: without it, cutting the records after
+        any checkpoint (or the newest segment) would leave a stream that looks
+        complete.  When the stream cannot write, the end stays open and
+        ``fixgw audit verify`` says so."""
+        if self._closed:
+            return
         try:
+            if self.key is not None:
+                self._write("audit_closed", {"segment": self.path.name})
             self.checkpoint()
         except AuditError:
             pass
@@ -469,104 +487,6 @@ class AuditLog:
             os.close(self._fd)
         except OSError:
             pass
-
-
-# --- reading and verifying ----------------------------------------------------------
-
-
-@dataclass
-class Problem:
-    segment: str
-    line: int
-    seq: int | None
-    what: str
-
-    def __str__(self) -> str:
-        where = f"{self.segment} record {self.line}" + (f" (seq {self.seq})" if self.seq is not None else "")
-        return f"{where}: {self.what}"
-
-
-@dataclass
-class VerifyResult:
-    ok: bool
-    records: int
-    last_checkpoint: int | None
-    problem: Problem | None
-
-    def summary(self) -> str:
-        if not self.ok:
-            return f"FAILED: {self.problem}"
-        cp = f"last checkpoint at seq {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint"
-        return f"{self.records} records, chain intact, {cp}"
-
-
-def iter_records(folder: Path) -> Iterator[tuple[str, int, bytes, dict[str, Any] | None]]:
-    """(segment name, line number, line bytes, decoded record or None) in order."""
-    for _, path in segments(folder):
-        data = path.read_bytes()
-        lines = data.split(b"\n")
-        torn = lines.pop() if lines else b""
-        for i, line in enumerate(lines, 1):
-            try:
-                yield path.name, i, line, msgspec.json.decode(line)
-            except msgspec.DecodeError:
-                yield path.name, i, line, None
-        if torn:
-            yield path.name, len(lines) + 1, torn, None
-
-
-def verify(folder: Path, pubkey: Ed25519PublicKey | None = None, progress: bool = False) -> VerifyResult:
-    """Walk every segment: JSON, seq continuity, hash chain, segment sequence, checkpoint signatures."""
-    segs = segments(folder)
-    if pubkey is None and (folder / "audit.pub").exists():
-        loaded = serialization.load_pem_public_key((folder / "audit.pub").read_bytes())
-        pubkey = loaded if isinstance(loaded, Ed25519PublicKey) else None
-    for idx, (num, path) in enumerate(segs):
-        if idx == 0 and num != 1:
-            return VerifyResult(False, 0, None, Problem(path.name, 0, None,
-                                                        f"segments before {path.name} are missing"))
-        if idx > 0 and num != segs[idx - 1][0] + 1:
-            return VerifyResult(False, 0, None, Problem(path.name, 0, None,
-                                f"gap between segments: {segment_name(segs[idx - 1][0] + 1)} is missing"))
-    return verify_lines(iter_records(folder), pubkey, progress)
-
-
-def verify_lines(records: Iterable[tuple[str, int, bytes, dict[str, Any] | None]],
-                 pubkey: Ed25519PublicKey | None = None, progress: bool = False) -> VerifyResult:
-    """The chain checks over any ordered sequence of stored lines (segments, or a NATS stream)."""
-    prev = GENESIS
-    expected_seq = 1
-    count = 0
-    last_cp: int | None = None
-    for seg, line_no, line, rec in records:
-        if rec is None:
-            what = "truncated: the last record is incomplete" if not line.endswith(b"}") else "not valid JSON"
-            return VerifyResult(False, count, last_cp, Problem(seg, line_no, None, what))
-        seq = rec.get("seq")
-        if seq != expected_seq:
-            return VerifyResult(False, count, last_cp, Problem(seg, line_no, seq if isinstance(seq, int) else None,
-                                f"sequence gap or reorder: expected seq {expected_seq}, found {seq}"))
-        if rec.get("prev") != prev:
-            return VerifyResult(False, count, last_cp, Problem(seg, line_no, seq,
-                                "hash mismatch: prev does not match the SHA-256 of the previous record"))
-        if rec.get("kind") == "checkpoint":
-            if rec.get("head") != prev or rec.get("head_seq") != expected_seq - 1:
-                return VerifyResult(False, count, last_cp, Problem(seg, line_no, seq,
-                                    "checkpoint does not cover the record before it"))
-            if pubkey is not None:
-                try:
-                    pubkey.verify(base64.b64decode(str(rec.get("sig", ""))),
-                                  f"{rec.get('head_seq')}:{rec.get('head')}".encode())
-                except (InvalidSignature, ValueError):
-                    return VerifyResult(False, count, last_cp, Problem(seg, line_no, seq,
-                                        "bad checkpoint signature"))
-            last_cp = seq
-        prev = hashlib.sha256(line).hexdigest()
-        expected_seq += 1
-        count += 1
-        if progress and count % 100_000 == 0:
-            print(f"  {count} records verified ({seg})", flush=True)
-    return VerifyResult(True, count, last_cp, None)
 
 
 def load_encryption_key(path: Path) -> AESGCM:
@@ -595,3 +515,9 @@ def open_record(rec: dict[str, Any], aead: AESGCM | None) -> dict[str, Any]:
         raise AuditError(f"record seq {rec.get('seq')} does not decrypt with this key ({type(exc).__name__})") from None
     inner = msgspec.json.decode(plain)
     return {"seq": rec["seq"], "ts": rec["ts"], **inner, "prev": rec["prev"]}
+
+
+__all__ = ["CLEAR_KINDS", "GENESIS", "MAIN_CHAIN", "AuditError", "AuditLog", "FolderResult", "Problem", "VerifyResult",
+           "Writer", "chains", "format_anchor", "iter_records", "key_id", "load_encryption_key", "load_or_create_key",
+           "open_record", "parse_anchor", "read_public_key", "segment_name", "segments", "verify", "verify_folder",
+           "verify_lines"]

@@ -14,11 +14,12 @@ from typing import Literal
 import msgspec
 
 from gateway.core.errors import ConfigError
+from gateway.core.fix import versions
 from gateway.core.identity import ROUTING_FIELDS, parse_zone_entry
 
 __all__ = ["ConfigError"]  # defined in the core (pure code raises it too); imported from here by the edges
 
-BEGIN_STRINGS = ("FIX.4.2", "FIX.4.4", "FIXT.1.1")
+BEGIN_STRINGS = tuple(b.decode() for b in versions.BEGIN_STRINGS)  # FIX.4.0 ... FIX.4.4, FIXT.1.1
 
 
 class _S(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -63,12 +64,17 @@ class UpstreamConfig(_S, kw_only=True, forbid_unknown_fields=True):
     #   once the venue answered ours) and logs out when the client leaves.
     mode: Literal["persistent", "mirror"] = "persistent"
     pin_sha256: list[str] = []  # optional: the venue's leaf certificate (hex SHA-256 of the DER)
+    # what the client is told when the venue refuses its message with a Reject(3), or sends something about
+    # it the exchange leg rejects as invalid: "business_reject" (BusinessMessageReject(j)) or
+    # "execution_report" (orders: ExecutionReport(8) OrdStatus(39)=8, cancels: OrderCancelReject(9), others:
+    # BusinessMessageReject(j)); before FIX.4.2 (no j) a Reject(3) instead; Text(58) carries the venue's reason
+    venue_reject_answer: Literal["business_reject", "execution_report"] = "business_reject"
 
 
 class SessionConfigToml(_S, kw_only=True, forbid_unknown_fields=True):
     """A client session the gateway accepts and the route it maps to."""
 
-    begin_string: str  # FIX.4.2, FIX.4.4 or FIXT.1.1 (FIX.5.0SP2)
+    begin_string: str  # FIX.4.0, FIX.4.1, FIX.4.2, FIX.4.3, FIX.4.4 or FIXT.1.1 (FIX.5.0, 5.0SP1, 5.0SP2)
     client_comp_id: str  # the client's SenderCompID(49)
     gateway_comp_id: str  # the client's TargetCompID(56): the gateway's CompID
     upstream: UpstreamConfig
@@ -79,11 +85,24 @@ class SessionConfigToml(_S, kw_only=True, forbid_unknown_fields=True):
     validate_user_defined_fields: bool = True  # ValidateUserDefinedFields (tags >= 5000)
     allow_unknown_message_fields: bool = False  # AllowUnknownMsgFields
     max_latency: float = 120.0  # SendingTime(52) window, seconds (MaxLatency)
-    default_appl_ver_id: str | None = None  # FIXT.1.1: DefaultApplVerID(1137) to require
+    # FIXT.1.1 only: the DefaultApplVerID(1137) both legs send and require in Logon, "7" or "FIX.5.0",
+    # "8" or "FIX.5.0SP1", "9" or "FIX.5.0SP2" (default; "2"-"6": FIX.4.0-4.4); a message naming another
+    # version in ApplVerID(1128) is validated against that version's shipped dictionary
+    default_appl_ver_id: str | None = None
     dictionary: str | None = None  # a venue's own QuickFIX-format dictionary instead of fixdicts/
-    app_dictionary: str | None = None  # FIXT.1.1: the application dictionary (default FIX50SP2)
+    app_dictionary: str | None = None  # FIXT.1.1: the application dictionary of default_appl_ver_id
     # client message while the exchange leg is down: reject (BMR 380=4) or logout
     on_exchange_down: Literal["reject", "logout"] = "reject"
+    # stored messages resent per turn when serving a ResendRequest(2); the next chunk waits until the
+    # connection's write buffer drained and other sessions had their turn
+    resend_chunk_size: int = 100
+    # ResendRequest(2) a client may send at once, and may have waiting to be served; beyond: Logout
+    resend_request_burst: int = 10
+    resend_request_rate: float = 1.0  # ResendRequest(2) per second after the burst (token bucket); beyond: Logout
+    # bytes of messages held above a MsgSeqNum(34) gap until it fills (beyond: not held, the resend brings
+    # them again; invalid frames are never held)
+    max_queue_bytes: int = 1048576
+    gap_timeout: float = 30.0  # seconds a gap may go without any message filling it before Logout
 
 
 class KeyConfig(_S, kw_only=True, forbid_unknown_fields=True):
@@ -106,6 +125,9 @@ class IdentityConfig(_S, kw_only=True, forbid_unknown_fields=True):
     keys: list[KeyConfig] = []
     max_bad_signatures: int = 3  # consecutive bad signatures before Logout
     mfa: bool = False  # a person: Username(553) + Password(554) = password + TOTP
+    # with mfa = true (required): the people, by [users] name, who may log on through this identity;
+    # anyone else is refused whatever password and code they bring, and failures lock out per identity
+    users: list[str] = []
     pin_sha256: list[str] = []  # optional leaf-certificate pins (hex SHA-256 of the DER)
     sign_outbound: bool = False  # the gateway signs every message to this identity ([gateway] signing_key)
     worker: int | None = None  # with [gateway] workers > 1: the worker that owns its sessions (default: spread)
@@ -121,6 +143,9 @@ class RevocationConfig(_S, kw_only=True, forbid_unknown_fields=True):
     crl: str | None = None  # PEM or DER CRL signed by the listener CA
     denylist: str | None = None  # one identity URI per line, '#' comments
     check_interval: float = 0.25  # seconds between file / live-session checks
+    # past the CRL's nextUpdate: "alert" (once; the CRL stays in use) or "refuse" (also refuse every client
+    # certificate, live sessions and admin API calls included, until a fresh CRL loads)
+    stale_crl: Literal["alert", "refuse"] = "alert"
 
 
 class UsersConfig(_S, kw_only=True, forbid_unknown_fields=True):
@@ -162,6 +187,9 @@ class AuditConfig(_S, kw_only=True, forbid_unknown_fields=True):
     # whose decision records are kept in memory and written when the stream recovers
     cancels_when_unavailable: Literal["refuse", "allow"] = "refuse"
     inject_enospc_if_exists: str | None = None  # drills and tests: writes fail while this file exists
+    # full capture: values of these tags are written as REDACTED too (Password(554), NewPassword(925),
+    # EncryptedPassword(1402), EncryptedNewPassword(1404) and RawData(96) always are)
+    redact_tags: list[int] = []
     encryption_key: str | None = None  # AES-256 key (64 hex, mode 0600): records encrypted at rest
 
 
@@ -175,9 +203,18 @@ class GatewaySection(_S, kw_only=True, forbid_unknown_fields=True):
     jit_max_minutes: int = 240  # the longest just-in-time grant an operator may give
     max_connections: int = 1000  # client connections open at once (handshaking or logged on)
     max_connections_per_source: int = 50  # of those, from one source address
-    handshake_rate: float = 200.0  # new client connections per second (token bucket)
-    handshake_burst: float = 400.0  # connections allowed at once before the rate applies
+    handshake_rate: float = 200.0  # TLS handshakes (ClientHellos) per second, all sources (token bucket)
+    handshake_burst: float = 400.0  # handshakes allowed at once before the rate applies
+    handshake_rate_per_source: float = 20.0  # TLS handshakes per second from one address (IPv6: one /64)
+    handshake_burst_per_source: float = 40.0  # of those, allowed at once before the rate applies
+    # share of handshake_rate/handshake_burst kept for addresses a Logon completed from in the last 24 h:
+    # a flood from new addresses cannot lock out the clients that were already trading
+    handshake_reserve: float = 0.25
     max_buffered_bytes: int = 1048576  # per connection: above this the other leg stops reading (backpressure)
+    # refused messages per second one identity may send (token bucket); the refusal that empties the bucket
+    # logs the session out, and until it refills the identity's messages are not decided, only counted
+    refusal_rate: float = 10.0
+    refusal_burst: float = 100.0  # refused messages one identity may send at once before refusal_rate applies
     # worker processes sharing the listener (SO_REUSEPORT); each owns a fixed share of the identities
     workers: int = 1
     pin_workers: bool = False  # worker K runs only on the K-th allowed CPU (no cross-core wake-ups)
@@ -195,8 +232,17 @@ class ExchangeSimConfig(_S, kw_only=True, forbid_unknown_fields=True):
     state_dir: str | None = None  # file stores (default: in memory)
     reset_on_logon: bool = True  # reset sequence numbers at every Logon
     validate: bool = True  # validate incoming messages against the dictionary
+    # fill mode: what follows an order's New — "full" (one Fill at the limit price), "partial" (partial_fills
+    # executions, the last completes it) or "rest" (nothing: it rests until cancelled or replaced)
+    fill: Literal["full", "partial", "rest"] = "full"
+    partial_fills: int = 3  # fill = "partial": executions per order (2 or more)
     rest_symbols: list[str] = []  # fill mode: orders in these symbols rest (New, no fill) until cancelled
-    fill_delay_ms: float = 0.0  # fill mode: the Fill follows the New after this long (0: at once)
+    fill_delay_ms: float = 0.0  # fill mode: each execution follows the previous one after this long (0: at once)
+    md_interval_ms: float = 250.0  # fill mode: MarketDataIncrementalRefresh(X) period of a subscription
+    # tests: an order whose ClOrdID(11) starts with this gets one ExecutionReport without OrdStatus(39)
+    # (invalid in every FIX version) and nothing more
+    malformed_prefix: str | None = None
+    reject_prefix: str | None = None  # tests: an order whose ClOrdID(11) starts with this gets a Reject(3)
     journal: str | None = None  # append "<session> <MsgType> <ClOrdID>" per received application message
 
 
@@ -218,6 +264,8 @@ class AdminConfig(_S, kw_only=True, forbid_unknown_fields=True):
 class PostureConfig(_S, kw_only=True, forbid_unknown_fields=True):
     file: str | None = None  # JSON written by the posture agent (see gateway/edges/feeds.py)
     check_interval: float = 0.01  # seconds between checks of posture, JIT, kill switch and policy files
+    # seconds: a posture file not rewritten for this long raises an alert (default: the policy's posture ttl; 0: never)
+    max_age: float | None = None
 
 
 class Config(_S, kw_only=True, forbid_unknown_fields=True):
@@ -303,6 +351,13 @@ def _check(cfg: Config, p: Path, need_gateway: bool) -> None:
         if s.begin_string not in BEGIN_STRINGS:
             raise ConfigError(p, f"{k}.begin_string", f"{s.begin_string!r} is not supported",
                               f"valid: {', '.join(BEGIN_STRINGS)}")
+        if s.default_appl_ver_id is not None:
+            if s.begin_string != "FIXT.1.1":
+                raise ConfigError(p, f"{k}.default_appl_ver_id", f"not used with {s.begin_string}",
+                                  "only FIXT.1.1 sessions have a DefaultApplVerID(1137); remove the key")
+            if versions.appl_ver_id(s.default_appl_ver_id) is None:
+                raise ConfigError(p, f"{k}.default_appl_ver_id", f"{s.default_appl_ver_id!r} is not supported",
+                                  f"valid: {versions.appl_ver_id_choices()} (the number or the name)")
         ident = (s.begin_string, s.client_comp_id, s.gateway_comp_id)
         if ident in seen:
             raise ConfigError(p, k, f"session {'/'.join(ident)} is defined twice")
@@ -310,6 +365,12 @@ def _check(cfg: Config, p: Path, need_gateway: bool) -> None:
         _port(p, f"{k}.upstream.port", s.upstream.port)
         if s.upstream.heartbeat_interval < 0:
             raise ConfigError(p, f"{k}.upstream.heartbeat_interval", "must be >= 0 seconds")
+        for key, least in (("resend_chunk_size", 1), ("resend_request_burst", 1), ("max_queue_bytes", 0)):
+            if getattr(s, key) < least:
+                raise ConfigError(p, f"{k}.{key}", f"{getattr(s, key)} is too small", f"valid: an integer >= {least}")
+        for key in ("resend_request_rate", "gap_timeout"):
+            if not getattr(s, key) > 0:
+                raise ConfigError(p, f"{k}.{key}", f"{getattr(s, key)} is not positive", "valid: a number > 0")
         if s.upstream.tls and not s.upstream.ca:
             raise ConfigError(p, f"{k}.upstream.ca", "an upstream with tls = true needs a CA bundle",
                               "set ca = \"...\" or, only for a plaintext venue link, tls = false")
@@ -320,6 +381,21 @@ def _check(cfg: Config, p: Path, need_gateway: bool) -> None:
     check_zones(cfg.zones, p)
     if not 1 <= cfg.gateway.workers <= 64:
         raise ConfigError(p, "gateway.workers", f"{cfg.gateway.workers} workers", "valid: 1-64 (one per core)")
+    g = cfg.gateway
+    for key in ("handshake_rate", "handshake_burst", "handshake_rate_per_source", "handshake_burst_per_source"):
+        if not getattr(g, key) > 0:
+            raise ConfigError(p, f"gateway.{key}", f"{getattr(g, key)}: must be above 0", "e.g. 20")
+    if not 0 <= g.handshake_reserve < 1:
+        raise ConfigError(p, "gateway.handshake_reserve", f"{g.handshake_reserve}: a share of the rate",
+                          "valid: 0 (no reserve) up to, not including, 1; default 0.25")
+    if not g.refusal_rate > 0:
+        raise ConfigError(p, "gateway.refusal_rate", f"{g.refusal_rate}: must be above 0", "default 10 (per second)")
+    if not g.refusal_burst >= 1:
+        raise ConfigError(p, "gateway.refusal_burst", f"{g.refusal_burst}: must be 1 or more", "default 100")
+    if cfg.audit is not None:
+        for j, tag in enumerate(cfg.audit.redact_tags):
+            if tag < 1:
+                raise ConfigError(p, f"audit.redact_tags[{j}]", f"{tag} is not a FIX tag", "valid: 1 and above")
     for i, ident_cfg in enumerate(cfg.identities):
         w = ident_cfg.worker
         if w is not None and not 0 <= w < cfg.gateway.workers:
@@ -346,10 +422,27 @@ def _check(cfg: Config, p: Path, need_gateway: bool) -> None:
         if ident_cfg.mfa and cfg.users is None:
             raise ConfigError(p, f"identities[{i}].mfa", "mfa = true needs a [users] table",
                               '[users] file = "users.toml", secrets = "totp.secrets"')
+        if ident_cfg.mfa and not ident_cfg.users:
+            raise ConfigError(p, f"identities[{i}].users", "mfa = true needs the people who may log on "
+                              "through this identity (without them it would open for any enrolled user)",
+                              'e.g. users = ["alice"] (names from the [users] file)')
+        if ident_cfg.users and not ident_cfg.mfa:
+            raise ConfigError(p, f"identities[{i}].users", "users are checked only with mfa = true",
+                              "set mfa = true, or remove users")
     if cfg.exchange_sim is not None:
         _port(p, "exchange_sim.port", cfg.exchange_sim.port)
         if cfg.exchange_sim.tls and not (cfg.exchange_sim.cert and cfg.exchange_sim.key):
             raise ConfigError(p, "exchange_sim.cert", "tls = true needs cert and key")
+        sim = cfg.exchange_sim
+        if sim.partial_fills < 2:
+            raise ConfigError(p, "exchange_sim.partial_fills", f"{sim.partial_fills} executions do not make a "
+                              "partial fill", "valid: an integer >= 2")
+        if not sim.md_interval_ms > 0:
+            raise ConfigError(p, "exchange_sim.md_interval_ms", f"{sim.md_interval_ms} is not positive",
+                              "valid: milliseconds > 0, e.g. 250")
+        if not sim.fill_delay_ms >= 0:
+            raise ConfigError(p, "exchange_sim.fill_delay_ms", f"{sim.fill_delay_ms} is negative",
+                              "valid: milliseconds >= 0 (0: at once)")
 
 
 def check_zones(zones: dict[str, list[str]], path: Path) -> None:

@@ -39,6 +39,14 @@ class Metrics:
         self.connections_refused = Counter("fixgw_connections_refused_total",
                                            "Client connections refused before TLS by the admission limits",
                                            ["limit"], registry=self.registry)
+        # a refused feed keeps the last good state in force, so only these say that something is wrong
+        self.feed_errors = Counter("fixgw_feed_errors_total",
+                                   "Feed input refused (a whole file or one entry), by feed: posture, jit, "
+                                   "jit_break_glass, kill_switch, crl, denylist, admin_revoked, policy, server_cert "
+                                   "(watch: a step of the watch itself failed)",
+                                   ["feed"], registry=self.registry)
+        self.feed_stale = Gauge("fixgw_feed_stale", "1 while a feed is stale: the posture file not rewritten "
+                                "within max_age, the CRL past its nextUpdate", ["feed"], registry=self.registry)
         self._decision_children: dict[tuple[str, str], object] = {}
         self._rule_children: dict[str, object] = {}
 

@@ -10,12 +10,15 @@ immediately followed by the current 6-digit TOTP code (RFC 6238, 30 s step,
   group or others — the gateway refuses to start otherwise;
 * each code is accepted once: the last used time step per user is kept, also
   across restarts (``state_dir/mfa-used.json``);
-* failures within a window lock the account for a configured time;
+* an identity opens only for the people it names (``users``, checked by the
+  guard before this module runs); failures within a window lock the person
+  out *through that identity* for a configured time, never through another;
 * with several workers (``shared``) used codes, failures and lockouts live in
   ``mfa-used.json`` / ``mfa-failures.json``, read and written under an
   exclusive lock at every check, so every worker counts the same;
 * no password or code ever leaves this module: callers get a reason text
-  that names what failed, never what was typed.
+  that names what failed, never what was typed; a username that is not
+  enrolled is shown only as a keyed hash (``MFA.shown``).
 """
 
 from __future__ import annotations
@@ -85,12 +88,27 @@ def check_secrets_file(path: Path) -> None:
 class _Account:
     password: str
     secret: str
+    last_step: int = -1  # per person: a code is spent whichever identity it was typed into
+
+
+@dataclass
+class _Strikes:
+    """Failures and lockout of one person through one identity."""
+
     failures: deque[float] = field(default_factory=deque)
     locked_until: float = 0.0
-    last_step: int = -1
 
 
 class MFA:
+    """Password + TOTP of the people in the users file.
+
+    Failures count, and lock, per (identity, person): the identity check runs
+    first (``Guard.check_user``), so only attempts through an identity the
+    person is bound to count at all, and failures through one of her
+    identities never lock her out of another.  Used codes count per person.
+    Names that are not enrolled are never written anywhere (``shown``): a
+    username field is where people type their password by mistake."""
+
     def __init__(self, users_file: Path, secrets_file: Path, state_file: Path | None,
                  max_failures: int = 5, window: float = 300.0, lockout: float = 900.0,
                  shared: bool = False) -> None:
@@ -107,11 +125,22 @@ class MFA:
             if not isinstance(secret, str):
                 raise ConfigError(secrets_file, f"totp.{name}", "no TOTP secret for this user", "fixgw users add")
             self.accounts[name] = _Account(str(entry["password"]), secret)
+        self.strikes: dict[tuple[str, str], _Strikes] = {}  # (identity, user) -> failures, lockout
         self.max_failures, self.window, self.lockout = max_failures, window, lockout
         self.state_file = state_file
         # several worker processes: used codes, failures and lockouts are read and written under a lock
         self.shared = shared
+        self._tag_key = secrets.token_bytes(32)  # per process: tags correlate attempts, reveal nothing
         self._load_steps()
+
+    def shown(self, username: str) -> str:
+        """``username`` as logs and audit records may show it: verbatim when enrolled, otherwise
+        "unknown user #<tag>" (a keyed hash: repeated attempts correlate within a run, the text
+        itself — perhaps a password typed in the wrong field — is never written)."""
+        if username in self.accounts:
+            return username
+        tag = hmac.new(self._tag_key, username.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
+        return f"unknown user #{tag[:12]}"
 
     def _load_steps(self) -> None:
         if self.state_file is not None and self.state_file.exists():
@@ -121,32 +150,33 @@ class MFA:
                     acct = self.accounts[name]
                     acct.last_step = max(acct.last_step, int(step))
 
-    def _fail(self, acct: _Account | None, now: float, reason: str) -> tuple[bool, str]:
-        if acct is not None:
-            acct.failures.append(now)
-            while acct.failures and acct.failures[0] < now - self.window:
-                acct.failures.popleft()
-            if len(acct.failures) >= self.max_failures:
-                acct.locked_until = now + self.lockout
-                acct.failures.clear()
-                return False, f"{reason}; account locked for {self.lockout:.0f} s after {self.max_failures} failures"
+    def _fail(self, strikes: _Strikes, now: float, reason: str) -> tuple[bool, str]:
+        strikes.failures.append(now)
+        while strikes.failures and strikes.failures[0] < now - self.window:
+            strikes.failures.popleft()
+        if len(strikes.failures) >= self.max_failures:
+            strikes.locked_until = now + self.lockout
+            strikes.failures.clear()
+            return False, (f"{reason}; account locked through this identity for {self.lockout:.0f} s "
+                           f"after {self.max_failures} failures")
         return False, reason
 
-    def check(self, username: str, password_field: str, now: float) -> tuple[bool, str]:
-        """(accepted, reason). The reason names the failed factor, never the input.
+    def check(self, identity: str, username: str, password_field: str, now: float) -> tuple[bool, str]:
+        """(accepted, reason) for ``username`` logging on through ``identity``. The reason names the
+        failed factor, never the input (nor the username: the caller records ``shown(username)``).
 
         Shared (several workers): the used-code file is read and written under
         an exclusive lock, so a code accepted by one worker is refused by all."""
         if not self.shared or self.state_file is None:
-            return self._check(username, password_field, now)
+            return self._check(identity, username, password_field, now)
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.state_file.with_suffix(".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 self._load_steps()
-                self._load_failures(username)
-                result = self._check(username, password_field, now)
-                self._save_failures(username)
+                self._load_failures(identity, username)
+                result = self._check(identity, username, password_field, now)
+                self._save_failures(identity, username)
                 return result
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
@@ -156,7 +186,8 @@ class MFA:
         assert self.state_file is not None
         return self.state_file.with_name("mfa-failures.json")
 
-    def _read_failures(self) -> dict[str, dict[str, object]]:
+    def _read_failures(self) -> dict[str, Any]:
+        """Shared failures: ``{identity: {user: {"failures": [...], "locked_until": t}}}``."""
         try:
             data = json.loads(self._failures_file.read_text() or "{}")
         except FileNotFoundError:
@@ -165,54 +196,62 @@ class MFA:
             return {}  # unreadable: start counting again rather than refuse every logon
         return data if isinstance(data, dict) else {}
 
-    def _load_failures(self, username: str) -> None:
-        """Shared: failures and lockout of ``username`` as every worker has counted them."""
-        acct = self.accounts.get(username)
-        if acct is None:
+    def _load_failures(self, identity: str, username: str) -> None:
+        """Shared: failures and lockout of ``username`` through ``identity`` as every worker counted them."""
+        if username not in self.accounts:
             return
-        entry: Any = self._read_failures().get(username)
+        per_identity = self._read_failures().get(identity)
+        entry: Any = per_identity.get(username) if isinstance(per_identity, dict) else None
         if not isinstance(entry, dict):
             entry = {}
         times = entry.get("failures")
-        acct.failures = deque(float(t) for t in (times if isinstance(times, list) else [])
-                              if isinstance(t, (int, float)))
         until = entry.get("locked_until")
-        acct.locked_until = float(until) if isinstance(until, (int, float)) else 0.0
+        self.strikes[(identity, username)] = _Strikes(
+            deque(float(t) for t in (times if isinstance(times, list) else []) if isinstance(t, (int, float))),
+            float(until) if isinstance(until, (int, float)) else 0.0)
 
-    def _save_failures(self, username: str) -> None:
-        acct = self.accounts.get(username)
-        if acct is None:
+    def _save_failures(self, identity: str, username: str) -> None:
+        strikes = self.strikes.get((identity, username))
+        if strikes is None:
             return
         data = self._read_failures()
-        if acct.failures or acct.locked_until:
-            data[username] = {"failures": list(acct.failures), "locked_until": acct.locked_until}
+        per_identity = data.get(identity)
+        if not isinstance(per_identity, dict):
+            per_identity = data[identity] = {}
+        if strikes.failures or strikes.locked_until:
+            per_identity[username] = {"failures": list(strikes.failures), "locked_until": strikes.locked_until}
         else:
-            data.pop(username, None)
+            per_identity.pop(username, None)
+            if not per_identity:
+                data.pop(identity, None)
         tmp = self._failures_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, self._failures_file)
 
-    def _check(self, username: str, password_field: str, now: float) -> tuple[bool, str]:
+    def _check(self, identity: str, username: str, password_field: str, now: float) -> tuple[bool, str]:
         acct = self.accounts.get(username)
         if acct is None:
-            return False, f"unknown user {username!r}"
-        if now < acct.locked_until:
-            return False, f"account {username!r} is locked for {acct.locked_until - now:.0f} s more"
+            return False, "unknown user"
+        strikes = self.strikes.get((identity, username))
+        if strikes is None:
+            strikes = self.strikes[(identity, username)] = _Strikes()
+        if now < strikes.locked_until:
+            return False, f"account locked through this identity for {strikes.locked_until - now:.0f} s more"
         if len(password_field) < 7 or not password_field[-6:].isdigit():
-            return self._fail(acct, now, "Password(554) must be the password followed by a 6-digit TOTP code")
+            return self._fail(strikes, now, "Password(554) must be the password followed by a 6-digit TOTP code")
         password, code = password_field[:-6], password_field[-6:]
         if not check_password(password, acct.password):
-            return self._fail(acct, now, "wrong password")
+            return self._fail(strikes, now, "wrong password")
         totp = pyotp.TOTP(acct.secret, interval=STEP)
         step = int(now // STEP)
         matched = next((s for s in (step, step - 1, step + 1)
                         if hmac.compare_digest(totp.at(s * STEP), code)), None)
         if matched is None:
-            return self._fail(acct, now, "wrong TOTP code")
+            return self._fail(strikes, now, "wrong TOTP code")
         if matched <= acct.last_step:
-            return self._fail(acct, now, "TOTP code already used")
+            return self._fail(strikes, now, "TOTP code already used")
         acct.last_step = matched
-        acct.failures.clear()
+        strikes.failures.clear()
         self._save()
         return True, "password and TOTP accepted"
 

@@ -220,9 +220,15 @@ def revoke(folder: Path, names: list[str]) -> Path:
     ca = load_ca(folder)
     crl_path = folder / "ca.crl"
     revoked: dict[int, dt.datetime] = {}
+    number = 1  # CRLNumber: each CRL above the last, so a gateway can refuse a rollback
     if crl_path.exists():
-        for entry in x509.load_pem_x509_crl(crl_path.read_bytes()):
+        old = x509.load_pem_x509_crl(crl_path.read_bytes())
+        for entry in old:
             revoked[entry.serial_number] = entry.revocation_date_utc
+        try:
+            number = old.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
+        except x509.ExtensionNotFound:
+            pass
     now = _now()
     for name in names:
         path = folder / f"{name}.crt"
@@ -234,6 +240,7 @@ def revoke(folder: Path, names: list[str]) -> Path:
         .issuer_name(ca.cert.subject)
         .last_update(now - dt.timedelta(minutes=1))
         .next_update(now + dt.timedelta(days=7))
+        .add_extension(x509.CRLNumber(number), critical=False)
     )
     for serial, when in revoked.items():
         builder = builder.add_revoked_certificate(

@@ -27,7 +27,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import json
 import math
+import os
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -141,6 +143,8 @@ class AnomalySpec(_S, kw_only=True, forbid_unknown_fields=True):
 
 
 class PolicySpec(_S, kw_only=True, forbid_unknown_fields=True):
+    # raised every time the policy is signed: with [policy] signer_key the gateway refuses an older one
+    version: int | None = None
     shadow: bool = False
     anomaly: AnomalySpec = msgspec.field(default_factory=AnomalySpec)
     risk: RiskSpec = msgspec.field(default_factory=RiskSpec)
@@ -180,6 +184,8 @@ def parse(data: bytes, path: Path) -> tuple[Policy, PolicySpec]:
             rid = entry.get("id", f"#{idx}") if isinstance(entry, dict) else f"#{idx}"
             where = f"rule {rid!r}: {where}"
         raise ConfigError(path, where or "(top level)", problem) from None
+    if spec.version is not None and spec.version < 1:
+        raise ConfigError(path, "version", f"{spec.version} is not a version", VERSION_HINT)
     known_zones = set(spec.zones)
     check_zones(spec.zones, path)
     try:
@@ -353,6 +359,61 @@ def _compile_risk(spec: PolicySpec, instruments: Instruments, path: Path) -> Non
             raise ConfigError(path, where, f"{key} has two reference prices (names are compared normalised)")
         prices[key] = price
     spec.risk.reference_prices = prices
+
+
+VERSION_HINT = "a whole number from 1 up, raised every time the policy is signed"
+
+
+class PolicyVersions:
+    """``state_dir/policy-version.json``: the highest signed policy ``version`` loaded, and its SHA-256.
+
+    Any policy ever signed verifies for ever, so the signature alone lets an
+    older signed policy (with permissions since removed) be put back.  The
+    version inside the signed bytes orders them: with ``[policy] signer_key``
+    the gateway refuses a lower version, the same version with other bytes,
+    and no version once one was seen.  The mark is kept under ``state_dir``
+    so a restart does not forget it (the gateway refuses to start on a
+    rollback).  Without a signer the check would protect nothing — whoever
+    can write the file can write any version — so it is not made."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.version: int | None = None
+        self.sha256 = ""
+        try:
+            raw = json.loads(path.read_text()) if path.exists() else {}
+            if raw:
+                self.version, self.sha256 = int(raw["version"]), str(raw["sha256"])
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise ConfigError(path, "version", f"cannot read the policy version state ({exc!r})",
+                              "it records the newest signed policy loaded, to refuse rollbacks: restore it, "
+                              "or delete it to trust the policy on disk as the newest") from None
+
+    def check(self, path: Path, version: int | None, sha256: str) -> None:
+        """Raise ConfigError (naming the policy file and ``version``) when this would roll back."""
+        if self.version is None:
+            return
+        if version is None:
+            raise ConfigError(path, "version", f"the signed policy has no version; version {self.version} was "
+                              "loaded before (refused as a possible rollback)",
+                              f"add version = {self.version + 1} and sign it again")
+        if version < self.version:
+            raise ConfigError(path, "version", f"version {version} is older than version {self.version}, "
+                              "loaded before: refused as a rollback",
+                              f"sign a policy with version {self.version + 1} or higher")
+        if version == self.version and sha256 != self.sha256:
+            raise ConfigError(path, "version", f"version {version} was loaded before with other contents "
+                              f"(sha256 {self.sha256[:16]}...)", f"raise it to version = {version + 1} and sign again")
+
+    def advance(self, version: int | None, sha256: str) -> None:
+        """Remember a loaded policy's version (raises OSError; the caller refuses the policy then)."""
+        if version is None or (self.version is not None and version < self.version):
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")  # workers share state_dir
+        tmp.write_text(json.dumps({"version": version, "sha256": sha256}))
+        os.replace(tmp, self.path)
+        self.version, self.sha256 = version, sha256
 
 
 def signature_path(path: Path) -> Path:

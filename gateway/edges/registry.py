@@ -4,7 +4,8 @@ Each identity is a SPIFFE URI carried as the single URI SAN of a client
 certificate.  The registry says what it may do: which SenderCompIDs and
 SenderSubIDs it may use, which network zones it may connect from, how its
 messages are signed and with which keys (several during a rotation overlap),
-whether it is a person who must pass MFA, and optional leaf pins.
+whether it is a person who must pass MFA (and which people may), and
+optional leaf pins.
 
 Secret files (HMAC keys) must not be readable by group or others: the
 gateway refuses to start otherwise, naming the file.
@@ -88,6 +89,7 @@ def load_registry(cfg: Config) -> dict[str, Identity]:
             pins=frozenset(p.lower().replace(":", "") for p in ic.pin_sha256),
             sign_outbound=ic.sign_outbound,
             routing={ROUTING_FIELDS[name]: frozenset(values) for name, values in ic.routing.items()},
+            users=frozenset(ic.users),
         )
     return out
 

@@ -8,7 +8,9 @@ One folder per session under the state directory:
   slot with the highest generation wins.
 * ``messages.log`` — append-only records ``<seq u64><len u32><crc32 u32><raw>``
   of the application messages we sent (the ones a ResendRequest may ask for).
-  On load the log is scanned; a torn last record is truncated.
+  On load the log is scanned; a torn last record is truncated.  In memory
+  only an index (offset and length per number, and the numbers sorted) is
+  kept: a resend reads its range a chunk at a time with ``pread``.
 
 Every call reaches the OS with ``os.pwrite`` / ``os.write`` before it
 returns (survives a process crash, the ``write`` durability mode); nothing
@@ -24,7 +26,7 @@ import struct
 import zlib
 from pathlib import Path
 
-from gateway.core.fix.store import checked_next_seq, checked_seq
+from gateway.core.fix.store import SeqIndex, checked_next_seq, checked_seq
 
 _SLOT = struct.Struct("<QQQI4x")
 _REC = struct.Struct("<QII")
@@ -51,6 +53,7 @@ class FileStore:
         self._sender = 1
         self._target = 1
         self._index: dict[int, tuple[int, int]] = {}  # seq -> (offset of raw, length)
+        self._seqs = SeqIndex()  # the keys of _index, sorted: a resend reads a range without a scan
         self.recovered_bytes = 0
         self._load()
 
@@ -84,6 +87,7 @@ class FileStore:
         if offset < size:
             self.recovered_bytes = size - offset
             os.ftruncate(self._log_fd, offset)
+        self._seqs = SeqIndex(list(self._index))
         # a sent message proves the sender number moved past it
         if self._index:
             self._sender = max(self._sender, max(self._index) + 1)
@@ -113,11 +117,13 @@ class FileStore:
         checked_seq(seq)
         offset = os.lseek(self._log_fd, 0, os.SEEK_END)
         os.write(self._log_fd, _REC.pack(seq, len(raw), zlib.crc32(raw)) + raw)
+        if seq not in self._index:
+            self._seqs.add(seq)
         self._index[seq] = (offset + _REC.size, len(raw))
 
-    def get_sent(self, begin: int, end: int) -> list[tuple[int, bytes]]:
+    def get_sent(self, begin: int, end: int, limit: int | None = None) -> list[tuple[int, bytes]]:
         out = []
-        for seq in sorted(s for s in self._index if begin <= s <= end):
+        for seq in self._seqs.range(begin, end, limit):
             off, length = self._index[seq]
             out.append((seq, os.pread(self._log_fd, length, off)))
         return out
@@ -125,6 +131,7 @@ class FileStore:
     def reset(self) -> None:
         os.ftruncate(self._log_fd, 0)
         self._index.clear()
+        self._seqs.clear()
         self._sender = 1
         self._target = 1
         self._write_seqnums()

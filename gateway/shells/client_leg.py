@@ -1,10 +1,16 @@
 """Client leg (edge): our own TLS layer, then the FIX acceptor session.
 
 ``TLSConnection`` owns the accepted socket and the server-side TLS state
-(mutual TLS, every refusal audited); once the client certificate is
-verified, ``ClientProtocol`` maps the identity to a route at Logon and drives
-the client-leg ``Session``.  Application messages go to
-``Gateway.client_to_exchange``.
+(mutual TLS, every refusal audited); the connection caps are checked at
+accept, the handshake rates when the ClientHello arrives
+(``gateway/core/admission.py``).  Once the client certificate is verified,
+``ClientProtocol`` refuses what can never be allowed (identity, zone, pin, a
+zone from which the policy allows these roles nothing), then at Logon checks
+the binding (CompID, signed Logon never seen before, device posture, the
+person behind an MFA identity) and drives the client-leg ``Session``.
+Application messages go to ``Gateway.client_to_exchange`` — a signed frame
+this identity already used is refused first.  Full capture records parsed
+frames with their secrets redacted, never raw reads.
 """
 
 from __future__ import annotations
@@ -13,15 +19,16 @@ import asyncio
 import base64
 import dataclasses
 import ipaddress
-import re
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from cryptography import x509
 
 from gateway.core.fix import tags as T
-from gateway.core.fix.codec import FrameGarbled, Framer, FrameReceived, Message
+from gateway.core.fix.codec import FrameEvent, FrameGarbled, Framer, FrameReceived, Message, ParseError, parse
+from gateway.core.fix.redact import redact
 from gateway.core.fix.session import (
     AppMessageReceived,
     Disconnected,
@@ -44,7 +51,6 @@ if TYPE_CHECKING:
     from gateway.shells.route import Route
 
 log = structlog.get_logger("fixgw.client_leg")
-_PASSWORD_RE = re.compile(rb"(^|\x01)554=[^\x01]*\x01")
 
 
 class ClientTransport(asyncio.Protocol):
@@ -110,6 +116,8 @@ class TLSConnection(ClientTransport):
         self.peer: str | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._admitted: str | None = None  # the source counted by the gateway's admission
+        self._hello = False  # the first bytes (the ClientHello) were charged to the handshake buckets
+        self._rate_refused = False  # refused by admission: audited in aggregate, not one record each
 
     # -- transport interface for the application protocol ----------------------
     def write(self, data: bytes) -> None:
@@ -155,7 +163,7 @@ class TLSConnection(ClientTransport):
         source = self.peer.rsplit(":", 1)[0] if self.peer else "?"
         refusal = self.gw.admission.admit(source, time.monotonic())
         if refusal is not None:  # before any TLS work; audited in aggregate by the gateway's tick
-            self._closing = True
+            self._closing = self._rate_refused = True
             raw.abort()
             return
         self._admitted = source
@@ -177,6 +185,15 @@ class TLSConnection(ClientTransport):
         self._closing = True
 
     def data_received(self, data: bytes) -> None:
+        if not self._hello:
+            # the ClientHello: the handshake is what costs, so this is where the rate is charged
+            # (per source first, then the shared bucket); refusals are audited in aggregate
+            self._hello = True
+            if self._admitted is not None and self.gw.admission.hello(self._admitted, time.monotonic()):
+                self._closing = self._rate_refused = True
+                if self.raw is not None:
+                    self.raw.abort()
+                return
         was_done = self.tls.handshake_done
         try:
             plain = self.tls.receive(data)
@@ -209,7 +226,7 @@ class TLSConnection(ClientTransport):
             self._deadline.cancel()
         if self.app is not None:
             self.app.connection_lost(exc)
-        elif not self.tls.handshake_done:
+        elif not self.tls.handshake_done and not self._rate_refused:
             self.gw.audit_event("tls_refused", peer=self.peer, reason="closed before the handshake completed")
 
 
@@ -259,6 +276,31 @@ class RelayedConnection(ClientTransport):
             self.app.connection_lost(exc)
 
 
+class _CapturingFramer(Framer):
+    """The session's framer while full capture is on: the same byte stream and buffer (``inner``), every
+    frame also handed to ``seen`` as the session takes it — after framing, so a value split across TLS
+    records is captured whole and redacted whole."""
+
+    __slots__ = ("inner", "seen")
+
+    def __init__(self, inner: Framer, seen: Callable[[FrameEvent], None]) -> None:
+        super().__init__(inner.max_frame)
+        self.inner, self.seen = inner, seen
+
+    def feed(self, data: bytes) -> None:
+        self.inner.feed(data)
+
+    @property
+    def buffered(self) -> int:
+        return self.inner.buffered
+
+    def next_event(self) -> FrameEvent | None:
+        ev = self.inner.next_event()
+        if ev is not None:
+            self.seen(ev)
+        return ev
+
+
 class ClientProtocol(SessionProtocol):
     """Client leg: mTLS identity, Logon routing, then the session."""
 
@@ -279,7 +321,7 @@ class ClientProtocol(SessionProtocol):
         self.roles: frozenset[str] = frozenset()
         self.peer_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
         self.read_only = False  # set once a decision carried the read_only control
-        self.full_capture = False  # every frame of the session verbatim into the audit stream
+        self._capture_on = False  # every frame of the session into the audit stream (see ``full_capture``)
         self.cert_serial: int | None = None
         self.cert_not_after: float | None = None
         self.app_in = 0  # application messages from the client / delivered to it (admin API)
@@ -315,6 +357,8 @@ class ClientProtocol(SessionProtocol):
             self.close_transport()
             return
         verdict = self.gw.guard.check_connection(ident, self.zone, self.leaf_der)
+        if verdict.allowed:  # a zone from which the policy can never allow this identity's roles anything
+            verdict = self.gw.guard.check_reach(ident, self.zone, self.gw.policy, time.time())
         if not verdict.allowed:
             self.gw.audit_event("connection_refused", peer=peer, identity=ident.id, zone=self.zone,
                                 rule=verdict.rule, reason=verdict.reason)
@@ -341,8 +385,6 @@ class ClientProtocol(SessionProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self.session is not None:
-            if self.full_capture:
-                self._capture("in", data)
             self.session.receive_data(data, time.time())
             self.pump()
             return
@@ -360,25 +402,43 @@ class ClientProtocol(SessionProtocol):
         assert isinstance(ev, FrameReceived)
         self._first_message(ev.message)
 
-    def _check_mfa(self, msg: Message) -> tuple[bool, str]:
+    def _check_mfa(self, msg: Message) -> tuple[bool, str, str | None]:
+        """(accepted, why, the user as records may name them): the person must be bound to this identity
+        (``Guard.check_user``, before any password is looked at), then password + TOTP.  Every attempt is
+        audited; a name that is not enrolled is recorded only as a keyed hash (``MFA.shown``)."""
+        assert self.identity is not None
         mfa = self.gw.mfa
         user = (msg.get(T.Username) or b"").decode("latin-1")
         if mfa is None:
-            return False, "no [users] configured"
+            return False, "no [users] configured", None
         if not user or T.Password not in msg:
-            return False, "Username(553) and Password(554) are required for this identity"
-        ok, why = mfa.check(user, (msg.get(T.Password) or b"").decode("latin-1"), time.time())
-        self.gw.audit_event("mfa", identity=self.identity.id if self.identity else None, user=user,
-                            accepted=ok, reason=why, peer=peer_text(self.peer))
-        self.user = user
-        return ok, why
+            return False, "Username(553) and Password(554) are required for this identity", None
+        shown = mfa.shown(user)
+        bound = self.gw.guard.check_user(self.identity, user)
+        if bound.allowed:
+            ok, why = mfa.check(self.identity.id, user, (msg.get(T.Password) or b"").decode("latin-1"), time.time())
+        else:
+            ok, why = False, bound.reason
+        self.gw.audit_event("mfa", identity=self.identity.id, user=shown, accepted=ok, reason=why,
+                            peer=peer_text(self.peer))
+        if ok:
+            self.user = user
+        return ok, why, shown
 
-    def _refuse_logon(self, reason: str, route: Route | None) -> None:
+    def _refuse_logon(self, reason: str, route: Route | None, user: str | None = None) -> None:
         self.gw.audit_event("logon_refused", peer=peer_text(self.peer),
                             identity=self.identity.id if self.identity else None,
-                            session=route.name if route else None, reason=reason)
+                            session=route.name if route else None, reason=reason,
+                            **({"user": user} if user is not None else {}))
         log.info("logon_refused", peer=peer_text(self.peer), reason=reason)
         self.close_transport()
+
+    def _posture_refusal(self) -> str | None:
+        """Posture rules apply at Logon too: a device already at a level the policy logs sessions out on
+        never gets a session (not only one that turns so while logged on)."""
+        assert self.identity is not None
+        why = self.gw.posture_refusal(self.identity.id, time.time())
+        return f"{why}: the policy logs such sessions out, so the Logon is refused" if why else None
 
     def _first_message(self, msg: Message) -> None:
         assert self.identity is not None
@@ -394,14 +454,18 @@ class ClientProtocol(SessionProtocol):
         if msg.msg_type != T.MT_LOGON:
             self._refuse_logon(f"first message is MsgType(35)={text(msg.msg_type)}, not Logon(A)", route)
             return
-        verdict = self.gw.guard.check_logon(self.identity, msg, time.time())
+        verdict = self.gw.guard.check_logon(self.identity, msg, time.time(), route.client_config.max_latency)
         if not verdict.allowed:
             self._refuse_logon(verdict.reason, route)
             return
+        posture = self._posture_refusal()  # before MFA: a refused device does not spend a TOTP code
+        if posture is not None:
+            self._refuse_logon(posture, route)
+            return
         if self.identity.mfa:
-            ok, why = self._check_mfa(msg)
+            ok, why, shown = self._check_mfa(msg)
             if not ok:
-                self._refuse_logon(f"MFA: {why}", route)
+                self._refuse_logon(f"MFA: {why}", route, shown)
                 return
         # Username(553)/Password(554) stop here: the session (and FIX.4.2's
         # dictionary, which lacks them) never sees them, nor does any log.
@@ -436,6 +500,10 @@ class ClientProtocol(SessionProtocol):
         self._start_session(route, msg)
 
     def _start_session(self, route: Route, msg: Message) -> None:
+        posture = self._posture_refusal() if route.upstream.mirror else None  # it may have changed meanwhile
+        if posture is not None:
+            self._refuse_logon(posture, route, self.user)
+            return
         self.on_pause = route.client_write_paused
         if self.identity is not None:  # baseline: enforcement reacts to posture *changes*
             self.posture = self.gw.posture.level(self.identity.id, time.time())
@@ -456,13 +524,21 @@ class ClientProtocol(SessionProtocol):
         if route is None:
             return
         if isinstance(event, AppMessageReceived):
+            ident = self.identity
+            if ident is not None and ident.signing != "none":
+                replayed = self.gw.guard.first_use(ident, event.message, route.client_config.max_latency, now)
+                if replayed is not None:
+                    self._refuse_replay(route, ident, event.message, replayed, now)
+                    return
             self.gw.client_to_exchange(route, self, event.message, now)
         elif isinstance(event, LoggedOn):
+            if self.peer is not None:  # this source may use the handshake reserve from now on
+                self.gw.admission.good(self.peer[0], time.monotonic())
             # a new FIX session (sequence numbers start again): ClOrdIDs of the last one are not duplicates
             if event.reset_seq_nums or (self.session is not None and self.session.store.next_target_seq() <= 2):
                 self.gw.session_reset(route)
             self.gw.audit_event("logon", session=route.name, identity=self.identity.id if self.identity else None,
-                                peer=peer_text(self.peer), heartbeat=event.heartbeat_interval,
+                                user=self.user, peer=peer_text(self.peer), heartbeat=event.heartbeat_interval,
                                 reset=event.reset_seq_nums)
             log.info("logon", session=route.name, peer=peer_text(self.peer))
         elif isinstance(event, LogonRefused):
@@ -480,16 +556,56 @@ class ClientProtocol(SessionProtocol):
         elif isinstance(event, Disconnected):
             self._release()
 
-    def on_frames_out(self, frames: list[bytes]) -> None:
-        if self.full_capture:
-            self._capture("out", b"".join(frames))
+    def _refuse_replay(self, route: Route, ident: Identity, msg: Message, why: str, now: float) -> None:
+        """A signed frame this identity already used (e.g. replayed after a sequence reset): answered as a
+        bad signature — Reject(3) 373=8 naming Signature(89), audited, counted towards max_bad_signatures —
+        and never decided on or carried on."""
+        assert self.session is not None
+        self.bad_signatures += 1
+        reason = f"Signature(89): {why}"
+        self.gw.audit_event("signature_refused", session=route.name, identity=ident.id, client_seq=msg.seq_num,
+                            msg_type=text(msg.msg_type), reason=reason, consecutive=self.bad_signatures)
+        log.warning("signature_refused", session=route.name, reason=reason)
+        self.session.reject(msg, T.SRR_SIGNATURE_PROBLEM, T.Signature, reason, now)
+        if self.bad_signatures >= ident.max_bad_signatures:
+            self.session.logout(now, f"{self.bad_signatures} consecutive messages with a bad signature")
 
-    def _capture(self, direction: str, data: bytes) -> None:
-        """Full capture: the session's bytes verbatim (base64) — Password(554) values redacted."""
-        data = _PASSWORD_RE.sub(b"\\g<1>554=REDACTED\x01", data)
-        self.gw.audit_event("capture", session=self.route.name if self.route else None,
-                            identity=self.identity.id if self.identity else None, direction=direction,
-                            data=base64.b64encode(data).decode())
+    @property
+    def full_capture(self) -> bool:
+        """Every frame of the session into the audit stream, secret values redacted (a decision's
+        ``full_capture`` obligation turns it on; from the next frame on)."""
+        return self._capture_on
+
+    @full_capture.setter
+    def full_capture(self, on: bool) -> None:
+        if self.session is not None:
+            framer = self.session.framer
+            if on and not isinstance(framer, _CapturingFramer):
+                self.session.framer = _CapturingFramer(framer, lambda ev: self._capture("in", ev))
+            elif not on and isinstance(framer, _CapturingFramer):
+                self.session.framer = framer.inner
+        self._capture_on = on
+
+    def on_frames_out(self, frames: list[bytes]) -> None:
+        if self._capture_on:
+            for frame in frames:
+                try:
+                    ev: FrameEvent = FrameReceived(parse(frame))
+                except ParseError as exc:
+                    ev = FrameGarbled(frame, str(exc))
+                self._capture("out", ev)
+
+    def _capture(self, direction: str, ev: FrameEvent) -> None:
+        """One captured frame: parsed, secret values redacted (``gateway/core/fix/redact.py``), base64.
+        A garbled frame cannot be parsed, so nothing of it is kept but its size and why it was garbled."""
+        where = {"session": self.route.name if self.route else None,
+                 "identity": self.identity.id if self.identity else None, "direction": direction}
+        if isinstance(ev, FrameGarbled):
+            self.gw.audit_event("capture", **where, garbled=ev.reason, bytes=len(ev.data))
+            return
+        audit = self.gw.cfg.audit
+        data, hidden = redact(ev.message, audit.redact_tags if audit is not None else ())
+        self.gw.audit_event("capture", **where, data=base64.b64encode(data).decode(), redacted=hidden)
 
     def revoke(self, reason: str, now: float) -> None:
         """Identity or certificate no longer good: Logout with the reason, then close now."""

@@ -21,6 +21,14 @@ The owner treats the stream like a fresh TLS connection: identity, CRL,
 denylist, zone, pins and Logon are all checked there, and it writes the
 session's records in its own audit chain.  A hand-off that cannot be made
 (the owner's inbox is full or gone) refuses the connection: fail closed.
+
+Control messages (a posture batch pushed to one worker's admin API) travel
+the same way, so no size limit hides in a datagram: ``call`` passes every
+other worker a fresh stream, writes the whole payload on it and waits until
+that worker answers ``applied`` — it applied the batch and re-decided its
+sessions.  A worker that does not answer within ``CONTROL_TIMEOUT`` (inbox
+full or gone, stopped, crashed) is named to the caller, which must not
+report success (the admin API answers 503 and the agent retries).
 """
 
 from __future__ import annotations
@@ -43,6 +51,12 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("fixgw.handoff")
 MAX_META = 16384  # bytes of hand-off metadata (a leaf certificate is ~1 kB)
+#: seconds a worker has to read, apply and acknowledge a control message before the caller gives up on it
+CONTROL_TIMEOUT = 5.0
+#: the largest control payload a worker reads (the admin API's request body limit is far below)
+MAX_CONTROL = 64 * 1024 * 1024
+#: what a worker answers on a control stream once the payload is applied
+CONTROL_DONE = b"applied"
 
 
 @dataclass
@@ -99,11 +113,16 @@ def send(worker: Worker, owner: int, meta: dict[str, Any]) -> socket.socket:
 
 
 def broadcast(worker: Worker, message: dict[str, Any]) -> list[int]:
-    """A control message (no stream) to every other worker; returns the workers it could not reach."""
+    """A control datagram (no stream, no acknowledgement) to every other worker; returns the workers it
+    could not reach — all of them when it is over ``MAX_META`` bytes, which an inbox read would cut.
+    For anything that must be known applied, use ``call``."""
     data = json.dumps(message).encode()
     missed = []
     for k, fd in enumerate(worker.outboxes):
         if k == worker.index:
+            continue
+        if len(data) > MAX_META:
+            missed.append(k)
             continue
         box = socket.socket(fileno=os.dup(fd))
         try:
@@ -113,6 +132,54 @@ def broadcast(worker: Worker, message: dict[str, Any]) -> list[int]:
         finally:
             box.close()
     return missed
+
+
+async def call(worker: Worker, kind: str, payload: dict[str, Any], timeout: float = CONTROL_TIMEOUT) -> list[int]:
+    """Give ``payload`` to every other worker and wait until each says it applied it.
+
+    Returns the workers that did not within ``timeout`` (unreachable, inbox full, no answer).  A worker
+    that reads its inbox late still applies the payload then; its answer goes nowhere."""
+    data = json.dumps(payload).encode()
+    if len(data) > MAX_CONTROL:
+        raise ValueError(f"control payload of {len(data)} bytes is above the {MAX_CONTROL}-byte limit")
+    others = [k for k in range(worker.count) if k != worker.index]
+    done = await asyncio.gather(*(_call_one(worker, k, kind, data, timeout) for k in others))
+    return [k for k, ok in zip(others, done, strict=True) if not ok]
+
+
+async def _call_one(worker: Worker, k: int, kind: str, data: bytes, timeout: float) -> bool:
+    loop = asyncio.get_running_loop()
+    try:
+        sock = send(worker, k, {"control": kind, "from": worker.index, "bytes": len(data)})
+    except HandoffRefused as exc:
+        log.warning("control_not_delivered", worker=k, control=kind, reason=str(exc))
+        return False
+    try:
+        async with asyncio.timeout(timeout):
+            await loop.sock_sendall(sock, data)
+            sock.shutdown(socket.SHUT_WR)  # end of payload
+            answer = await read_to_end(sock, len(CONTROL_DONE))
+    except (TimeoutError, OSError, ValueError) as exc:
+        log.warning("control_not_acknowledged", worker=k, control=kind, error=str(exc) or type(exc).__name__)
+        return False
+    finally:
+        sock.close()
+    return answer == CONTROL_DONE
+
+
+async def read_to_end(sock: socket.socket, limit: int) -> bytes:
+    """Everything the peer writes on ``sock`` until it shuts its side; ValueError past ``limit`` bytes."""
+    loop = asyncio.get_running_loop()
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await loop.sock_recv(sock, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise ValueError(f"more than {limit} bytes")
+        chunks.append(chunk)
 
 
 class Relay:

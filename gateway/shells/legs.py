@@ -5,6 +5,15 @@ every input it drains the session: writes its frames, hands its events to
 ``on_event``, re-arms a single timer — the aioquic pattern.  Flow control is
 explicit: when our transport's buffer fills, the *other* leg stops reading
 (``pause_reading``) until it drains.
+
+A large resend is served a chunk at a time (``Session.continue_resend``),
+and only while our transport is not paused: a peer that asks for
+everything and reads nothing stalls its own resend, not the event loop, and
+holds at most a write buffer and a chunk in memory.  After a chunk that
+took *t* seconds the next one waits *t* (``call_later``): one session's
+resend gets at most half of the loop, and the other sessions, the audit
+writer thread and the exchange legs the rest — a peer that reads as fast as
+we send cannot turn its resend into everybody's latency.
 """
 
 from __future__ import annotations
@@ -38,6 +47,9 @@ class SessionProtocol(asyncio.Protocol):
         self.peer: tuple[str, int] | None = None
         self.on_pause: Callable[[bool], None] | None = None  # tell the other leg
         self.write_paused = False
+        self._resend: asyncio.Handle | None = None  # the next resend chunk, scheduled
+        self._resend_pause = 0.0  # seconds the last chunk took: the next one waits as long
+        self._serving_resend = False
 
     # -- asyncio.Protocol --------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -54,12 +66,16 @@ class SessionProtocol(asyncio.Protocol):
         self.write_paused = False
         if self.on_pause:
             self.on_pause(False)
+        self._schedule_resend()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._resend is not None:
+            self._resend.cancel()
+            self._resend = None
         if self.session is not None and not self.session.closed:
             self.session.close("connection lost" + (f": {exc}" if exc else ""))
             self.pump()
@@ -103,6 +119,7 @@ class SessionProtocol(asyncio.Protocol):
                 self.close_transport()
                 return
         self._arm_timer()
+        self._schedule_resend()
 
     def close_transport(self) -> None:
         if self._timer is not None:
@@ -127,6 +144,27 @@ class SessionProtocol(asyncio.Protocol):
             return
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(max(0.0, deadline - time.time()), self._on_timer)
+
+    def _schedule_resend(self) -> None:
+        """Ask for the next resend chunk on a later turn of the loop, unless our writes are paused."""
+        s = self.session
+        if (self._resend is None and s is not None and s.resend_pending and not self.write_paused
+                and not self._closed and not self._serving_resend):
+            self._resend = asyncio.get_running_loop().call_later(self._resend_pause, self._continue_resend)
+
+    def _continue_resend(self) -> None:
+        self._resend = None
+        if self.session is None or self._closed:
+            return
+        started = time.perf_counter()
+        self._serving_resend = True
+        try:
+            self.session.continue_resend(time.time())
+            self.pump()  # encrypting and writing the chunk is part of its cost
+        finally:
+            self._serving_resend = False
+        self._resend_pause = time.perf_counter() - started
+        self._schedule_resend()
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -67,6 +67,9 @@ class Hub(Protocol):
                    now: float) -> str | None:
         """Why a certificate or identity may no longer be used (revoked, denylisted, expired), or None."""
 
+    def posture_refusal(self, identity: str, now: float) -> str | None:
+        """The device posture of ``identity`` when it is a level the policy logs sessions out on, or None."""
+
     # -- the trust pipeline: every application message, both directions ------------
     def client_to_exchange(self, route: Route, conn: ClientProtocol, msg: Message, now: float) -> None: ...
 
@@ -80,7 +83,8 @@ class Hub(Protocol):
 
     def enforce_context(self, now: float) -> None: ...
 
-    def share_posture(self, assertions: list[tuple[str, str]], now: float) -> list[int]: ...
+    async def share_posture(self, assertions: list[tuple[str, str]], now: float) -> list[int]:
+        """Give posture assertions to every other worker; the workers that did not confirm applying them."""
 
     def apply_posture(self, assertions: list[tuple[str, str]], at: float, origin: int | None = None) -> None: ...
 

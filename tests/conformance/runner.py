@@ -22,6 +22,7 @@ import socket
 import ssl
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,9 @@ SOH = b"\x01"
 REFDATA = Path(__file__).resolve().parent / "quickfix"
 SCRIPTS = REFDATA / "definitions" / "server"
 FIELDS_FMT = REFDATA / "definitions" / "fields.fmt"
+#: one folder of scripts per FIX version QuickFIX's acceptor runs (at.cfg); the session each
+#: plays is TW40 ... TW50SP2 (the folder's name after "fix", upper-cased)
+VERSIONS = ("fix40", "fix41", "fix42", "fix43", "fix44", "fix50", "fix50sp1", "fix50sp2")
 
 _TIME_RE = re.compile(rb"<TIME([+-]\d+)?>")
 
@@ -233,11 +237,24 @@ def client_context(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
     return ctx
 
 
+def version_scripts(version: str) -> list[Path]:
+    """The scripts of one version folder, in name order."""
+    return sorted((SCRIPTS / version).glob("*.def"))
+
+
 def all_scripts() -> list[Path]:
     out: list[Path] = []
-    for version in ("fix42", "fix44", "fix50sp2"):
-        out += sorted((SCRIPTS / version).glob("*.def"))
+    for version in VERSIONS:
+        out += version_scripts(version)
     return out
+
+
+def run_all(runner: Runner) -> list[Result]:
+    """Every version's scripts, one thread per version (each version plays its own sessions, and
+    most of a script's time is spent waiting on the acceptor)."""
+    with ThreadPoolExecutor(len(VERSIONS)) as pool:
+        batches = pool.map(lambda v: [runner.run(p) for p in version_scripts(v)], VERSIONS)
+        return [r for batch in batches for r in batch]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cert", type=Path, required=True)
     p.add_argument("--key", type=Path, required=True)
     p.add_argument("--ca", type=Path, required=True)
-    p.add_argument("scripts", nargs="*", type=Path, help="scripts (default: all 177)")
+    p.add_argument("scripts", nargs="*", type=Path, help=f"scripts (default: all {len(all_scripts())})")
     args = p.parse_args(argv)
     runner = Runner(args.host, args.port, client_context(args.cert, args.key, args.ca))
     scripts = args.scripts or all_scripts()

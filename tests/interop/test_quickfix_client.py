@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway.edges import pki
-from gateway.edges.audit import verify
+from gateway.edges.audit import load_or_create_key, verify
 from tests import harness
 
 pytestmark = pytest.mark.interop
@@ -84,7 +84,8 @@ def test_quickfix_client_sends_10000_orders_through_the_gateway_and_gets_every_f
                and r["decision"] == "allow"}
     assert allowed == set(orders)  # every order that crossed has its allow record
     assert any(r["kind"] == "logout" for r in records)  # QuickFIX logged out cleanly
-    assert verify(tmp_path / "state" / "audit").ok
+    assert verify(tmp_path / "state" / "audit", load_or_create_key(tmp_path / "state" / "audit-signing.key")
+                  .public_key()).ok
 
 
 def test_quickfix_client_resends_orders_queued_while_the_gateway_was_down(tmp_path: Path) -> None:
@@ -134,7 +135,8 @@ def test_quickfix_client_resends_orders_queued_while_the_gateway_was_down(tmp_pa
     resent = {r["cl_ord_id"] for r in records if r["kind"] == "decision" and r["direction"] == "outbound"
               and r.get("poss_dup")}
     assert resent == {f"QF{i}" for i in range(301, 501)}  # exactly the queued ones came as resends
-    assert verify(tmp_path / "state" / "audit").ok
+    assert verify(tmp_path / "state" / "audit", load_or_create_key(tmp_path / "state" / "audit-signing.key")
+                  .public_key()).ok
 
 
 def test_quickfix_1_15_cannot_produce_the_signature_wire_format_and_is_told_why(tmp_path: Path) -> None:

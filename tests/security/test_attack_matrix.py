@@ -46,9 +46,9 @@ IDENTITIES = {
                                     "max_bad_signatures = 5\n"),
     "riskalgo": ("RALGO", ["algo"], ""),
     "algo-lan": ("ALGOLAN", ["algo"], ""),
-    "trader-laptop": ("TRADER", ["trader"], "mfa = true\n"),
-    "trader-nc": ("TRNC", ["trader"], "mfa = true\n"),
-    "trader-stale": ("TRST", ["trader"], "mfa = true\n"),
+    "trader-laptop": ("TRADER", ["trader"], 'mfa = true\nusers = ["mallory", "rory", "brute"]\n'),
+    "trader-nc": ("TRNC", ["trader"], 'mfa = true\nusers = ["nina"]\n'),
+    "trader-stale": ("TRST", ["trader"], 'mfa = true\nusers = ["stan"]\n'),
     "victim-crl": ("CRL1", ["algo"], ""),
     "victim-deny": ("DENY1", ["algo"], ""),
 }
@@ -428,7 +428,9 @@ def _posture_refused(world: World, name: str, user: str) -> None:
 
 
 def test_non_compliant_posture(world: World) -> None:
-    _posture_refused(world, "trader-nc", "nina")
+    _, reply = world.human("trader-nc", "nina")  # posture rules apply at Logon: no session at all
+    assert reply is None
+    world.audited("logon_refused", "device posture is non-compliant")
 
 
 def test_stale_posture(world: World) -> None:

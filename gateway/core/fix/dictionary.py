@@ -14,13 +14,22 @@ logs (the Reject(3) itself uses the spec's short wording).
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.core.fix import tags as T
-from gateway.core.fix.codec import Field, Message, parse_uint
+from gateway.core.fix.codec import Field, Message, excerpt, parse_uint
 from gateway.core.fix.utctime import is_utc_date_only, is_utc_time_only, parse_utc_timestamp
+from gateway.core.fix.versions import (
+    APPL_VERSIONS,
+    BEGIN_STRING_DICTIONARY,
+    DEFAULT_APPL_VER_ID,
+    FIXT11,
+    PRE_FIX42,
+    appl_ver_id_choices,
+    appl_version_name,
+)
 
 #: Folder of the shipped dictionaries (the repository's ``fixdicts/``).
 DICT_DIR = Path(__file__).resolve().parents[3] / "fixdicts"
@@ -111,7 +120,7 @@ class Dictionary:
                 raise self._fail(f"field {f.get('name')!r} has no numeric 'number'") from None
             name = f.get("name") or ""
             values = [v.get("enum", "").encode() for v in f.findall("value")]
-            fd = FieldDef(tag, name, f.get("type", "STRING").upper(), frozenset(values) or None)
+            fd = FieldDef(tag, name, self._type(f.get("type", "STRING")), frozenset(values) or None)
             self.fields[tag] = fd
             self.by_name[name] = fd
         self._components: dict[str, ET.Element] = {}
@@ -132,6 +141,15 @@ class Dictionary:
                 md = MessageDef(m.get("name", ""), mt, m.get("msgcat") == "admin")
                 self._collect(m, md, True, md.groups)
                 self.messages[mt] = md
+
+    def _type(self, xml_type: str) -> str:
+        """The value format a field type stands for, read as QuickFIX reads it (``XMLTypeToType``):
+        before FIX.4.2 ``char`` meant a string of characters (SenderCompID(49) is one), and
+        FIX.4.0/4.1's ``TIME`` is what later versions call UTCTimestamp."""
+        t = xml_type.upper()
+        if t == "CHAR" and self.begin_string in PRE_FIX42:
+            return "STRING"
+        return "UTCTIMESTAMP" if t == "TIME" else t
 
     def _tag_of(self, name: str, where: str) -> int:
         fd = self.by_name.get(name)
@@ -252,12 +270,43 @@ class ValidationSettings:
     allow_unknown_message_fields: bool = False  # AllowUnknownMsgFields
 
 
+@dataclass(frozen=True, slots=True)
+class _AppLayer:
+    """One application dictionary as a session sees it: its vocabulary with the transport's on top."""
+
+    transport: Dictionary  # held so the ids in the cache key stay this pair's
+    application: Dictionary
+    fields: dict[int, FieldDef]
+
+
+_LAYERS: dict[tuple[int, int], _AppLayer] = {}
+
+
+def _layer(transport: Dictionary, application: Dictionary) -> _AppLayer:
+    """The merged vocabulary of ``application`` under ``transport``, built once per pair: a FIXT.1.1
+    session knows every ApplVerID's dictionary, and a thousand sessions must not each copy them."""
+    key = (id(transport), id(application))
+    layer = _LAYERS.get(key)
+    if layer is None:
+        fields = dict(application.fields)
+        fields.update(transport.fields)
+        layer = _LAYERS[key] = _AppLayer(transport, application, fields)
+    return layer
+
+
 class Validator:
     """Validates messages of one session against its dictionaries.
 
     For FIX.4.x one dictionary serves both layers; for FIXT.1.1 the transport
-    dictionary covers header, trailer and session messages and the application
-    dictionary the application messages.
+    dictionary covers header, trailer and session messages and an application
+    dictionary the application messages: the one of the message's
+    ApplVerID(1128), or without one the session's DefaultApplVerID(1137)
+    (``application``).  An ApplVerID the session has no dictionary for is
+    refused (373=5): validating it against another version's layouts would
+    let through what that version forbids.  A Logon(A) whose
+    DefaultApplVerID(1137) is not the session's is refused the same way —
+    every message it sends without ApplVerID(1128) would otherwise be read
+    as the wrong version (fail closed; the session closes without an answer).
     """
 
     def __init__(
@@ -265,26 +314,71 @@ class Validator:
         transport: Dictionary,
         application: Dictionary | None = None,
         settings: ValidationSettings | None = None,
+        default_appl_ver_id: bytes | None = None,
+        by_appl_ver_id: Mapping[bytes, Dictionary] | None = None,
     ) -> None:
         self.transport = transport
         self.application = application or transport
         self.settings = settings or ValidationSettings()
-        self._fields: dict[int, FieldDef] = dict(self.application.fields)
-        self._fields.update(transport.fields)
+        #: FIXT.1.1: the DefaultApplVerID(1137) the session was built with (None: FIX.4.x)
+        self.default_appl_ver_id = default_appl_ver_id
+        self._default = _layer(transport, self.application)
+        self._fields = self._default.fields
+        self._by_appl: dict[bytes, _AppLayer] = {
+            k: _layer(transport, d) for k, d in (by_appl_ver_id or {}).items() if k != default_appl_ver_id
+        }
+        if default_appl_ver_id is not None:
+            self._by_appl[default_appl_ver_id] = self._default
         # session messages of FIXT.1.1 know only the transport vocabulary
         self._admin_fields: dict[int, FieldDef] = dict(transport.fields)
         self._header_tags = frozenset(transport.header.tags)
         self._trailer_tags = frozenset(transport.trailer.tags)
 
-    def label(self, tag: int) -> str:
-        fd = self._fields.get(tag)
-        return f"{fd.name}({tag})" if fd else T.field_name(tag)
+    @property
+    def appl_ver_ids(self) -> frozenset[bytes]:
+        """ApplVerID(1128) values this validator has a dictionary for (empty for FIX.4.x)."""
+        return frozenset(self._by_appl)
 
-    def message_def(self, msg_type: bytes) -> MessageDef | None:
+    def label(self, tag: int) -> str:
+        return _label(self._fields, tag)
+
+    def message_def(self, msg_type: bytes, appl_ver_id: bytes | None = None) -> MessageDef | None:
+        """The layout of ``msg_type`` (application messages: of ``appl_ver_id``, default the session's)."""
+        layer = self._by_appl.get(appl_ver_id, self._default) if appl_ver_id else self._default
+        return self._message_def(msg_type, layer)
+
+    def _message_def(self, msg_type: bytes, layer: _AppLayer) -> MessageDef | None:
         md = self.transport.messages.get(msg_type)
         if md is not None and (md.admin or self.application is self.transport):
             return md
-        return self.application.messages.get(msg_type)
+        return layer.application.messages.get(msg_type)
+
+    def _appl_layer(self, msg: Message) -> _AppLayer | ValidationError:
+        """The application dictionary ``msg`` is written in: ApplVerID(1128), else the session's."""
+        if self.default_appl_ver_id is None:
+            return self._default
+        value = msg.get(T.ApplVerID)
+        if msg.msg_type == T.MT_LOGON:
+            declared = msg.get(T.DefaultApplVerID)
+            if declared and declared != self.default_appl_ver_id:
+                return ValidationError(
+                    T.SRR_VALUE_INCORRECT,
+                    T.DefaultApplVerID,
+                    f"DefaultApplVerID(1137) {excerpt(declared)} ({appl_version_name(declared)}) is not this "
+                    f"session's {self.default_appl_ver_id.decode()} ({appl_version_name(self.default_appl_ver_id)})",
+                )
+        if not value or value == self.default_appl_ver_id:
+            return self._default  # an empty ApplVerID(1128) is reported by the field checks
+        layer = self._by_appl.get(value)
+        if layer is None:
+            valid = ", ".join(f"{k.decode()} ({appl_version_name(k)})" for k in sorted(self._by_appl))
+            return ValidationError(
+                T.SRR_VALUE_INCORRECT,
+                T.ApplVerID,
+                f"ApplVerID(1128) {excerpt(value)} ({appl_version_name(value)}) has no dictionary in this "
+                f"session; valid: {valid}",
+            )
+        return layer
 
     def validate(self, msg: Message) -> ValidationError | None:
         """First validation failure of ``msg`` or ``None`` when it is valid."""
@@ -295,16 +389,42 @@ class Validator:
             err = self._check_order(fields)
             if err:
                 return err
+        layer = self._appl_layer(msg)
+        if isinstance(layer, ValidationError):
+            return layer
         # 2. MsgType known (test case 2q)
-        md = self.message_def(msg.msg_type)
+        md = self._message_def(msg.msg_type, layer)
         if md is None:
             return ValidationError(
                 T.SRR_INVALID_MSGTYPE,
                 None,
-                f"MsgType(35) {msg.msg_type.decode('latin-1')!r} is not defined in "
-                f"{self.application.version}",
+                f"MsgType(35) {excerpt(msg.msg_type)} is not defined in {layer.application.version}",
             )
+        vocabulary = self._admin_fields if md.admin else layer.fields
         # 3. every field: value, tag, membership, format, enum, repeats, groups
+        err = self._walk(msg, md, vocabulary, layer)
+        if err is not None:
+            # QuickFIX checks required fields before any field's value (FIX.4.0's 14b: an order
+            # without Symbol(55) that carries TransactTime(60), which FIX.4.0 does not define, is
+            # "Required tag missing (55)"); asked only here, the valid path pays nothing for it
+            return self._missing_required(msg, md, layer) or err
+        return None
+
+    def _missing_required(self, msg: Message, md: MessageDef, layer: _AppLayer) -> ValidationError | None:
+        """A required field of header, body or trailer absent from ``msg`` (anywhere in it)."""
+        for scope_def in (self.transport.header, md, self.transport.trailer):
+            for tag in scope_def.required:
+                if tag not in msg and tag not in (T.BeginString, T.BodyLength, T.CheckSum):
+                    return ValidationError(
+                        T.SRR_REQUIRED_TAG_MISSING, tag, f"required {_label(layer.fields, tag)} is missing"
+                    )
+        return None
+
+    def _walk(
+        self, msg: Message, md: MessageDef, vocabulary: dict[int, FieldDef], layer: _AppLayer
+    ) -> ValidationError | None:
+        """Each field once, in order; then the required fields at the top level (14b)."""
+        fields = msg.fields
         header, trailer = self.transport.header, self.transport.trailer
         seen: set[int] = set()
         i = 0
@@ -313,7 +433,7 @@ class Validator:
             tag, value = fields[i]
             if tag in seen:
                 return ValidationError(
-                    T.SRR_TAG_APPEARS_MORE_THAN_ONCE, tag, f"{self.label(tag)} appears more than once"
+                    T.SRR_TAG_APPEARS_MORE_THAN_ONCE, tag, f"{_label(layer.fields, tag)} appears more than once"
                 )
             seen.add(tag)
             if tag in self._header_tags:
@@ -322,22 +442,22 @@ class Validator:
                 scope = trailer
             else:
                 scope = md
-            err = self._check_field(tag, value, scope.tags, md)
+            err = self._check_field(tag, value, scope.tags, md, vocabulary, layer)
             if err:
                 return err
             group = scope.groups.get(tag)
             if group is not None and value.isdigit():
-                i, err = self._walk_group(fields, i + 1, group, _count(value), md)
+                i, err = self._walk_group(fields, i + 1, group, _count(value), md, vocabulary, layer)
                 if err:
                     return err
                 continue
             i += 1
-        # 4. required fields, in dictionary order: header, body, trailer (14b)
+        # required fields at the top level, not only inside a repeating group (14b)
         for scope_def in (header, md, trailer):
             for tag in scope_def.required:
                 if tag not in seen and tag not in (T.BeginString, T.BodyLength, T.CheckSum):
                     return ValidationError(
-                        T.SRR_REQUIRED_TAG_MISSING, tag, f"required {self.label(tag)} is missing"
+                        T.SRR_REQUIRED_TAG_MISSING, tag, f"required {_label(layer.fields, tag)} is missing"
                     )
         return None
 
@@ -363,27 +483,33 @@ class Validator:
         return None
 
     def _check_field(
-        self, tag: int, value: bytes, allowed: set[int], md: MessageDef
+        self,
+        tag: int,
+        value: bytes,
+        allowed: set[int],
+        md: MessageDef,
+        vocabulary: dict[int, FieldDef],
+        layer: _AppLayer,
     ) -> ValidationError | None:
         s = self.settings
         if not value and s.check_fields_have_values:
             return ValidationError(
-                T.SRR_TAG_SPECIFIED_WITHOUT_VALUE, tag, f"{self.label(tag)} has no value"
+                T.SRR_TAG_SPECIFIED_WITHOUT_VALUE, tag, f"{_label(layer.fields, tag)} has no value"
             )
-        fd = (self._admin_fields if md.admin else self._fields).get(tag)
+        fd = vocabulary.get(tag)
         if fd is None:
             if tag >= 5000 and not s.check_user_defined_fields:
                 return None
             return ValidationError(
                 T.SRR_INVALID_TAG_NUMBER,
                 tag,
-                f"tag {tag} is not defined in {self.application.version}",
+                f"tag {tag} is not defined in {layer.application.version}",
             )
         if tag not in allowed and not s.allow_unknown_message_fields:
             return ValidationError(
                 T.SRR_TAG_NOT_DEFINED_FOR_MSG_TYPE,
                 tag,
-                f"{self.label(tag)} is not defined for {md.name}({md.msg_type.decode('latin-1')})",
+                f"{fd.name}({tag}) is not defined for {md.name}({md.msg_type.decode('latin-1')})",
             )
         if not value:
             return None
@@ -392,7 +518,7 @@ class Validator:
             return ValidationError(
                 T.SRR_INCORRECT_DATA_FORMAT,
                 tag,
-                f"{self.label(tag)} value {value[:40]!r} is not a valid {fd.type}",
+                f"{fd.name}({tag}) value {excerpt(value)} is not a valid {fd.type}",
             )
         if fd.enums is not None:
             if fd.type in _MULTI_VALUE_TYPES:
@@ -403,7 +529,7 @@ class Validator:
                 return ValidationError(
                     T.SRR_VALUE_INCORRECT,
                     tag,
-                    f"{self.label(tag)} value {bad[0][:40]!r} is not one of its enumerated values",
+                    f"{fd.name}({tag}) value {excerpt(bad[0])} is not one of its enumerated values",
                 )
         return None
 
@@ -414,6 +540,8 @@ class Validator:
         group: GroupDef,
         declared: int,
         md: MessageDef,
+        vocabulary: dict[int, FieldDef],
+        layer: _AppLayer,
     ) -> tuple[int, ValidationError | None]:
         """Walk the instances of ``group`` from ``fields[i]``; check count and members.
 
@@ -425,7 +553,7 @@ class Validator:
             return i, ValidationError(
                 T.SRR_INCORRECT_NUMINGROUP_COUNT,
                 group.count_tag,
-                f"{self.label(group.count_tag)} declares {declared} instances but {instances} follow",
+                f"{_label(layer.fields, group.count_tag)} declares {declared} instances but {instances} follow",
             )
         n = len(fields)
         count = 0
@@ -434,7 +562,7 @@ class Validator:
             tag, value = fields[i]
             if tag == group.delimiter:
                 if count:
-                    err = self._group_required(group, seen)
+                    err = self._group_required(group, seen, layer)
                     if err:
                         return i, err
                 count += 1
@@ -445,28 +573,29 @@ class Validator:
                 return i, ValidationError(
                     T.SRR_TAG_APPEARS_MORE_THAN_ONCE,
                     tag,
-                    f"{self.label(tag)} appears twice in one instance of group {self.label(group.count_tag)}",
+                    f"{_label(layer.fields, tag)} appears twice in one instance of group "
+                    f"{_label(layer.fields, group.count_tag)}",
                 )
             seen.add(tag)
-            err = self._check_field(tag, value, group.members, md)
+            err = self._check_field(tag, value, group.members, md, vocabulary, layer)
             if err:
                 return i, err
             sub = group.groups.get(tag)
             if sub is not None and value.isdigit():
-                i, err = self._walk_group(fields, i + 1, sub, _count(value), md)
+                i, err = self._walk_group(fields, i + 1, sub, _count(value), md, vocabulary, layer)
                 if err:
                     return i, err
                 continue
             i += 1
         if count:
-            err = self._group_required(group, seen)
+            err = self._group_required(group, seen, layer)
             if err:
                 return i, err
         if count != declared:
             return i, ValidationError(
                 T.SRR_INCORRECT_NUMINGROUP_COUNT,
                 group.count_tag,
-                f"{self.label(group.count_tag)} declares {declared} instances but {count} follow",
+                f"{_label(layer.fields, group.count_tag)} declares {declared} instances but {count} follow",
             )
         return i, None
 
@@ -487,15 +616,22 @@ class Validator:
             i += 1
         return i, count
 
-    def _group_required(self, group: GroupDef, seen: set[int]) -> ValidationError | None:
+    def _group_required(self, group: GroupDef, seen: set[int], layer: _AppLayer) -> ValidationError | None:
         for tag in group.required:
             if tag not in seen:
                 return ValidationError(
                     T.SRR_REQUIRED_TAG_MISSING,
                     tag,
-                    f"required {self.label(tag)} is missing from a {self.label(group.count_tag)} instance",
+                    f"required {_label(layer.fields, tag)} is missing from a "
+                    f"{_label(layer.fields, group.count_tag)} instance",
                 )
         return None
+
+
+def _label(fields: dict[int, FieldDef], tag: int) -> str:
+    """``MsgSeqNum(34)``: the dictionary's name for ``tag``, else the standard one."""
+    fd = fields.get(tag)
+    return f"{fd.name}({tag})" if fd else T.field_name(tag)
 
 
 _CACHE: dict[Path, Dictionary] = {}
@@ -511,31 +647,37 @@ def load(path: str | Path) -> Dictionary:
     return d
 
 
-#: Shipped dictionaries by BeginString; FIXT.1.1 pairs with FIX.5.0SP2.
-STANDARD: dict[bytes, tuple[str, str | None]] = {
-    b"FIX.4.2": ("FIX42.xml", None),
-    b"FIX.4.4": ("FIX44.xml", None),
-    b"FIXT.1.1": ("FIXT11.xml", "FIX50SP2.xml"),
-}
-
-
 def standard_validator(
     begin_string: bytes,
     settings: ValidationSettings | None = None,
     dictionary: str | Path | None = None,
     app_dictionary: str | Path | None = None,
+    default_appl_ver_id: bytes | None = None,
 ) -> Validator:
-    """A validator for ``begin_string`` from the shipped or the given dictionaries."""
-    if dictionary is None:
-        if begin_string not in STANDARD:
-            raise DictionaryError(
-                f"no shipped dictionary for BeginString {begin_string.decode()!r}; "
-                f"valid: {', '.join(b.decode() for b in STANDARD)}"
-            )
-        transport_name, app_name = STANDARD[begin_string]
-        dictionary = DICT_DIR / transport_name
-        if app_dictionary is None and app_name:
-            app_dictionary = DICT_DIR / app_name
-    transport = load(dictionary)
-    app = load(app_dictionary) if app_dictionary else None
-    return Validator(transport, app, settings)
+    """A validator for ``begin_string`` from the shipped or the given dictionaries.
+
+    FIX.4.x: ``dictionary`` or the shipped one of the version.  FIXT.1.1:
+    ``dictionary`` (transport) or FIXT11.xml; the application dictionary of
+    ``default_appl_ver_id`` (default 9, FIX.5.0SP2) is ``app_dictionary`` or the
+    shipped one, and every other ApplVerID(1128) gets its shipped dictionary.
+    All are loaded here, at start-up, so a missing file is a start-up error and
+    never a stall or an exception on a live session.
+    """
+    if begin_string not in BEGIN_STRING_DICTIONARY:
+        raise DictionaryError(
+            f"no shipped dictionary for BeginString {begin_string.decode('latin-1')!r}; "
+            f"valid: {', '.join(b.decode() for b in BEGIN_STRING_DICTIONARY)}"
+        )
+    transport = load(dictionary if dictionary is not None else DICT_DIR / BEGIN_STRING_DICTIONARY[begin_string])
+    if begin_string != FIXT11:
+        if default_appl_ver_id is not None:
+            raise DictionaryError(f"DefaultApplVerID(1137) is for FIXT.1.1 sessions, not {begin_string.decode()}")
+        return Validator(transport, None, settings)
+    default = default_appl_ver_id or DEFAULT_APPL_VER_ID
+    if default not in APPL_VERSIONS:
+        raise DictionaryError(
+            f"DefaultApplVerID(1137) {default.decode('latin-1')!r} has no dictionary; valid: {appl_ver_id_choices()}"
+        )
+    by_appl = {k: load(DICT_DIR / v.dictionary) for k, v in APPL_VERSIONS.items() if k != default}
+    app = load(app_dictionary if app_dictionary is not None else DICT_DIR / APPL_VERSIONS[default].dictionary)
+    return Validator(transport, app, settings, default, by_appl)

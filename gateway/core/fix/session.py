@@ -15,19 +15,25 @@ Bounds: integers from the peer are read by ``codec.parse_uint`` only, and a
 sequence number above ``T.MAX_SEQ_NUM`` never reaches the store: MsgSeqNum(34)
 gets a Logout, NewSeqNo(36) / BeginSeqNo(7) / EndSeqNo(16) a Reject(3) with
 373=5.  When either side's MsgSeqNum(34) reaches the bound (ours keeps the last
-number for it) a Logout says so; only ResetSeqNumFlag(141)=Y goes on.
+number for it) a Logout says so; only ResetSeqNumFlag(141)=Y goes on.  A
+message without a usable MsgSeqNum(34) gets a Logout and the connection
+closes (the FIX session rules; nothing tells what it missed).
+
+Floods (issue 15): ResendRequests are served a chunk at a time within a
+bound per session and a rate (``resend.py``; the shell calls
+``continue_resend`` when its transport drained); what arrives above a
+sequence gap is held within a byte budget, invalid frames never, and a gap
+that stops filling ends the session (``gap.py``).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Concatenate, ParamSpec
 
 from gateway.core.fix import tags as T
-from gateway.core.fix.carry import split_for_carry
-from gateway.core.fix.codec import Field, FrameGarbled, Framer, Message, encode, excerpt, parse_fields, parse_uint
+from gateway.core.fix.codec import Field, FrameGarbled, Framer, Message, encode, excerpt, parse_uint
 from gateway.core.fix.dictionary import ValidationError
 from gateway.core.fix.events import (
     AppMessageReceived,
@@ -44,26 +50,19 @@ from gateway.core.fix.events import (
     ResendServed,
     SequenceReset,
 )
+from gateway.core.fix.gap import GapQueue, Rejection
+from gateway.core.fix.replies import logon_body, reject_fields
+from gateway.core.fix.resend import ResendQueue, outgoing
 from gateway.core.fix.session_config import Role, SessionConfig, State
 from gateway.core.fix.signature import encode_signed
-from gateway.core.fix.store import SessionStore, resend_plan
+from gateway.core.fix.store import SessionStore
+from gateway.core.fix.timers import Timers
 from gateway.core.fix.utctime import format_utc_timestamp, parse_utc_timestamp
 
 __all__ = [
-    "Role", "State", "SessionConfig", "Session",
-    "LoggedOn",
-    "LogonRefused",
-    "AppMessageReceived",
-    "MessageRejected",
-    "FrameDropped",
-    "DuplicateIgnored",
-    "GapDetected",
-    "ResendServed",
-    "SequenceReset",
-    "LogoutSent",
-    "LoggedOut",
-    "Disconnected",
-    "Event",
+    "Role", "State", "SessionConfig", "Session", "LoggedOn", "LogonRefused", "AppMessageReceived",
+    "MessageRejected", "FrameDropped", "DuplicateIgnored", "GapDetected", "ResendServed", "SequenceReset",
+    "LogoutSent", "LoggedOut", "Disconnected", "Event",
 ]
 
 
@@ -93,35 +92,6 @@ def _stops(method: Callable[Concatenate[Session, _P], None]) -> Callable[Concate
     return run
 
 
-@dataclass(slots=True)
-class _Timers:
-    last_sent: float = 0.0
-    last_received: float = 0.0
-    test_requests: int = 0
-    logon_deadline: float | None = None
-    logout_deadline: float | None = None
-
-    def next_deadline(self, state: State, hb: int) -> float | None:
-        """The earliest deadline in ``state``; ``hb``: the heartbeat interval while logged on, else 0."""
-        if state is State.CLOSED:
-            return None
-        deadlines: list[float] = []
-        if self.logon_deadline is not None and state in (State.AWAITING_LOGON, State.LOGON_SENT):
-            deadlines.append(self.logon_deadline)
-        if self.logout_deadline is not None and state is State.LOGOUT_SENT:
-            deadlines.append(self.logout_deadline)
-        if hb > 0:
-            deadlines.append(self.last_sent + hb)
-            deadlines.append(self.last_received + 1.5 * (self.test_requests + 1) * hb)
-            deadlines.append(self.last_received + 2.4 * hb)
-        return min(deadlines) if deadlines else None
-
-
-@dataclass(slots=True)
-class _Queue:
-    messages: dict[int, Message | None] = field(default_factory=dict)  # None: already handled
-
-
 class Session:
     """One FIX session over one connection."""
 
@@ -133,9 +103,9 @@ class Session:
         self.heartbeat_interval = config.heartbeat_interval
         self._events: list[Event] = []
         self._out: list[bytes] = []
-        self._t = _Timers()
-        self._queue = _Queue()
-        self._resend_range: tuple[int, int] | None = None
+        self._t = Timers()
+        self._gap = GapQueue(config.max_queue_bytes, config.max_queue, config.gap_timeout)
+        self._resends = ResendQueue(config.resend_chunk_size, config.resend_request_rate, config.resend_request_burst)
         self._sent_reset = False
         self._header_tags = (
             frozenset(config.validator.transport.header.tags)
@@ -153,6 +123,19 @@ class Session:
     @property
     def closed(self) -> bool:
         return self.state is State.CLOSED
+
+    @property
+    def resend_pending(self) -> bool:
+        """A ResendRequest(2) is not fully served: call ``continue_resend`` once the transport drained."""
+        return self._resends.pending and self.state is State.ACTIVE
+
+    @_stops
+    def continue_resend(self, now: float) -> None:
+        """Serve the next chunk of the oldest ResendRequest(2) (see ``gateway.core.fix.resend``)."""
+        if self.state is State.ACTIVE:
+            self._serve_chunk(now)
+        else:
+            self._resends.clear()
 
     def next_event(self) -> Event | None:
         return self._events.pop(0) if self._events else None
@@ -175,11 +158,8 @@ class Session:
             if reset:
                 self.store.reset()
                 self._sent_reset = True
-            body: list[Field] = [(T.EncryptMethod, b"0"), (T.HeartBtInt, b"%d" % self.heartbeat_interval)]
-            if reset:
-                body.append((T.ResetSeqNumFlag, b"Y"))
-            if self.config.default_appl_ver_id:
-                body.append((T.DefaultApplVerID, self.config.default_appl_ver_id))
+            body = logon_body(b"%d" % self.heartbeat_interval, reset, self.config.default_appl_ver_id,
+                              self.config.begin_string)
             body.extend(self.config.logon_fields)
             self.state = State.LOGON_SENT
             self._t.logon_deadline = now + self.config.logon_timeout
@@ -210,6 +190,7 @@ class Session:
         try:
             self._on_message(msg, now, queued=False)
             self._drain_queue(now)
+            self._gap.after_input(self.store.next_target_seq(), now)
             if self.state is State.ACTIVE and self.store.next_target_seq() > T.MAX_SEQ_NUM:
                 self._end(now, _used_up_text(self.config.target_comp_id))  # its last number was handled
         except _Stop:
@@ -287,7 +268,8 @@ class Session:
 
     def get_timer(self) -> float | None:
         """When ``handle_timer`` must run next (None: no timer)."""
-        return self._t.next_deadline(self.state, self.heartbeat_interval if self.is_logged_on else 0)
+        hb = self.heartbeat_interval if self.is_logged_on else 0
+        return self._t.next_deadline(self.state, hb, self._gap.deadline)
 
     @_stops
     def handle_timer(self, now: float) -> None:
@@ -303,6 +285,8 @@ class Session:
             self._events.append(LoggedOut("no Logout reply within the logout timeout", by_peer=False))
             self._disconnect("logout timeout")
             return
+        if self.state is State.ACTIVE and self._gap.deadline is not None and now >= self._gap.deadline:
+            self._end(now, self._gap.expired_text(self.store.next_target_seq()))  # item 7: a gap that never fills
         hb = self.heartbeat_interval
         if hb <= 0 or not self.is_logged_on:
             return
@@ -361,6 +345,7 @@ class Session:
         body: list[Field] = [(T.Text, text.encode("latin-1", "replace"))] if text else []
         self._send_admin(T.MT_LOGOUT, body, now)
         self._events.append(LogoutSent(text))
+        self._resends.clear()  # the session ends: nothing more to resend
         self.state = State.LOGOUT_SENT
         self._t.logout_deadline = now + self.config.logout_timeout
 
@@ -384,7 +369,8 @@ class Session:
     def _disconnect(self, reason: str) -> None:
         if self.state is not State.CLOSED:
             self.state = State.CLOSED
-            self._queue.messages.clear()
+            self._gap.clear()
+            self._resends.clear()
             self._events.append(Disconnected(reason))
 
     def _refuse_logon(self, reason: str) -> None:
@@ -395,22 +381,7 @@ class Session:
 
     def _reject(self, msg: Message, reason: int, tag: int | None, detail: str) -> None:
         """Reject(3) with the spec's wording; detail goes to the event only."""
-        now = self._now
-        seq_b = msg.get(T.MsgSeqNum)
-        body: list[Field] = []
-        if seq_b:
-            body.append((T.RefSeqNum, seq_b))
-        body.append((T.Text, T.SESSION_REJECT_TEXT.get(reason, "Other").encode()))
-        fix42_up = self.config.begin_string >= b"FIX.4.2" or self.config.begin_string.startswith(b"FIXT")
-        if tag is not None:
-            body.append((T.RefTagID, b"%d" % tag))
-        if fix42_up:
-            body.append((T.RefMsgType, msg.msg_type))
-            if self.config.begin_string != b"FIX.4.2" or reason <= T.SRR_INVALID_MSGTYPE:
-                body.append((T.SessionRejectReason, b"%d" % reason))
-        header = [
-            (T.REVERSE_ROUTE[tag_], v) for tag_, v in msg.fields if tag_ in T.REVERSE_ROUTE and v
-        ]
+        body, header = reject_fields(msg, reason, tag, self.config.begin_string)
         seq = msg.seq_num
         if (
             msg.msg_type not in (T.MT_LOGON, T.MT_SEQUENCE_RESET)
@@ -418,7 +389,7 @@ class Session:
             and seq == self.store.next_target_seq()
         ):
             self._incr_target()
-        self._send_admin(T.MT_REJECT, body, now, header)
+        self._send_admin(T.MT_REJECT, body, self._now, header)
         self._events.append(MessageRejected(seq, msg.msg_type, reason, tag, detail))
 
     # -- receiving ---------------------------------------------------------------
@@ -437,20 +408,19 @@ class Session:
             self.store.set_next_target_seq(nxt + 1)
 
     def _drain_queue(self, now: float) -> None:
-        q = self._queue.messages
-        while q and self.is_logged_on:
-            expected = self.store.next_target_seq()
-            if expected not in q:
-                # drop anything below the expected number (already covered)
-                for s in [s for s in q if s < expected]:
-                    del q[s]
-                if expected not in q:
-                    return
-            msg = q.pop(expected)
-            if msg is None:
+        """Process what was held above a gap, in order, as far as the gap has filled."""
+        gap = self._gap
+        while len(gap) and self.is_logged_on:
+            found, entry = gap.take(self.store.next_target_seq())
+            if not found:
+                return
+            if entry is None:
                 self._incr_target()
+            elif isinstance(entry, Rejection):
+                self._now = now
+                self._reject(entry.message, entry.reason, entry.tag, entry.detail)
             else:
-                self._on_message(msg, now, queued=True)
+                self._on_message(entry, now, queued=True)
 
     def _on_message(self, msg: Message, now: float, queued: bool) -> None:
         self._now = now
@@ -465,6 +435,12 @@ class Session:
             if not self.is_logged_on:
                 self._refuse_logon(_above_bound(msg, T.MsgSeqNum))
             self._end(now, _above_bound(msg, T.MsgSeqNum))  # no store holds it: the session cannot go on
+        if msg.seq_num is None:  # without a number the session cannot tell what it missed: Logout (FIX rule)
+            text = (f"MsgSeqNum(34) '{excerpt(seq_b)}' is not a sequence number" if seq_b
+                    else "MsgSeqNum(34) missing")
+            if not self.is_logged_on:
+                self._refuse_logon(text)
+            self._end(now, text)
         if msg.begin_string != cfg.begin_string:
             if not self.is_logged_on:
                 self._refuse_logon(
@@ -513,15 +489,16 @@ class Session:
         if msg.msg_type == T.MT_LOGON or not self.is_logged_on:
             self._refuse_logon(f"invalid Logon: {err.detail} (373={err.reason})")
         seq = msg.seq_num
-        expected = self.store.next_target_seq()
-        if seq is not None and seq > expected:
-            # too high and invalid: ask for the gap first, reject when it comes in order
-            self._verify(msg, now)
+        if seq is not None and seq > self.store.next_target_seq():
+            # too high and invalid: ask for the gap first, reject when it comes in order; never hold the frame
+            self._verify(msg, now, rejection=Rejection.of(msg, err.reason, err.tag, err.detail))
             return
         self._reject(msg, err.reason, err.tag, err.detail)
 
-    def _verify(self, msg: Message, now: float, check_high: bool = True, check_low: bool = True) -> bool:
-        """Checks every message passes before it counts (QuickFIX's ``verify``)."""
+    def _verify(self, msg: Message, now: float, check_high: bool = True, check_low: bool = True,
+                rejection: Rejection | None = None) -> bool:
+        """Checks every message passes before it counts (QuickFIX's ``verify``); ``rejection``: what an
+        invalid message above a gap is owed, held in its place."""
         cfg = self.config
         if not self.is_logged_on and msg.msg_type != T.MT_LOGON:
             self._refuse_logon("message before Logon")
@@ -559,27 +536,26 @@ class Session:
         self._t.test_requests = 0
         seq = msg.seq_num
         expected = self.store.next_target_seq()
-        if seq is None:  # validator off: MsgSeqNum(34) missing or not a number
-            if check_high or check_low:
-                self._reject(msg, T.SRR_REQUIRED_TAG_MISSING, T.MsgSeqNum, "MsgSeqNum(34) missing or not a number")
-                return False
-            return True
+        if seq is None:  # never: a message without a number ends the session in ``_on_message``
+            return not (check_high or check_low)
         if check_high and seq > expected:
-            self._target_too_high(msg, seq, expected, now)
+            self._target_too_high(msg, seq, expected, now, rejection)
             return False
         if check_low and seq < expected:
             self._target_too_low(msg, seq, expected, now)
             return False
-        if (check_high or check_low) and self._resend_range is not None and seq >= self._resend_range[1]:
-            self._resend_range = None
+        if check_high or check_low:
+            self._gap.reached(seq)
         return True
 
-    def _target_too_high(self, msg: Message, seq: int, expected: int, now: float) -> None:
-        q = self._queue.messages
-        if len(q) < self.config.max_queue:
-            q[seq] = msg
-        rr = self._resend_range
-        if rr is not None and seq >= rr[0]:
+    def _target_too_high(self, msg: Message, seq: int, expected: int, now: float,
+                         rejection: Rejection | None) -> None:
+        # held within the byte budget; beyond it the resend we ask for brings the message again (item 7)
+        if rejection is not None:
+            self._gap.hold_rejection(seq, rejection)
+        else:
+            self._gap.hold(seq, msg)
+        if self._gap.asked_covers(seq):
             return  # already asked for this gap (2b, 10)
         self._target_too_high_gap(seq, expected, now)
 
@@ -631,8 +607,8 @@ class Session:
         if cfg.role is Role.ACCEPTOR:
             if reset_requested or (cfg.reset_on_logon and not was_active):
                 self.store.reset()
-                self._queue.messages.clear()
-                self._resend_range = None
+                self._gap.clear()
+                self._resends.clear()
         elif self.state is State.LOGON_SENT:
             if reset_requested and not self._sent_reset:
                 self.store.reset()
@@ -649,18 +625,14 @@ class Session:
         self._t.test_requests = 0
         self.heartbeat_interval = hb if hb is not None and cfg.role is Role.ACCEPTOR else cfg.heartbeat_interval
         if cfg.role is Role.ACCEPTOR:
-            body: list[Field] = [(T.EncryptMethod, b"0"), (T.HeartBtInt, hb_b)]
-            if reset_requested:
-                body.append((T.ResetSeqNumFlag, b"Y"))
-            if cfg.default_appl_ver_id:
-                body.append((T.DefaultApplVerID, cfg.default_appl_ver_id))
-            self._send_admin(T.MT_LOGON, body, now)
+            self._send_admin(T.MT_LOGON, logon_body(hb_b, reset_requested, cfg.default_appl_ver_id,
+                                                    cfg.begin_string), now)
         self.state = State.ACTIVE
         self._t.logon_deadline = None
         self._sent_reset = False
         self._events.append(LoggedOn(self.heartbeat_interval, reset_requested))
         if seq is not None and seq > expected:
-            self._queue.messages[seq] = None  # the Logon itself is handled
+            self._gap.handled(seq)  # the Logon itself is handled
             self._target_too_high_gap(seq, expected, now)
         else:
             self._incr_target()
@@ -669,7 +641,7 @@ class Session:
         self._events.append(GapDetected(expected, seq))
         end = b"0" if self.config.begin_string >= b"FIX.4.2" else b"999999"
         self._send_admin(T.MT_RESEND_REQUEST, [(T.BeginSeqNo, b"%d" % expected), (T.EndSeqNo, end)], now)
-        self._resend_range = (expected, seq - 1)
+        self._gap.ask(expected, seq - 1, now)
 
     def _on_logout(self, msg: Message, now: float) -> None:
         if not self._verify(msg, now, check_high=False, check_low=False):
@@ -721,7 +693,11 @@ class Session:
             if value > T.MAX_SEQ_NUM:
                 self._reject(msg, T.SRR_VALUE_INCORRECT, tag, _above_bound(msg, tag))
                 return
-        self._serve_resend(begin, end, now)
+        refused = self._resends.admit(now)
+        if refused is not None:  # item 4: a bound on resend work per session, and a rate
+            self._end(now, refused)
+        if self._resends.request(begin, end, self.store.next_sender_seq()):
+            self._serve_chunk(now)
         seq = msg.seq_num
         expected = self.store.next_target_seq()
         if seq is not None:
@@ -729,44 +705,18 @@ class Session:
                 self._incr_target()
             elif seq > expected:
                 # 20: served at once; counts as handled once the gap fills
-                self._queue.messages[seq] = None
-                if self._resend_range is None or seq < self._resend_range[0]:
+                self._gap.handled(seq)
+                if not self._gap.asked_covers(seq):
                     self._target_too_high_gap(seq, expected, now)
 
-    def _serve_resend(self, begin: int, end: int, now: float) -> None:
-        next_sender = self.store.next_sender_seq()
-        if end == 0 or end == 999999 or end >= next_sender:
-            end = next_sender - 1
-        begin = max(begin, 1)
-        if begin > end:
-            return
-        resent = filled = 0
-        for seq, item in resend_plan(self.store.get_sent(begin, end), begin, end):
-            if isinstance(item, bytes):
-                self._resend(item, now)
-                resent += 1
-            else:
-                self._gap_fill(seq, item, now)
-                filled += item - seq
-        self._events.append(ResendServed(begin, end, resent, filled))
-
-    def _gap_fill(self, seq: int, new_seq: int, now: float) -> None:
+    def _serve_chunk(self, now: float) -> None:
+        steps, served = self._resends.next_chunk(self.store)
         ts = format_utc_timestamp(now, self.config.timestamp_precision)
-        self._send(
-            T.MT_SEQUENCE_RESET,
-            [(T.NewSeqNo, b"%d" % new_seq), (T.GapFillFlag, b"Y")],
-            now,
-            header=[(T.PossDupFlag, b"Y"), (T.OrigSendingTime, ts)],
-            seq=seq,
-        )
-
-    def _resend(self, raw: bytes, now: float) -> None:
-        """Send a stored application message again with PossDupFlag(43)=Y, its header and body as carried."""
-        fields = parse_fields(raw[raw.index(b"\x0135=") + 1 : raw.rindex(b"\x0110=") + 1])
-        msg = Message(self.config.begin_string, fields[0][1], fields, raw)
-        header, body = split_for_carry(msg, self._header_tags)
-        header += [(T.PossDupFlag, b"Y"), (T.OrigSendingTime, msg.get(T.SendingTime) or b"")]
-        self._send(msg.msg_type, body, now, header, seq=msg.seq_num or 0)
+        for step in steps:
+            msg_type, body, header, seq = outgoing(step, self.config.begin_string, self._header_tags, ts)
+            self._send(msg_type, body, now, header, seq=seq)
+        if served is not None:
+            self._events.append(served)
 
 
 def _tag_key(f: Field) -> int:

@@ -14,6 +14,15 @@ Wire format, fixed because other programs depend on it:
 Because BodyLength(9) covers the signature fields, the signer needs their
 length before signing; both schemes have fixed-size signatures (64 and 32
 bytes, 88 and 44 base64 characters), so it is known up front.
+
+A valid signature says who wrote a frame, not that it is new: MsgSeqNum(34)
+stops a replay inside one session, but after a sequence reset a captured
+Logon and the orders behind it would verify again while their SendingTime(52)
+is inside the window.  ``ReplayWindow`` remembers a digest of every signed
+span an identity used for as long as that frame could still pass the
+SendingTime check, so a second use is refused.  The digest covers the signed
+bytes, not the Signature(89) text: base64 has spare bits, so one signature
+can be spelt several ways.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -124,3 +134,57 @@ def verify(raw: bytes, keys: Sequence[VerifyKey], now: float) -> str:
             if hmac.compare_digest(hmac.new(k.key, signed, hashlib.sha256).digest(), sig):
                 return k.key_id
     raise SignatureError(f"Signature(89) does not verify ({live[0].scheme})")
+
+
+#: signed frames one identity may have in its replay window at once; beyond it new frames are refused
+#: (fail closed) rather than older ones forgotten
+MAX_REMEMBERED = 1_000_000
+
+
+def span_digest(raw: bytes) -> bytes:
+    """16-byte digest of a frame's signed bytes (``SignatureError`` when it carries no signature)."""
+    signed, _ = signed_span(raw)
+    return hashlib.blake2b(signed, digest_size=16).digest()
+
+
+class ReplayWindow:
+    """Digests of the signed frames one identity used, each kept until its SendingTime(52) window closes.
+
+    Pure: time is an argument.  ``first_use`` is check-and-remember in one
+    step, so two frames with the same signed bytes can never both pass.
+    """
+
+    __slots__ = ("_until", "_order")
+
+    def __init__(self) -> None:
+        self._until: dict[bytes, float] = {}  # digest -> when a replay of it would fail SendingTime anyway
+        self._order: deque[tuple[float, bytes]] = deque()  # in insertion order, for expiry
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def first_use(self, digest: bytes, sending_time: float | None, window: float, now: float) -> str | None:
+        """None (and remembered) when ``digest`` was not used within the window; else why not.
+
+        A frame passes the SendingTime check while |now - SendingTime| <= window,
+        so it is kept until SendingTime + window; SendingTime is clamped to
+        ``now ± window`` (the session refuses anything outside), so nothing is
+        kept longer than two windows."""
+        self._expire(now)
+        until = self._until.get(digest)
+        if until is not None and until >= now:
+            return "this signed frame was already used (replay)"
+        if len(self._until) >= MAX_REMEMBERED:
+            return f"more than {MAX_REMEMBERED} signed frames within the SendingTime window"
+        st = now if sending_time is None else min(max(sending_time, now - window), now + window)
+        until = st + window
+        self._until[digest] = until
+        self._order.append((until, digest))
+        return None
+
+    def _expire(self, now: float) -> None:
+        order, table = self._order, self._until
+        while order and order[0][0] < now:
+            until, digest = order.popleft()
+            if table.get(digest) == until:
+                del table[digest]

@@ -14,7 +14,7 @@ checks peer input against the bound before it reaches a store.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import bisect
 from typing import Protocol
 
 from gateway.core.fix.tags import MAX_SEQ_NUM
@@ -38,24 +38,35 @@ def _short(n: int) -> str:
     return str(n) if -(10**30) < n < 10**30 else f"an integer of about {n.bit_length() * 0.30103:.0f} digits"
 
 
-def resend_plan(sent: Iterable[tuple[int, bytes]], begin: int, end: int) -> list[tuple[int, int | bytes]]:
-    """What a ResendRequest(2) for ``begin..end`` gets, given the application messages ``sent`` in that range.
+class SeqIndex:
+    """The sequence numbers a store holds, sorted: a range of them costs a bisection, not a scan.
 
-    In order: ``(seq, raw)`` sends a stored message again; ``(seq, new_seq)`` is a
-    SequenceReset-GapFill(4) over ``seq..new_seq - 1`` (admin messages are never resent).
+    Numbers are almost always saved in increasing order (an append); a
+    number below the last one is inserted in place.
     """
-    plan: list[tuple[int, int | bytes]] = []
-    current = begin
-    for seq, raw in sent:
-        if seq < current:
-            continue
-        if seq > current:
-            plan.append((current, seq))
-        plan.append((seq, raw))
-        current = seq + 1
-    if current <= end:
-        plan.append((current, end + 1))
-    return plan
+
+    __slots__ = ("_seqs",)
+
+    def __init__(self, seqs: list[int] | None = None) -> None:
+        self._seqs = sorted(seqs) if seqs else []
+
+    def add(self, seq: int) -> None:
+        """Record ``seq`` (the caller knows it is not recorded yet)."""
+        if not self._seqs or seq > self._seqs[-1]:
+            self._seqs.append(seq)
+        else:
+            bisect.insort(self._seqs, seq)
+
+    def range(self, begin: int, end: int, limit: int | None = None) -> list[int]:
+        """The first ``limit`` (None: all) numbers in ``begin..end``."""
+        lo = bisect.bisect_left(self._seqs, begin)
+        hi = bisect.bisect_right(self._seqs, end, lo)
+        if limit is not None:
+            hi = min(hi, lo + max(0, limit))
+        return self._seqs[lo:hi]
+
+    def clear(self) -> None:
+        self._seqs.clear()
 
 
 class SessionStore(Protocol):
@@ -66,7 +77,13 @@ class SessionStore(Protocol):
     def set_next_sender_seq(self, seq: int) -> None: ...
     def set_next_target_seq(self, seq: int) -> None: ...
     def save_sent(self, seq: int, raw: bytes) -> None: ...
-    def get_sent(self, begin: int, end: int) -> list[tuple[int, bytes]]: ...
+    def get_sent(self, begin: int, end: int, limit: int | None = None) -> list[tuple[int, bytes]]:
+        """The first ``limit`` (None: all) stored messages numbered ``begin..end``, in order.
+
+        A resend reads its range this way a chunk at a time, so serving one
+        never holds more than a chunk of the store in memory.
+        """
+        ...
     def reset(self) -> None: ...
 
 
@@ -77,6 +94,7 @@ class MemoryStore:
         self._sender = 1
         self._target = 1
         self._sent: dict[int, bytes] = {}
+        self._seqs = SeqIndex()
 
     def next_sender_seq(self) -> int:
         return self._sender
@@ -91,12 +109,15 @@ class MemoryStore:
         self._target = checked_next_seq(seq)
 
     def save_sent(self, seq: int, raw: bytes) -> None:
-        self._sent[checked_seq(seq)] = raw
+        if checked_seq(seq) not in self._sent:
+            self._seqs.add(seq)
+        self._sent[seq] = raw
 
-    def get_sent(self, begin: int, end: int) -> list[tuple[int, bytes]]:
-        return sorted((s, r) for s, r in self._sent.items() if begin <= s <= end)
+    def get_sent(self, begin: int, end: int, limit: int | None = None) -> list[tuple[int, bytes]]:
+        return [(s, self._sent[s]) for s in self._seqs.range(begin, end, limit)]
 
     def reset(self) -> None:
         self._sender = 1
         self._target = 1
         self._sent.clear()
+        self._seqs.clear()

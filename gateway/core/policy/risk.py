@@ -1,7 +1,7 @@
 """Pre-trade risk checks: state per identity, time passed in, no I/O.
 
-The message-rate throttle applies to every application message.  Every
-ORDER-kind message (``actions.py``: NewOrderSingle(D), NewOrderList(E),
+The message-rate throttle applies to every application message, cancels in
+a bucket of their own (below).  Every ORDER-kind message (``actions.py``: NewOrderSingle(D), NewOrderList(E),
 NewOrderMultileg(AB), QuoteRequest(R), Quote(S), MassQuote(i) ... and a
 policy's own declarations; the caller passes the kind) gets the order checks
 below, after policy allowed it.  A refusal names the check (``risk.<name>``)
@@ -10,7 +10,13 @@ repeating-group entry (``engine.scan``), and every quantity and price must
 be a positive FIX decimal (``gateway/core/numbers.py``) — one that is not
 refuses, naming the field and value.
 
-* ``max_msgs_per_sec`` / ``burst`` — token bucket;
+* ``max_msgs_per_sec`` / ``burst`` — token bucket for every message but
+  cancels.  CANCEL-kind messages (``actions.py``: OrderCancelRequest(F),
+  OrderMassCancelRequest(q) ... and a policy's own) reduce risk, so they
+  never draw on the order budget and orders never use up theirs: cancels
+  have a bucket of the same rate whose depth is ``burst`` *plus the orders
+  open now* — a client can always pull every open order at once, and a
+  flood of cancels is still bounded (``risk.cancel_throttle``);
 * duplicate ClOrdID(11) — every ClOrdID of the message (a NewOrderList(E)
   carries one per order) must be new to this book and unique in the message:
   ``risk.duplicate_clordid``; with PossResend(97)=Y the check is
@@ -49,7 +55,7 @@ from dataclasses import dataclass, field, replace
 
 from gateway.core.fix import tags as T
 from gateway.core.fix.codec import Message
-from gateway.core.policy.actions import ORDER, kind_of
+from gateway.core.policy.actions import CANCEL, ORDER, kind_of
 from gateway.core.policy.engine import Facts, Mention, describe, field_text, scan
 from gateway.core.policy.instruments import DEFAULT_INSTRUMENTS, SEP, Instruments
 
@@ -59,6 +65,8 @@ NEW_ORDER_TYPES = frozenset({T.MT_NEW_ORDER_SINGLE, T.MT_ORDER_CANCEL_REPLACE_RE
 TERMINAL_STATUS = frozenset({b"2", b"3", b"4", b"8", b"C"})  # filled, done, canceled, rejected, expired
 #: ORDER-kind MsgTypes that must carry a ClOrdID(11); one without is tracked under the empty ClOrdID
 CLORDID_TYPES = frozenset({b"D", b"G", b"E", b"AB", b"AC", b"s", b"t", b"DJ"})
+#: ORDER-kind MsgTypes that may carry more than one ClOrdID(11) / OrigClOrdID(41) (lists, crosses, mass orders)
+MULTI_CLORDID_TYPES = frozenset({b"E", b"s", b"t", b"DJ"})
 #: size and price optional: a request that commits to nothing (see the module docstring)
 UNCOMMITTED_TYPES = frozenset({T.MT_QUOTE_REQUEST})
 _NO_QTY = "no quantity (OrderQty(38), CashOrderQty(152), ...) to check (fail closed)"
@@ -88,11 +96,19 @@ class Limits:
 
 @dataclass
 class RiskBook:
-    """Risk state of one identity."""
+    """Risk state of one identity.
+
+    ``seen`` and ``open_orders`` are what a restart must not forget (a
+    duplicate ClOrdID let through, open orders counted from zero): the
+    gateway rebuilds them at start-up from the audit stream with ``accept``
+    and ``close`` (``gateway/app/risk_state.py``).  The token buckets are
+    not rebuilt: they are full again within ``burst / rate`` seconds anyway."""
 
     limits: Limits
     tokens: float = -1.0
     last: float = 0.0
+    cancel_tokens: float = -1.0  # cancels: a bucket of their own (see the module docstring)
+    cancel_last: float = 0.0
     seen: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
     open_orders: set[bytes] = field(default_factory=set)
     max_seen: int = 100_000
@@ -110,9 +126,13 @@ class RiskBook:
         the message is scanned here.
         """
         lim = self.limits
+        if kind is None:
+            kind = kind_of(msg.msg_type)
         if lim.max_msgs_per_sec:
             rate = lim.max_msgs_per_sec
             cap = lim.burst or rate
+            if kind == CANCEL:
+                return self._cancel_throttle(rate, cap, now)
             if self.tokens < 0:
                 self.tokens, self.last = cap, now
             self.tokens = min(cap, self.tokens + (now - self.last) * rate)
@@ -120,7 +140,7 @@ class RiskBook:
             if self.tokens < 1:
                 return "risk.throttle", f"message rate above {rate:g}/s"
             self.tokens -= 1
-        if (kind if kind is not None else kind_of(msg.msg_type)) != ORDER:
+        if kind != ORDER:
             return None
         f = facts if facts is not None else scan(msg, instruments)
         ids = f.clordids or ([b""] if msg.msg_type in CLORDID_TYPES else [])
@@ -143,6 +163,19 @@ class RiskBook:
             new = (ids[0] not in self.open_orders) if len(ids) == 1 else len(set(ids) - self.open_orders)
             if new and len(self.open_orders) + new > lim.max_open_orders:
                 return "risk.max_open_orders", f"{len(self.open_orders)} open orders (max {lim.max_open_orders})"
+        return None
+
+    def _cancel_throttle(self, rate: float, burst: float, now: float) -> tuple[str, str] | None:
+        """Cancels' own bucket: ``burst`` deep plus one per open order, refilled at ``rate``."""
+        cap = burst + len(self.open_orders)
+        if self.cancel_tokens < 0:
+            self.cancel_tokens, self.cancel_last = cap, now
+        self.cancel_tokens = min(cap, self.cancel_tokens + (now - self.cancel_last) * rate)
+        self.cancel_last = now
+        if self.cancel_tokens < 1:
+            return "risk.cancel_throttle", (f"cancel rate above {rate:g}/s (burst {burst:g} plus "
+                                            f"{len(self.open_orders)} open orders)")
+        self.cancel_tokens -= 1
         return None
 
     def _duplicate(self, ids: list[bytes], msg: Message) -> tuple[str, str] | None:
@@ -171,21 +204,30 @@ class RiskBook:
                 replaced.append(value)
         if not ids and msg.msg_type in CLORDID_TYPES:
             ids.append(b"")
+        self.accept(ids, replaced)
+
+    def accept(self, ids: Iterable[bytes], replaced: Iterable[bytes] = ()) -> None:
+        """Orders at the exchange: ``ids`` seen and open; ``replaced`` (OrigClOrdID(41) of a replace:
+        G, AC, t) no longer open.  ``accepted`` for a live message, the start-up rebuild for a recorded one."""
+        seen = self.seen
         for cl in ids:
-            self.seen[cl] = None
-            if len(self.seen) > self.max_seen:
-                self.seen.popitem(last=False)
+            seen[cl] = None
+            if len(seen) > self.max_seen:
+                seen.popitem(last=False)
             self.open_orders.add(cl)
-        for orig in replaced:  # a replace (G, AC, t) retires the ClOrdID it replaces
+        for orig in replaced:
             self.open_orders.discard(orig)
 
     def on_execution(self, msg: Message) -> None:
         """An ExecutionReport from the exchange: close finished orders."""
         if msg.get(T.OrdStatus) in TERMINAL_STATUS:
-            for tag in (T.ClOrdID, T.OrigClOrdID):
-                v = msg.get(tag)
-                if v:
-                    self.open_orders.discard(v)
+            self.close((msg.get(T.ClOrdID), msg.get(T.OrigClOrdID)))
+
+    def close(self, ids: Iterable[bytes | None]) -> None:
+        """Finished orders (a terminal OrdStatus(39) for their ClOrdID(11) or OrigClOrdID(41))."""
+        for v in ids:
+            if v:
+                self.open_orders.discard(v)
 
 
 
