@@ -380,7 +380,9 @@ def verify_audit(folder: Path) -> dict[str, object]:
     the gateway's own signing key in its state folder, not the audit.pub beside the records."""
     from gateway.edges.audit import load_or_create_key, verify
 
-    res = verify(folder, load_or_create_key(folder.parent / "audit-signing.key").public_key())
+    key = next((p / "audit-signing.key" for p in folder.parents if (p / "audit-signing.key").exists()),
+               folder.parent / "audit-signing.key")  # a worker's chain sits one folder further down
+    res = verify(folder, load_or_create_key(key).public_key())
     return {"ok": res.ok, "records": res.records, **({} if res.ok else {"problem": str(res.problem)})}
 
 

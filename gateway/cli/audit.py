@@ -31,9 +31,10 @@ def add_verify_arguments(av: argparse.ArgumentParser) -> None:
     av.add_argument("dir", nargs="?", help="the audit folder (or use --nats)")
     av.add_argument("--nats", help="verify the replicated stream at this NATS URL instead")
     av.add_argument("--stream", default="FIXGW_AUDIT")
-    av.add_argument("--pubkey", required=True,
+    av.add_argument("--pubkey",
                     help="the gateway's audit public key (PEM), taken out of band: never the audit.pub beside "
-                         "the data, which whoever rewrites the stream can rewrite too")
+                         "the data, which whoever rewrites the stream can rewrite too.  Without it only the "
+                         "hash links are checked, and the output says so")
     av.add_argument("--allow-open-tail", action="store_true",
                     help="accept a stream that does not end in a clean shutdown (a running gateway's); the "
                          "unsigned tail is still reported")
@@ -69,12 +70,15 @@ def verify_cmd(args: argparse.Namespace) -> int:
     from gateway.edges.audit import MAIN_CHAIN, format_anchor, read_public_key, verify_folder
 
     try:
-        pub = read_public_key(Path(args.pubkey))
+        pub = read_public_key(Path(args.pubkey)) if args.pubkey else None
     except OSError as exc:
         raise UsageError(f"--pubkey {args.pubkey}: {exc.strerror}") from None
     except ValueError as exc:
         raise UsageError(f"--pubkey {exc}") from None
     anchor = _anchor(args)
+    if pub is None and (anchor or args.write_anchor or args.allow_open_tail):
+        raise UsageError("--expect-head, --anchor, --write-anchor and --allow-open-tail need --pubkey KEY: "
+                         "an anchor means something only for a stream whose checkpoints were verified")
     if args.nats:
         return _verify_nats(args, pub, anchor)
     if not args.dir or not Path(args.dir).is_dir():
@@ -88,7 +92,8 @@ def verify_cmd(args: argparse.Namespace) -> int:
         print(f"FAILED: {problem}")
     if not result.ok:
         return 1
-    _anchor_out(format_anchor(result.anchor()), args.write_anchor)
+    if pub is not None:  # an anchor is worth keeping only for a verified stream
+        _anchor_out(format_anchor(result.anchor()), args.write_anchor)
     return 0
 
 

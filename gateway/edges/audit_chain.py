@@ -141,10 +141,14 @@ class VerifyResult:
     closed: bool = False  # ends in audit_closed + the checkpoint that signs it (a clean shutdown)
     open_tail: str | None = None  # why the end is open, when it is and that was allowed
     workers: int = 0  # the most workers a gateway_started record of this chain names
+    anchored: bool = True  # checkpoints checked against an auditor's key (False: hash links only)
 
     def summary(self) -> str:
         if not self.ok:
             return f"FAILED: {self.problem}"
+        if not self.anchored:
+            return (f"{self.records} records, hash chain intact (links only: checkpoint signatures and the "
+                    "clean end NOT checked; pass --pubkey KEY, taken out of band, for that)")
         text = f"{self.records} records, chain intact, last checkpoint at seq {self.last_checkpoint}"
         return text + (", closed cleanly" if self.closed else f"; {self.open_tail} (allowed)")
 
@@ -161,7 +165,7 @@ def _failed(count: int, last_cp: int | None, where: tuple[str, int], seq: int | 
     return VerifyResult(False, count, last_cp, Problem(where[0], where[1], seq, what))
 
 
-def verify(folder: Path, pubkey: Ed25519PublicKey, allow_open_tail: bool = False, expect: Head | None = None,
+def verify(folder: Path, pubkey: Ed25519PublicKey | None, allow_open_tail: bool = False, expect: Head | None = None,
            progress: bool = False) -> VerifyResult:
     """One chain's folder: segment numbering, then ``verify_lines`` over its records (checks 1-5 and 7)."""
     segs = segments(folder)
@@ -174,11 +178,14 @@ def verify(folder: Path, pubkey: Ed25519PublicKey, allow_open_tail: bool = False
     return verify_lines(iter_records(folder), pubkey, allow_open_tail, expect, progress, str(folder))
 
 
-def verify_lines(records: Iterable[tuple[str, int, bytes, dict[str, Any] | None]], pubkey: Ed25519PublicKey,
+def verify_lines(records: Iterable[tuple[str, int, bytes, dict[str, Any] | None]], pubkey: Ed25519PublicKey | None,
                  allow_open_tail: bool = False, expect: Head | None = None, progress: bool = False,
                  name: str = "the stream") -> VerifyResult:
-    """The chain checks over any ordered sequence of stored lines (segments, or a NATS stream)."""
-    kid = key_id(pubkey)
+    """The chain checks over any ordered sequence of stored lines (segments, or a NATS stream).
+
+    ``pubkey`` None: the hash links only (``fixgw audit verify DIR`` without ``--pubkey``, DESIGN §5) —
+    nothing about who wrote the stream or where it ends is claimed, and no key beside the data is read."""
+    kid = key_id(pubkey) if pubkey is not None else None
     prev = GENESIS
     expected_seq = 1
     count = 0
@@ -204,14 +211,17 @@ def verify_lines(records: Iterable[tuple[str, int, bytes, dict[str, Any] | None]
         if kind == "checkpoint":
             if rec.get("head") != prev or rec.get("head_seq") != expected_seq - 1:
                 return _failed(count, last_cp, where, seq, "checkpoint does not cover the record before it")
-            if rec.get("key_id") != kid:
+            if pubkey is None:
+                pass  # unanchored: the link is checked above, the signature cannot be
+            elif rec.get("key_id") != kid:
                 return _failed(count, last_cp, where, seq, f"checkpoint signed by key {rec.get('key_id')}, not by "
                                                            f"the key given ({kid}): bad checkpoint signature")
-            try:
-                pubkey.verify(base64.b64decode(str(rec.get("sig", ""))),
-                              f"{rec.get('head_seq')}:{rec.get('head')}".encode())
-            except (InvalidSignature, ValueError):
-                return _failed(count, last_cp, where, seq, "bad checkpoint signature")
+            else:
+                try:
+                    pubkey.verify(base64.b64decode(str(rec.get("sig", ""))),
+                                  f"{rec.get('head_seq')}:{rec.get('head')}".encode())
+                except (InvalidSignature, ValueError):
+                    return _failed(count, last_cp, where, seq, "bad checkpoint signature")
             last_cp = seq
             closed = last_kind == "audit_closed"
         else:
@@ -229,6 +239,10 @@ def verify_lines(records: Iterable[tuple[str, int, bytes, dict[str, Any] | None]
         count += 1
         if progress and count % 100_000 == 0:
             print(f"  {count} records verified ({seg})", flush=True)
+    if pubkey is None:
+        if count == 0:
+            return _failed(0, None, where, None, "no records: the audit stream is empty (its segments were deleted?)")
+        return VerifyResult(True, count, last_cp, None, (count, prev), closed, None, workers, anchored=False)
     return _ending(count, last_cp, where, prev, closed, workers, allow_open_tail, expect)
 
 
@@ -273,7 +287,7 @@ class FolderResult:
         return {name: r.head for name, r in self.chains if r.head is not None}
 
 
-def verify_folder(folder: Path, pubkey: Ed25519PublicKey, allow_open_tail: bool = False,
+def verify_folder(folder: Path, pubkey: Ed25519PublicKey | None, allow_open_tail: bool = False,
                   anchor: Mapping[str, Head] | None = None, progress: bool = False) -> FolderResult:
     """Every chain in ``folder`` (``chains``), then check 6 (the set of chains) and the anchor's chain names."""
     anchor = anchor or {}

@@ -180,8 +180,9 @@ HOLES: list[Hole] = [
     Hole("test_audit_tamper::test_one_workers_chain_deleted_fails", "one worker's audit chain deleted",
          "verify exit 1 naming the missing chain", "(offline) verify: chain worker-1 is missing"),
     Hole("test_audit_tamper::test_the_verifying_key_is_never_taken_from_beside_the_data",
-         "rewritten stream verified against the audit.pub beside it", "verify requires --pubkey (exit 2)",
-         "(offline) verify: --pubkey required"),
+         "rewritten stream with an attacker's audit.pub beside it",
+         "never reported as signed: without --pubkey only the links are checked, and it says so; with the "
+         "auditor's key, exit 1", "(offline) verify: NOT checked / no signed checkpoint"),
     Hole("test_audit_tamper::test_a_chain_cut_back_to_a_signed_checkpoint_fails_against_the_anchor_even_when_open_tails_are_allowed",
          "a chain cut back to an earlier signed checkpoint", "verify exit 1 against the kept anchor",
          "(offline) verify: before the anchored head"),

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.edges import pki
 from gateway.edges.audit import GENESIS, load_or_create_key, segments
@@ -201,8 +202,22 @@ def test_one_workers_chain_deleted_fails(stream: Stream, tmp_path: Path) -> None
 
 
 def test_the_verifying_key_is_never_taken_from_beside_the_data(stream: Stream, tmp_path: Path) -> None:
+    """Without --pubkey only the hash links are checked (DESIGN's `fixgw audit verify DIR`), and the output
+    says so: a stream cut and re-chained, with an attacker's audit.pub put beside it, is never reported as
+    signed or cleanly closed; with the auditor's key the same stream fails."""
     audit = stream.copy(tmp_path)
+    lines = _lines(audit / "worker-0")
+    _rewrite(audit / "worker-0", _rechain(lines[:-5], 1, GENESIS))
+    (audit / "audit.pub").write_bytes(Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     r = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", str(audit)],
+                       cwd=harness.ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert "NOT checked" in r.stdout and "--pubkey" in r.stdout, r.stdout
+    assert "closed cleanly" not in r.stdout and "last checkpoint" not in r.stdout  # nothing claimed as signed
+    assert not _anchor(r.stdout)  # and no anchor offered for an unverified stream
+    assert stream.verify(audit).returncode == 1
+    r = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", str(audit), "--allow-open-tail"],
                        cwd=harness.ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--pubkey" in r.stderr and "Traceback" not in r.stderr
 
