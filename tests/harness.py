@@ -17,9 +17,10 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import simplefix
 
@@ -134,6 +135,77 @@ def wait_legs_logged_on(log: Path, legs: int, proc: Proc | None = None, timeout:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{legs} exchange legs did not log on within {timeout:g} s; log:\n{text[-3000:]}")
         time.sleep(0.02)
+
+
+T = TypeVar("T")
+
+
+def wait_for(cond: Callable[[], T], what: str, timeout: float = 15.0, interval: float = 0.02,
+             proc: Proc | None = None) -> T:
+    """Poll ``cond()`` until it returns something true, and return that: the way to wait for
+    anything a test can observe (never a fixed sleep).  After ``timeout`` seconds an
+    AssertionError says ``what`` did not happen; a ``proc`` that exits meanwhile fails at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if proc is not None and proc.proc.poll() is not None:
+            raise RuntimeError(f"the process exited {proc.proc.returncode} while waiting for {what}; "
+                               f"log:\n{proc.log.read_text(errors='replace')[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def read_records(folder: Path) -> list[dict[str, Any]]:
+    """The records on disk right now in an audit folder's segments, without waiting (none while the
+    folder does not exist yet); a record still being written (no newline yet) is left for the next read."""
+    from gateway.edges.audit import segments
+
+    if not folder.is_dir():
+        return []
+    out = []
+    for _, p in segments(folder):
+        try:
+            data = p.read_bytes()
+        except FileNotFoundError:
+            continue
+        out.extend(json.loads(line) for line in data.split(b"\n")[:-1] if line.strip())
+    return out
+
+
+def wait_record(folder: Path, pred: Callable[[dict[str, Any]], object], what: str, timeout: float = 15.0,
+                proc: Proc | None = None) -> dict[str, Any]:
+    """The first record of ``folder`` (an audit folder, or one worker's) for which ``pred`` is true,
+    once the gateway has written it; AssertionError naming ``what`` after ``timeout`` seconds."""
+    return wait_for(lambda: next((r for r in read_records(folder) if pred(r)), None), what, timeout, proc=proc)
+
+
+def log_events(log: Path, start: int = 0) -> list[dict[str, Any]]:
+    """The JSON log lines (structlog events) of a process log from byte offset ``start`` on; other
+    text, and a line still being written, left out.  Processes sharing the log (a supervisor's
+    workers) write an event and its newline separately, so two events may share a line: each is read."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(start)
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    decoder = json.JSONDecoder()
+    out = []
+    for line in data.decode(errors="replace").split("\n")[:-1]:
+        i = line.find("{")
+        while i >= 0:
+            try:
+                ev, end = decoder.raw_decode(line, i)
+            except ValueError:
+                i = line.find("{", i + 1)
+                continue
+            if isinstance(ev, dict):
+                out.append(ev)
+            i = line.find("{", end)
+    return out
 
 
 @contextlib.contextmanager

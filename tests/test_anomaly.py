@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from gateway.core.fix import codec
@@ -65,7 +64,7 @@ def test_an_anomaly_can_trip_the_identitys_kill_switch_through_the_gateway(tmp_p
     sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp_path / "sim.log", sim_port)
     gw = harness.start(["run", "--config", str(cfg)], tmp_path / "gw.log", gw_port)
     try:
-        time.sleep(0.3)
+        harness.wait_legs_logged_on(tmp_path / "gw.log", 1, gw)
         c = FixClient(gw_port, client_ssl(certs, "algo9"), "ALGO9")
         c.logon()
         base = [(21, "1"), (38, "10"), (40, "2"), (44, "10"), (54, "1"), (60, "20240101-00:00:00")]
@@ -78,9 +77,11 @@ def test_an_anomaly_can_trip_the_identitys_kill_switch_through_the_gateway(tmp_p
         assert (er.get(150), er.get(39)) == (b"8", b"8") and b"kill-switch" in (er.get(58) or b"")
         c.send("F", [(11, "A4"), (41, "A0"), (54, "1"), (55, "INTC"), (60, "20240101-00:00:00")])
         assert c.recv_type(b"9").get(41) == b"A0"  # cancels still go through
-        audit = [json.loads(x) for x in (tmp_path / "state" / "audit" / "audit-000001.jsonl").read_text().splitlines()]
-        assert any(r["kind"] == "anomaly" and r["finding"] == "new_symbol" for r in audit)
-        assert any(r["kind"] == "kill_switch" and r.get("automatic") for r in audit)
+        audit = tmp_path / "state" / "audit"
+        harness.wait_record(audit, lambda r: r["kind"] == "anomaly" and r["finding"] == "new_symbol",
+                            "an anomaly audit record with finding new_symbol")
+        harness.wait_record(audit, lambda r: r["kind"] == "kill_switch" and r.get("automatic"),
+                            "an automatic kill_switch audit record")
         state = json.loads((tmp_path / "state" / "killswitch.json").read_text())
         assert state["identities"] == ["spiffe://fixgw.dev/client/algo9"]
         import http.client

@@ -51,11 +51,8 @@ users = ["alice"]
     cfg = harness.trading_config(tmp, certs, gw_port, sim_port, clients=("ALGO1", "TRADER"),
                                  identities=identities, extra=extra, reset_on_logon=True,
                                  gateway_extra=f'signing_key = "{tmp}/gateway-sign.key"')
-    sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp / "sim.log", sim_port)
-    gw = harness.start(["run", "--config", str(cfg)], tmp / "gw.log", gw_port)
-    yield Env(tmp, certs, gw_port, tomllib.loads((tmp / "totp.secrets").read_text())["totp"]["alice"])
-    gw.stop()
-    sim.stop()
+    with harness.gateway_and_sim(tmp, cfg, gw_port, sim_port):  # returns once both exchange legs logged on
+        yield Env(tmp, certs, gw_port, tomllib.loads((tmp / "totp.secrets").read_text())["totp"]["alice"])
 
 
 def connect_kwargs(env: Env, name: str) -> dict[str, object]:
@@ -64,9 +61,6 @@ def connect_kwargs(env: Env, name: str) -> dict[str, object]:
 
 
 async def test_signed_algo_sends_orders_and_iterates_fills(env: Env) -> None:
-    import asyncio
-
-    await asyncio.sleep(0.3)  # exchange legs log on
     client = await FixClient.connect("127.0.0.1", env.port, sender_comp_id="ALGO1",
                                      signer=load_signer("ed25519", env.tmp / "algo1.key"),
                                      gateway_key=env.tmp / "gateway-sign.pub",  # fills must come via the gateway

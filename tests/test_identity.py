@@ -128,9 +128,7 @@ users = ["alice", "bob", "carol"]
     gw = harness.start(["run", "--config", str(cfg)], tmp / "gw.log", gw_port)
     w = World(tmp, certs, keys, gw_port, signers)
     w.totp = tomllib.loads((tmp / "totp.secrets").read_text())["totp"]  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 10
-    while sum(r["kind"] == "upstream_logon" for r in w.audit()) < len(CLIENTS) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    harness.wait_legs_logged_on(tmp / "gw.log", len(CLIENTS), gw)
     bystander = w.client("algo1", "ALGO1")
     bystander.logon()
     w.bystander = bystander  # type: ignore[attr-defined]
@@ -151,8 +149,11 @@ def bystander_untouched(world: World) -> Iterator[None]:
 
 
 def refused_with(world: World, kind: str, words: str) -> bool:
-    time.sleep(0.2)
-    return any(r["kind"] == kind and words in str(r.get("reason", "")) for r in world.audit())
+    """Once the gateway wrote it: a ``kind`` record whose reason says ``words`` (AssertionError if none comes)."""
+    harness.wait_record(world.tmp / "state" / "audit",
+                        lambda r: r["kind"] == kind and words in str(r.get("reason", "")),
+                        f"a {kind} audit record whose reason says {words!r}")
+    return True
 
 
 # --- acceptances -------------------------------------------------------------
@@ -383,6 +384,7 @@ def test_replayed_totp_is_refused(world: World) -> None:
     code = pyotp.TOTP(world.totp["carol"]).now()  # type: ignore[attr-defined]
     c, reply = human_logon(world, "carol", code=code)
     if reply is None:  # carol's code of this step was used by the FIX.4.2 test: wait for the next step
+        # not a wait for an event: a fresh TOTP code exists only once real time reaches the next 30 s step
         time.sleep(30 - time.time() % 30 + 0.5)
         code = pyotp.TOTP(world.totp["carol"]).now()  # type: ignore[attr-defined]
         c, reply = human_logon(world, "carol", code=code)

@@ -66,6 +66,24 @@ def order(c: FixClient, cl: str) -> float:
     return rtt
 
 
+def admitted(port: int, source: str) -> socket.socket:
+    """A connection the gateway has admitted, and shown it: admission comes at accept, before TLS, so
+    an answer to our ClientHello proves it.  The handshake is never finished (the slot stays held)."""
+    sock = socket.create_connection(("127.0.0.1", port), source_address=(source, 0))
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    out = ssl.MemoryBIO()
+    tls = ctx.wrap_bio(ssl.MemoryBIO(), out)
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    sock.sendall(out.read())  # the ClientHello
+    sock.settimeout(10)
+    assert sock.recv(1), f"the gateway did not answer a ClientHello from {source}"
+    return sock
+
+
 def closed_at_once(sock: socket.socket, within: float = 3.0) -> bool:
     """True when the gateway closed the connection (EOF or reset) within ``within`` seconds."""
     sock.settimeout(within)
@@ -80,8 +98,7 @@ def closed_at_once(sock: socket.socket, within: float = 3.0) -> bool:
 def test_per_source_limit_refuses_before_tls_and_other_sources_still_connect(
         gw: tuple[Path, Path, int, FixClient]) -> None:
     tmp, certs, port, c = gw
-    held = [socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.5", 0)) for _ in range(5)]
-    time.sleep(0.2)
+    held = [admitted(port, "127.0.0.5") for _ in range(5)]  # the source's limit, each one admitted
     extra = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.5", 0))
     assert closed_at_once(extra, within=1)  # refused before TLS: no 10 s handshake wait
     other = FixClient(port, client_ssl(certs, "algo2"), "ALGO2", source="127.0.0.6")  # TLS goes through
@@ -89,13 +106,9 @@ def test_per_source_limit_refuses_before_tls_and_other_sources_still_connect(
     assert other.recv() is None  # (ALGO2 has no session here: refused at Logon, after TLS)
     for s in held:
         s.close()
-    deadline = time.monotonic() + 5
-    while True:
-        recs = [r for r in harness.audit_records(tmp / "state" / "audit") if r["kind"] == "connections_refused"]
-        if any("per-source limit" in str(r["by"]) and "127.0.0.5" in str(r["by"]) for r in recs):
-            break
-        assert time.monotonic() < deadline, "no aggregate audit record for the refused connection"
-        time.sleep(0.1)
+    harness.wait_record(tmp / "state" / "audit", lambda r: r["kind"] == "connections_refused"
+                        and "per-source limit" in str(r["by"]) and "127.0.0.5" in str(r["by"]),
+                        "an aggregate connections_refused record for the refused connection from 127.0.0.5")
     order(c, "AFTER-LIMIT")
 
 
@@ -131,7 +144,7 @@ def test_a_flood_of_connections_and_garbage_leaves_the_logged_on_session_trading
                     raw.close()
                 else:
                     s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")  # handshake, then nothing
-                    time.sleep(0.05)
+                    time.sleep(0.05)  # pacing the flood (an idle connection held a moment), no event awaited
                     s.close()
             except (OSError, ssl.SSLError):
                 pass
@@ -140,7 +153,7 @@ def test_a_flood_of_connections_and_garbage_leaves_the_logged_on_session_trading
     for t in threads:
         t.start()
     try:
-        time.sleep(0.3)
+        harness.wait_for(lambda: attempts[0] >= 12, "the flood to get going (12 connection attempts)")
         flooded = [order(c, f"F{i}") for i in range(60)]
     finally:
         stop.set()

@@ -14,9 +14,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -160,6 +161,39 @@ class World:
     def chain(self, k: int) -> list[dict[str, object]]:
         return harness.audit_records(self.tmp / "state" / "audit" / f"worker-{k}")
 
+    def folder(self, k: int) -> Path:
+        return self.tmp / "state" / "audit" / f"worker-{k}"
+
+    def wait_record(self, k: int, pred: Callable[[dict[str, Any]], object], what: str) -> dict[str, Any]:
+        return harness.wait_record(self.folder(k), pred, what, proc=self.gw)
+
+    def scrape(self, worker: int, name: str = "posture-agent") -> int:
+        """GET /metrics on ``worker``'s admin API with ``name``'s certificate: the HTTP status (every call
+        leaves one admin_call record in that worker's chain; a revoked identity gets 403)."""
+        import http.client
+
+        conn = http.client.HTTPSConnection("127.0.0.1", self.admin_port + worker,
+                                           context=client_ssl(self.certs, name), timeout=10)
+        try:
+            conn.request("GET", "/metrics")
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status
+        finally:
+            conn.close()
+
+    def barrier(self, k: int) -> int:
+        """The seq of a record worker ``k`` writes now (a /metrics scrape's): every record it queued
+        before is in its chain ahead of it, on disk once this one is."""
+        def scrapes() -> list[dict[str, Any]]:
+            return [r for r in harness.read_records(self.folder(k))
+                    if r["kind"] == "admin_call" and r["path"] == "/metrics"]
+
+        seen = len(scrapes())
+        assert self.scrape(k) == 200
+        return int(harness.wait_for(lambda: scrapes()[seen:], f"worker {k}'s admin_call record of a /metrics scrape",
+                                    proc=self.gw)[0]["seq"])
+
 
 def trade(c: FixClient, cl_ord_id: str) -> None:
     c.send("D", [(11, cl_ord_id), *NOS[1:]])
@@ -187,11 +221,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp / "sim.log", sim_port)
     gw = harness.start(["run", "--config", str(cfg)], tmp / "gw.log", gw_port)
     w = World(tmp, certs, gw_port, admin_port, gw, sim)
-    deadline = time.monotonic() + 15
-    while len(w.workers()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)  # both workers listening, exchange legs logged on
     try:
+        harness.wait_for(lambda: len(w.workers()) == 2, "the supervisor to start 2 workers", proc=gw)
+        harness.wait_for(lambda: {e.get("worker") for e in harness.log_events(tmp / "gw.log")
+                                  if e.get("event") == "listening"} >= {0, 1},
+                         "both workers to listen (their 'listening' log lines)", proc=gw)
+        harness.wait_legs_logged_on(tmp / "gw.log", len(NAMES), gw)
         yield w
     finally:
         gw.stop()
@@ -264,17 +299,19 @@ def test_a_worker_killed_mid_session_is_restarted_and_the_other_workers_sessions
         world: World) -> None:
     # a session on each worker, each connection retried until it lands on its owner, so that
     # killing one worker cannot take the other's session down with its relay
-    def handed_off_by(k: int) -> int:
-        return sum(1 for r in world.chain(k) if r["kind"] == "connection_handed_off")
-
     def direct(name: str, owner: int) -> FixClient:
+        other = 1 - owner
+        mark = world.barrier(other)
         for attempt in range(40):
-            before = handed_off_by(1 - owner)
             c = world.client(name, source=f"127.0.1.{attempt + 1}")
             c.logon(reset=True)
-            time.sleep(0.1)
-            if handed_off_by(1 - owner) == before:
+            # a worker that hands a connection off records it before the Logon can reach the owner, so
+            # the record the other worker writes after the Logon's answer comes after any hand-off
+            nxt = world.barrier(other)
+            if not any(r["kind"] == "connection_handed_off" and mark < int(r["seq"]) < nxt
+                       for r in harness.read_records(world.folder(other))):
                 return c
+            mark = nxt
             c.close()
         raise AssertionError(f"{name} never landed on worker {owner}")
 
@@ -286,17 +323,24 @@ def test_a_worker_killed_mid_session_is_restarted_and_the_other_workers_sessions
         assert len(pids) == 2
         # which pid is worker 1: the one whose environment/args say --index 1
         w1 = next(p for p in pids if "--index\x001\x00" in Path(f"/proc/{p}/cmdline").read_text())
+        log = world.tmp / "gw.log"
+        legs = {e["leg"] for e in harness.log_events(log)
+                if e.get("event") == "upstream_logon" and e.get("worker") == 1}
+        assert legs, "worker 1 logged no exchange leg on"
+        offset = log.stat().st_size  # what the new worker 1 logs comes after this
         os.kill(w1, signal.SIGKILL)
         assert victim.recv(10) is None  # its session is gone with its worker
         trade(survivor, "after-kill")  # the other worker never noticed
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            pids = world.workers()
-            if len(pids) == 2 and w1 not in pids:
-                break
-            time.sleep(0.1)
-        assert len(pids) == 2 and w1 not in pids, "the supervisor did not restart worker 1"
-        time.sleep(1.0)  # the new worker listens and logs its exchange legs on
+        harness.wait_for(lambda: len(pids := world.workers()) == 2 and w1 not in pids,
+                         "the supervisor to restart worker 1", 20, proc=world.gw)
+
+        def restarted() -> bool:  # the new worker 1 listens, and its exchange legs logged on again
+            events = [e for e in harness.log_events(log, offset) if e.get("worker") == 1]
+            return (any(e.get("event") == "listening" for e in events)
+                    and legs <= {e.get("leg") for e in events if e.get("event") == "upstream_logon"})
+
+        harness.wait_for(restarted, f"the new worker 1 to listen and log its exchange legs {sorted(legs)} on",
+                         20, proc=world.gw)
         again = world.client("algo2", source="127.0.0.9")
         try:
             again.logon(reset=True)
@@ -322,10 +366,12 @@ def test_posture_pushed_to_one_workers_admin_api_cuts_a_session_on_the_other(wor
     finally:
         c.close()
         world.post_posture(0, TD + "algo2", "compliant")
-    shared = [r for r in world.chain(1) if r["kind"] == "posture_shared"]
-    assert shared and shared[0]["origin_worker"] == 0
-    assert any(r["kind"] == "session_revoked" and r["identity"] == TD + "algo2" for r in world.chain(1))
-    assert any(r["kind"] == "admin_call" and r["path"] == "/v1/posture" for r in world.chain(0))
+    shared = world.wait_record(1, lambda r: r["kind"] == "posture_shared", "worker 1's posture_shared record")
+    assert shared["origin_worker"] == 0
+    world.wait_record(1, lambda r: r["kind"] == "session_revoked" and r["identity"] == TD + "algo2",
+                      "worker 1's session_revoked record for algo2")
+    world.wait_record(0, lambda r: r["kind"] == "admin_call" and r["path"] == "/v1/posture",
+                      "worker 0's admin_call record of POST /v1/posture")
 
 
 def test_an_identity_revoked_through_one_worker_is_refused_by_all(world: World) -> None:
@@ -334,7 +380,11 @@ def test_an_identity_revoked_through_one_worker_is_refused_by_all(world: World) 
     # what POST /v1/revoke on any worker writes: every worker re-reads it
     state = world.tmp / "state" / "admin-revoked.json"
     state.write_text(json.dumps({TD + "algo3": "test: stolen laptop (by test)"}))
-    time.sleep(0.6)  # each worker re-reads it within revocation.check_interval
+    # each worker re-reads it within revocation.check_interval: its admin API refuses algo3 from then on
+    for k in (0, 1):
+        harness.wait_for(lambda k=k: world.scrape(k, "algo3") == 403,
+                         f"worker {k} to re-read admin-revoked.json (its admin API refusing algo3)",
+                         interval=0.05, proc=world.gw)
     try:
         for i in range(4):  # whichever worker accepts, the connection is refused
             c = world.client("algo3", source=f"127.0.2.{i + 1}")
@@ -345,10 +395,18 @@ def test_an_identity_revoked_through_one_worker_is_refused_by_all(world: World) 
                 c.close()
     finally:
         state.write_text("{}")
-        time.sleep(0.6)
-    refused = [r for k in (0, 1) for r in world.chain(k) if r["kind"] == "connection_refused"
-               and "revoked by an administrator" in str(r.get("reason"))]
-    assert len(refused) == 4 and all(r["identity"] == TD + "algo3" for r in refused)
+        for k in (0, 1):  # reinstated everywhere before the next test
+            harness.wait_for(lambda k=k: world.scrape(k, "algo3") == 200,
+                             f"worker {k} to re-read admin-revoked.json (its admin API serving algo3 again)",
+                             interval=0.05, proc=world.gw)
+
+    def refused() -> list[dict[str, Any]]:
+        return [r for k in (0, 1) for r in harness.read_records(world.folder(k)) if r["kind"] == "connection_refused"
+                and "revoked by an administrator" in str(r.get("reason"))]
+
+    harness.wait_for(lambda: len(refused()) >= 4, "4 connection_refused records naming the revocation",
+                     proc=world.gw)
+    assert len(refused()) == 4 and all(r["identity"] == TD + "algo3" for r in refused())
 
 
 def test_a_second_gateway_on_the_same_port_is_refused_not_let_in_to_share_it(world: World) -> None:
