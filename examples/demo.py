@@ -277,7 +277,7 @@ class Scene:
         self.step("3. The risk officer (password + TOTP) views open RFQs, then tries to trade")
         rita = self.logon("risk-rita")
         rita.send("a", [(649, "QS1"), (55, "INTC")])
-        rita.recv_type(b"j")  # the simulator does not serve QuoteStatusRequest; the gateway let it through
+        rita.recv_type(b"AI")  # the venue's QuoteStatusReport (no quote in INTC yet: QuoteStatus(297)=9)
         last = [r for r in self.records() if r["kind"] == "decision" and r.get("identity") == TD + "risk-rita"
                 and r["direction"] == "outbound"]
         self.expect("RFQ status allowed read-only (risk-open-rfqs-lan)",

@@ -285,8 +285,6 @@ def test_gateway_in_fsync_mode_forwards_after_the_group_commit(tmp_path: Path) -
 
 @pytest.mark.parametrize("writer", ["thread", "inline"])
 def test_a_full_disk_refuses_new_orders_lets_cancels_through_and_recovers(tmp_path: Path, writer: str) -> None:
-    import time as _time
-
     from tests import harness
     from tests.harness import FixClient, client_ssl
 
@@ -311,7 +309,9 @@ def test_a_full_disk_refuses_new_orders_lets_cancels_through_and_recovers(tmp_pa
         bmr = c.recv_type(b"j")
         assert bmr.get(380) == b"4" and b"audit stream cannot record" in (bmr.get(58) or b"")
         c.send("F", [(11, "CXL1"), (41, "OK1"), (54, "1"), (55, "INTC"), (60, "20240101-00:00:00")])
-        _time.sleep(0.3)
+        journal = tmp_path / "received.log"
+        harness.wait_for(lambda: journal.exists() and " CXL1" in journal.read_text(),
+                         "the cancel to cross to the venue during the outage (CXL1 in its journal)")
         full.unlink()  # space again
         cxl_reply = c.recv_type(b"9", timeout=5)  # held during the outage, delivered after it
         assert cxl_reply.get(41) == b"OK1"
@@ -333,10 +333,7 @@ def test_flows_report_and_ocsf_export_over_a_real_gateways_stream(tmp_path: Path
     certs = harness.make_pki(tmp_path / "certs")
     gw_port, sim_port = harness.free_port(), harness.free_port()
     cfg = harness.trading_config(tmp_path, certs, gw_port, sim_port, reset_on_logon=True)
-    with harness.gateway_and_sim(tmp_path, cfg, gw_port, sim_port):
-        import time as _time
-
-        _time.sleep(0.3)
+    with harness.gateway_and_sim(tmp_path, cfg, gw_port, sim_port):  # returns once the exchange legs logged on
         c = FixClient(gw_port, client_ssl(certs, "algo1"), "ALGO1")
         c.logon(reset=True)
         for i in range(3):
@@ -417,3 +414,113 @@ def test_a_line_that_is_json_but_not_a_record_is_named_not_a_traceback(tmp_path:
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 1 and "record 3: not a JSON object" in r.stdout and "Traceback" not in r.stderr
     assert verify(tmp_path / "a", key.public_key()).problem.line == 3  # type: ignore[union-attr]
+
+
+class _Loop:
+    """What ``LoopWriter`` needs of the event loop: ``call_soon`` and ``call_later``, run by hand."""
+
+    def __init__(self) -> None:
+        self.soon: list[object] = []
+        self.later: list[tuple[float, object]] = []
+
+    def call_soon(self, fn: object) -> None:
+        self.soon.append(fn)
+
+    def call_later(self, delay: float, fn: object) -> None:
+        self.later.append((delay, fn))
+
+    def turn(self) -> None:
+        ready, self.soon = self.soon, []
+        for fn in ready:
+            fn()  # type: ignore[operator]
+
+
+def test_loop_writer_writes_an_iterations_records_at_once_then_reports(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    log = AuditLog(tmp_path, key, checkpoint_every=7, max_segment_bytes=1500)
+    loop, seen = _Loop(), []
+    writer = log.start_loop_writer(seen.append, lambda error: None, loop.call_soon, loop.call_later)
+    written = lambda: len(lines(segments(tmp_path)[-1][1]))  # noqa: E731
+    for turn in range(10):
+        before = written()
+        for i in range(5):
+            log.record("decision", n=turn * 5 + i)
+            assert written() == before  # queued, not written: the loop writes when this turn's work is done
+        assert len(loop.soon) == 1  # one write asked for, however many records
+        loop.turn()
+        assert seen[-1] == log.seq and writer.done_seq == log.seq and writer.lag == 0
+    log.record("outcome", n=-1)
+    log.record_fields("outcome", {"n": -2}, wake=False)  # nobody waits for it: rides with the next write
+    loop.turn()
+    log.record_fields("outcome", {"n": -3}, wake=False)
+    assert not loop.soon and writer.lag == 1
+    log.tick()  # the watch loop's flush
+    assert writer.lag == 0
+    log.close()
+    assert seen == sorted(seen) and len(seen) <= 13  # reports per turn, not per record
+    assert len(segments(tmp_path)) > 2  # rotations went through the queue in order
+    result = verify(tmp_path, key.public_key())
+    assert result.ok and result.records == log.seq
+
+
+def test_loop_writer_keeps_the_batch_through_a_failing_disk_and_refuses_meanwhile(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    log = AuditLog(tmp_path, key)
+    full = tmp_path / "disk-full"
+    log.fault_file = full
+    loop, seen, failures = _Loop(), [], []
+    writer = log.start_loop_writer(seen.append, failures.append, loop.call_soon, loop.call_later)
+    log.record("decision", n=1)
+    loop.turn()
+    full.touch()
+    log.record("decision", n=2)
+    log.record("decision", n=3)
+    loop.turn()
+    assert failures and "No space left" in failures[0] and writer.failed is not None
+    assert writer.done_seq < log.seq and len(loop.later) == 1  # kept and retried, not dropped
+    with pytest.raises(AuditError):
+        log.record("decision", n=4)  # fail closed while the stream cannot write
+    _, retry = loop.later.pop()
+    retry()  # type: ignore[operator]
+    assert len(failures) == 1 and len(loop.later) == 1  # still failing: one report, another retry
+    full.unlink()
+    _, retry = loop.later.pop()
+    retry()  # type: ignore[operator]
+    assert writer.failed is None and seen[-1] == writer.done_seq == log.seq
+    log.close()
+    recs = [json.loads(x) for _, p in segments(tmp_path) for x in lines(p)]
+    assert [r["n"] for r in recs if r["kind"] == "decision"] == [1, 2, 3]
+    assert verify(tmp_path, key.public_key()).ok
+
+
+def test_after_durable_runs_a_forward_only_once_its_record_is_in_the_os(tmp_path: Path) -> None:
+    """The gate's contract with the loop writer: the action waits for the write; when it runs, the
+    record is in the file; a write that fails refuses instead."""
+    from gateway.app.audit_gate import AuditGate
+    from gateway.edges.metrics import Metrics
+
+    log = AuditLog(tmp_path, Ed25519PrivateKey.generate())
+    gate = AuditGate(log, Metrics())
+    loop = _Loop()
+    log.start_loop_writer(gate.on_written, gate.on_failed, loop.call_soon, loop.call_later)
+    ran: list[str] = []
+
+    def forward(name: str) -> None:
+        in_file = [json.loads(x) for x in lines(segments(tmp_path)[-1][1])]
+        assert any(r.get("name") == name for r in in_file), "forwarded before its record was written"
+        ran.append(name)
+
+    for name in ("a", "b"):
+        seq = gate.record("decision", name=name)
+        gate.after_durable(seq, lambda name=name: forward(name), lambda: ran.append("refused"))  # type: ignore[misc]
+    assert ran == []
+    loop.turn()
+    assert ran == ["a", "b"]
+    full = tmp_path / "disk-full"
+    log.fault_file = full
+    full.touch()
+    seq = gate.record("decision", name="c")
+    gate.after_durable(seq, lambda: forward("c"), lambda: ran.append("refused"))
+    loop.turn()
+    assert ran == ["a", "b", "refused"] and gate.down
+    log.close()

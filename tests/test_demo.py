@@ -39,7 +39,7 @@ def test_demo_scene_runs_headless_with_every_expected_outcome(tmp_path: Path) ->
     assert "13/13 expected outcomes" in out and "NOT AS EXPECTED" not in out
     assert "\033[" not in out  # no colour codes when stdout is not a terminal
     # the decision stream names the rule that decided each line
-    for rule in ("algo-orders-colo", "quant-analytics-sandbox-deny", "risk-open-rfqs-lan", "read-only",
+    for rule in ("algo-orders-colo", "no outbound rule of the policy allows roles", "risk-open-rfqs-lan", "read-only",
                  "trader-orders-lan", "device-health-deny", "kill-switch", "cancels-always"):
         assert rule in out, rule
     assert "chain intact" in out

@@ -8,6 +8,7 @@ FIXT.1.1 with each application version.
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ from gateway.core.fix import tags as T
 from gateway.core.fix.compose import layout
 from gateway.core.fix.dictionary import Validator, standard_validator
 from gateway.core.fix.versions import APPL_VERSIONS, FIXT11
+from gateway.edges.config import ConfigError, load
 
 V44 = standard_validator(b"FIX.4.4")
 HDR = [(34, b"7"), (49, b"GW"), (52, b"20240101-00:00:00.000"), (56, b"XCHG")]
@@ -94,7 +96,8 @@ def test_partial_fills_resting_orders_cancels_and_replaces_are_valid_in_every_ve
     assert replaced.get(T.ExecType, b"5") == b"5"
     (canceled,) = valid(begin, appl, rest.on_message(msg(b"F", [(11, b"R3"), (41, b"R2"), (54, b"1"), (55, b"X")],
                                                          begin=begin), 0.0))
-    assert (canceled.get(T.OrdStatus), canceled.get(T.OrigClOrdID, b"R2"), canceled.get(T.ClOrdID)) == (b"4", b"R2", b"R3")
+    assert canceled.get(T.OrdStatus) == b"4" and canceled.get(T.ClOrdID) == b"R3"
+    assert canceled.get(T.OrigClOrdID, b"R2") == b"R2"  # FIX.4.0's ExecutionReport has no OrigClOrdID(41)
     (late,) = valid(begin, appl, rest.on_message(msg(b"F", [(11, b"R4"), (41, b"R2"), (54, b"1"), (55, b"X")],
                                                      begin=begin), 0.0))
     assert late.msg_type == b"9"
@@ -111,6 +114,20 @@ def test_delayed_executions_follow_one_per_delay_and_stop_at_a_cancel() -> None:
     assert v.next_due() == 2.0
     (canceled,) = valid(b"FIX.4.4", None, v.on_message(msg(b"F", [(11, b"D2"), (41, b"D1"), (54, b"1")]), 1.5))
     assert canceled.get(T.OrdStatus) == b"4" and canceled.get(T.CumQty) == b"25"
+    assert v.due(10.0) == [] and v.next_due() is None
+
+
+def test_a_replace_between_delayed_executions_carries_on_under_the_new_clordid() -> None:
+    v = Venue(b"FIX.4.4", None, Market(), VenueSettings(fill="partial", partial_fills=2, fill_delay=1.0))
+    v.on_message(order(b"FIX.4.4", b"A1"), 0.0)
+    (first,) = valid(b"FIX.4.4", None, v.due(1.0))
+    assert (first.get(T.LastQty), first.get(T.OrdStatus)) == (b"50", b"1")
+    (replaced,) = valid(b"FIX.4.4", None, v.on_message(msg(b"G", [(11, b"A2"), (41, b"A1"), (38, b"80"), (40, b"2"),
+                                                                  (54, b"1"), (60, b"20260101-00:00:00")]), 1.5))
+    assert (replaced.get(T.ExecType), replaced.get(T.OrdStatus), replaced.get(T.LeavesQty)) == (b"5", b"1", b"30")
+    (last,) = valid(b"FIX.4.4", None, v.due(2.0))
+    assert (last.get(T.ClOrdID), last.get(T.LastQty), last.get(T.CumQty), last.get(T.OrdStatus)) == (
+        b"A2", b"30", b"80", b"2")
     assert v.due(10.0) == [] and v.next_due() is None
 
 
@@ -223,3 +240,21 @@ def test_sort_body_keeps_repeating_groups_whole() -> None:
     md = V44.message_def(b"D")
     body = [(55, b"X"), (386, b"2"), (336, b"B"), (336, b"A"), (11, b"id")]
     assert sort_body(body, md) == [(11, b"id"), (55, b"X"), (386, b"2"), (336, b"B"), (336, b"A")]
+
+
+# -- its configuration -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("line,key,words", [
+    ("partial_fills = 1", "exchange_sim.partial_fills", "valid: an integer >= 2"),
+    ("md_interval_ms = 0", "exchange_sim.md_interval_ms", "valid: milliseconds > 0"),
+    ("fill_delay_ms = -5", "exchange_sim.fill_delay_ms", "valid: milliseconds >= 0"),
+    ('fill = "sometimes"', "exchange_sim.fill", "Invalid enum value"),
+])
+def test_a_bad_simulator_key_names_file_key_and_what_is_valid(tmp_path: Path, line: str, key: str,
+                                                              words: str) -> None:
+    p = tmp_path / "sim.toml"
+    p.write_text(f"[exchange_sim]\nport = 9000\n{line}\n")
+    with pytest.raises(ConfigError) as exc:
+        load(p, need_gateway=False)
+    text = str(exc.value)
+    assert str(p) in text and key in text and words in text, text

@@ -408,6 +408,48 @@ async def test_slow_exchange_pauses_reading_on_the_client_leg_until_it_drains(wo
     assert [m.get(T.ClOrdID) for m in venue.app_of(b"D")] == [f"SX-{i}".encode() for i in range(sent)] + [b"SX-held"]
 
 
+# -- the loop writer: records written once per loop turn, nothing crosses before its own ---------
+async def test_with_the_loop_writer_no_message_leaves_before_its_decision_record_is_in_the_file(world: World) -> None:
+    loop = asyncio.get_running_loop()
+    writer = world.gw.audit.start_loop_writer(world.gw.gate.on_written, world.gw.gate.on_failed, loop.call_soon,
+                                              loop.call_later)  # wired as Gateway.start wires it
+    venue = await world.exchange_up()
+    client = await world.client()
+    checked: list[bytes] = []
+    writes: list[int] = []  # application messages per write
+
+    def watch(transport: Any, direction: str) -> None:
+        """At the moment a leg writes, the decision record of every application message in it is on disk."""
+        write = transport.write
+
+        def checking(data: bytes) -> None:
+            n = 0
+            for m in frames(data):
+                if not m.is_admin():
+                    cl = (m.get(T.ClOrdID) or b"").decode()
+                    assert world.records("decision", direction=direction, cl_ord_id=cl), f"{cl} left unrecorded"
+                    checked.append(m.msg_type)
+                    n += 1
+            if n:
+                writes.append(n)
+            write(data)
+
+        transport.write = checking
+
+    watch(world.exchange_transport, "outbound")
+    watch(client.protocol.transport, "inbound")  # the TLS layer: plaintext, before encryption
+    batches = writer.batches
+    for i in range(5):  # one turn of the loop: five orders, their records written together
+        client.send(T.MT_NEW_ORDER_SINGLE, order(f"LW-{i}"))
+    await until(lambda: len(venue.app_of(b"D")) == 5, "every order at the venue")
+    for i in range(5):
+        venue.send(T.MT_EXECUTION_REPORT, execution_report(f"LW-{i}", f"E-LW-{i}"))
+    await until(lambda: len(client.app_of(b"8")) == 5, "every report at the client")
+    assert checked.count(b"D") == 5 and checked.count(b"8") == 5
+    assert writes == [5, 5]  # the forwards a write released left together, and so did the deliveries
+    assert writer.batches - batches < 20  # 5 orders + 5 reports = 10 decision and 5 outcome records
+
+
 # -- shutdown ---------------------------------------------------------------------------------
 async def test_shutdown_without_grace_still_records_every_session_ending(tmp_path: Path, certs: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:

@@ -107,7 +107,7 @@ restricted_symbols = ["BAD"]
     gw_port, sim_port = harness.free_port(), harness.free_port()
     cfg = harness.trading_config(tmp, certs, gw_port, sim_port, clients=tuple(c[0] for c in CLIENTS.values()),
                                  identities=identities, extra=extra, reset_on_logon=True,
-                                 sim_extra='rest_symbols = ["RESTING"]')
+                                 sim_extra='rest_symbols = ["RESTING"]\nmd_interval_ms = 100')
     cfg.write_text(cfg.read_text().replace("[policy]\nallow_all = true", f'[policy]\nfile = "{policy}"'))
     sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp / "sim.log", sim_port)
     gw = harness.start(["run", "--config", str(cfg)], tmp / "gw.log", gw_port)
@@ -137,21 +137,49 @@ def test_row1_trader_create_rfq_corporate_lan_compliant_is_allowed_with_mfa_and_
     assert set(d["controls"]) == {"mfa", "session_logging"} and d["zone"] == "corporate_lan"  # type: ignore[arg-type]
 
 
+def _algo_trades_and_quotes(world: World, symbol: str) -> bytes:
+    """The algo (from the colo) trades ``symbol`` once and asks for a quote in it, then logs out: the
+    venue's tape and quote book now hold something for the read-only rows to see.  The QuoteID."""
+    c = world.logon("algo")
+    c.send("D", [(11, f"TAPE-{symbol}"), (21, "1"), (38, "100"), (40, "2"), (44, "10.25"), (54, "1"), (55, symbol),
+                 (60, "20240101-00:00:00")])
+    assert c.recv_type(b"8").get(150) == b"0"
+    assert c.recv_type(b"8").get(150) == b"F"
+    c.send("R", [(131, f"RFQ-{symbol}"), (146, "1"), (55, symbol)])
+    quote_id = c.recv_type(b"S").get(117) or b""
+    c.send("5", [])
+    c.recv_type(b"5")
+    return quote_id
+
+
 def test_row2_trader_view_historical_trades_remote_vpn_is_allowed(world: World) -> None:
+    _algo_trades_and_quotes(world, "HIST")
     c = world.logon("trader-vpn")
-    c.send("AD", [(568, "TR1"), (569, "0")])
-    reply = c.recv_type(b"j")  # the simulator does not implement AD: its answer proves the request reached it
-    assert b"Unsupported" in (reply.get(58) or b"")
+    c.send("AD", [(568, "TR1"), (569, "0"), (55, "HIST")])
+    ack = c.recv_type(b"AQ")  # the venue's TradeCaptureReportRequestAck ...
+    assert (ack.get(568), ack.get(749), ack.get(748)) == (b"TR1", b"0", b"1")
+    report = c.recv_type(b"AE")  # ... and its trade on the tape
+    assert (report.get(568), report.get(55), report.get(32), report.get(31)) == (b"TR1", b"HIST", b"100", b"10.25")
     d = last_decision(world, "TRVPN/FIXGW")
     assert d["decision"] == "allow" and d["rules"] == ["trader-history-vpn"] and d["zone"] == "remote_vpn"
 
 
 def test_row3_quant_analytics_from_production_server_is_allowed_by_ip_allowlist(world: World) -> None:
     c = world.logon("quant-prod")
-    c.send("V", [(262, "MD1"), (263, "0"), (264, "0"), (267, "1"), (269, "0"), (146, "1"), (55, "INTC")])
-    assert b"Unsupported" in (c.recv_type(b"j").get(58) or b"")
+    c.send("V", [(262, "MD1"), (263, "1"), (264, "0"), (267, "2"), (269, "0"), (269, "1"), (146, "1"), (55, "INTC")])
+    snapshot = c.recv_type(b"W")  # the venue's snapshot, then updates while subscribed
+    assert (snapshot.get(262), snapshot.get(55), snapshot.get(268)) == (b"MD1", b"INTC", b"2")
+    update = c.recv_type(b"X")
+    assert update.get(262) == b"MD1" and update.get(279) == b"1"
+    c.send("V", [(262, "MD1"), (263, "2"), (264, "0"), (267, "1"), (269, "0"), (146, "1"), (55, "INTC")])
     d = last_decision(world, "QPROD/FIXGW")
     assert d["decision"] == "allow" and "ip_allowlist" in d["controls"]  # type: ignore[operator]
+    c.send("5", [])
+    while True:  # updates already on their way, then the Logout
+        m = c.recv()
+        assert m is not None and m.msg_type in (b"0", b"X", b"5"), m
+        if m.msg_type == b"5":
+            break
 
 
 def test_row4_quant_analytics_from_development_sandbox_is_denied(world: World) -> None:
@@ -164,9 +192,11 @@ def test_row4_quant_analytics_from_development_sandbox_is_denied(world: World) -
 
 
 def test_row5_risk_officer_views_open_rfqs_read_only(world: World) -> None:
+    quote_id = _algo_trades_and_quotes(world, "OPENQ")
     c = world.logon("risk")
-    c.send("a", [(649, "QS1"), (55, "INTC")])
-    assert b"Unsupported" in (c.recv_type(b"j").get(58) or b"")
+    c.send("a", [(649, "QS1"), (55, "OPENQ")])
+    report = c.recv_type(b"AI")  # the venue's QuoteStatusReport of the open quote
+    assert (report.get(649), report.get(117), report.get(55), report.get(297)) == (b"QS1", quote_id, b"OPENQ", b"0")
     d = last_decision(world, "RISK/FIXGW")
     assert d["decision"] == "allow" and "read_only" in d["controls"]  # type: ignore[operator]
     c.send("D", [(11, "RISK-ORDER"), *NOS])
@@ -182,7 +212,8 @@ def test_row6_it_admin_system_configuration_needs_jit_mfa_and_gets_full_capture(
     write_json(world.tmp / "state" / "jit.json", {TD + "admin": time.time() + 600})
     time.sleep(0.6)
     c.send("BE", [(923, "U2"), (924, "1"), (553, "adam")])
-    assert b"Unsupported" in (c.recv_type(b"j").get(58) or b"")  # reached the exchange
+    response = c.recv_type(b"BF")  # the venue's UserResponse
+    assert (response.get(923), response.get(553), response.get(926)) == (b"U2", b"adam", b"1")
     d = last_decision(world, "ADMIN/FIXGW")
     assert d["decision"] == "allow" and {"jit", "mfa", "full_capture"} <= set(d["controls"])  # type: ignore[arg-type]
     assert any(r["kind"] == "full_capture_on" for r in world.audit())
@@ -389,7 +420,7 @@ def test_policy_replay_reports_every_decision_a_new_policy_would_change(world: W
 
     c = world.logon("quant-prod")  # make sure the stream holds an allowed analytics request
     c.send("V", [(262, "MDR"), (263, "0"), (264, "0"), (267, "1"), (269, "0"), (146, "1"), (55, "INTC")])
-    c.recv_type(b"j")
+    c.recv_type(b"W")
     time.sleep(0.1)
     new = tmp_path / "new-policy.toml"  # the sandbox deny, its zone dropped: it denies quants everywhere
     new.write_text(POLICY.read_text().replace('zones = ["dev_sandbox"]\ndecision = "deny"', 'decision = "deny"'))

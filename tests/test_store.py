@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from gateway.core.fix.store import MemoryStore
 from gateway.edges.store import FileStore, session_dir_name
@@ -79,3 +82,61 @@ def test_get_sent_reads_a_range_a_limited_number_at_a_time_in_order(tmp_path: Pa
         again.reset()
         assert again.get_sent(1, 100) == []
         again.close()
+
+
+_OPS = st.lists(st.one_of(
+    st.just(("app",)),  # save_sent(n) + set_next_sender_seq(n + 1), as the session sends a message
+    st.just(("admin",)),  # set_next_sender_seq(n + 1) alone (Heartbeat, Logon ...: not logged)
+    st.integers(1, 5).map(lambda n: ("target", n)),  # the next target number moves up by n (only a reset lowers it)
+    st.just(("commit",)),
+    st.just(("reset",)),
+    st.just(("crash",)),  # a fresh FileStore on the folder, the old one never closed
+), max_size=40)
+
+
+@given(_OPS, st.booleans())
+@example([("app",)] * 5 + [("reset",)] + [("app",)] * 4 + [("admin",), ("crash",)], False)  # the log forgets at reset
+@settings(max_examples=150, deadline=None)
+def test_what_a_crash_leaves_is_what_was_written_before_it(ops: list[tuple[int | str, ...]], deferred: bool) -> None:
+    """The store leaves writes out (the ``lseek``, a slot the log already proves, a deferred target
+    number until ``commit``); at any point a crash leaves: the next sender number and every message
+    exactly, and a next target number no older than the last commit (deferred) or exactly (not)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "s"
+        store = FileStore(folder, deferred_target=deferred)
+        sender, target, committed, messages = 1, 1, 1, {}
+        opened = [store]
+        for op in ops:
+            if op[0] == "app":
+                raw = b"msg%d" % sender
+                store.save_sent(sender, raw)
+                messages[sender] = raw
+                sender += 1
+                store.set_next_sender_seq(sender)
+            elif op[0] == "admin":
+                sender += 1
+                store.set_next_sender_seq(sender)
+            elif op[0] == "target":
+                target += int(op[1])
+                store.set_next_target_seq(target)
+                if not deferred:
+                    committed = target
+            elif op[0] == "commit":
+                store.commit()
+                committed = target
+            elif op[0] == "reset":
+                store.reset()
+                sender, target, committed, messages = 1, 1, 1, {}
+            else:
+                again = FileStore(folder, deferred_target=deferred)
+                opened.append(again)
+                assert again.next_sender_seq() == sender
+                assert committed <= again.next_target_seq() <= target if deferred else again.next_target_seq() == target
+                assert dict(again.get_sent(1, 10**6)) == messages
+                store, committed, target = again, again.next_target_seq(), again.next_target_seq()
+        store.close()
+        after = FileStore(folder)  # a clean close commits
+        assert (after.next_sender_seq(), after.next_target_seq(), dict(after.get_sent(1, 10**6))) == (
+            sender, target, messages)
+        for s in (*opened, after):
+            s.close()

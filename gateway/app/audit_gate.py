@@ -2,8 +2,9 @@
 
 Every decision record goes through ``record`` (which raises when the stream
 cannot write, so the caller refuses: fail closed); every other event through
-``event`` (best effort: logged when it cannot be written).  With the writer
-thread, a forward waits in ``after_durable`` until its record reached the OS
+``event`` (best effort: logged when it cannot be written).  With a writer
+(the thread, or the loop writing once per iteration: ``gateway/edges/audit.py``),
+a forward waits in ``after_durable`` until its record reached the OS
 (``write``) or the disk (``fsync``); if the writer fails first, the waiting
 messages are refused.
 
@@ -32,6 +33,7 @@ import structlog
 from gateway.edges.audit import AuditError, AuditLog
 from gateway.edges.metrics import Metrics
 from gateway.edges.replicate import Replicator
+from gateway.shells.legs import held_writes
 
 log = structlog.get_logger("fixgw.audit_gate")
 
@@ -134,7 +136,7 @@ class AuditGate:
         self._pending.append((seq, action, on_fail))
 
     def on_durable(self, seq: int) -> None:
-        """The writer thread's report (on the loop): records up to ``seq`` are done."""
+        """The writer's report (on the loop): records up to ``seq`` are done."""
         if self.replicator is not None:
             self.replicator.notify()
         while self._pending and self._pending[0][0] <= seq:
@@ -142,6 +144,14 @@ class AuditGate:
             action()
         if self.outage is not None and self.audit.writer is not None and self.audit.writer.failed is None:
             self._end_outage()
+
+    def on_written(self, seq: int) -> None:
+        """The loop writer's report (``LoopWriter``: the records of one loop turn, typically of one read):
+        the forwards and deliveries they release leave as one write per connection (``held_writes``).
+        Not for the thread's reports: those cover whatever queued meanwhile, and holding the first
+        forward of a large batch until the last is done only delays it."""
+        with held_writes():
+            self.on_durable(seq)
 
     def on_failed(self, error: str) -> None:
         """The writer could not write (runs on the loop).  Messages whose records were still

@@ -203,9 +203,11 @@ class Gateway:
             max_frame=self.cfg.gateway.max_frame,
         )
         key = (begin, s.client_comp_id.encode(), s.gateway_comp_id.encode())
-        client_store = FileStore(self.state_dir / "client" / session_dir_name(*key))
+        # deferred_target: the legs commit the numbers received once per read (gateway/shells/legs.py)
+        client_store = FileStore(self.state_dir / "client" / session_dir_name(*key), deferred_target=True)
         up_store = FileStore(
-            self.state_dir / "upstream" / session_dir_name(begin, up_config.sender_comp_id, up_config.target_comp_id)
+            self.state_dir / "upstream" / session_dir_name(begin, up_config.sender_comp_id, up_config.target_comp_id),
+            deferred_target=True,
         )
         from gateway.shells.exchange_leg import UpstreamLeg
 
@@ -254,6 +256,8 @@ class Gateway:
         if ac is not None and ac.writer == "thread":
             self.audit.start_writer(ac.durability == "fsync", on_thread(self.gate.on_durable),
                                     on_thread(self.gate.on_failed), defer=loop.call_soon)
+        elif ac is not None:  # "inline" (write durability): the loop writes once per iteration
+            self.audit.start_loop_writer(self.gate.on_written, self.gate.on_failed, loop.call_soon, loop.call_later)
         if self.cfg.admin is not None:
             from gateway.shells.admin import AdminAPI
 
@@ -423,6 +427,12 @@ class Gateway:
 
     def exchange_to_client(self, route: Route, msg: Message, header_tags: frozenset[int], now: float) -> None:
         self.router.exchange_to_client(route, msg, header_tags, now)
+
+    def venue_rejected(self, route: Route, reject: Message, now: float) -> None:
+        self.router.venue_rejected(route, reject, now)
+
+    def venue_invalid(self, route: Route, msg: Message, reason: int, detail: str, now: float) -> None:
+        self.router.venue_invalid(route, msg, reason, detail, now)
 
     def session_reset(self, route: Route) -> None:
         self.router.forwarded.pop(route.key, None)

@@ -41,11 +41,11 @@ import structlog
 
 from gateway.app.audit_gate import AuditGate, capped_text
 from gateway.core import pipeline
-from gateway.core.answers import Answer, business_reject, refusal
+from gateway.core.answers import Answer, business_reject, refusal, venue_invalid, venue_reject
 from gateway.core.budget import RefusalBudget, Spend
 from gateway.core.fix import tags as T
 from gateway.core.fix.carry import split_for_carry
-from gateway.core.fix.codec import Field, Message, parse_uint
+from gateway.core.fix.codec import Field, Message, parse, parse_uint
 from gateway.core.fix.compose import layout
 from gateway.core.fix.session import Session
 from gateway.core.fix.session_config import State
@@ -131,7 +131,8 @@ class Router:
         self.rules = Rules(None, cfg.policy.allow_all, lambda _: Limits(duplicate_clordid=False), {}, {})
         self.risk_books: dict[str, RiskBook] = {}
         self.last_px: dict[bytes, float] = {}  # LastPx(31) per Symbol(55) seen from the exchanges
-        self.forwarded: dict[tuple[bytes, bytes, bytes], OrderedDict[bytes, None]] = {}
+        #: per route, ClOrdIDs of the orders carried -> the client's MsgSeqNum (None: rebuilt from the audit stream)
+        self.forwarded: dict[tuple[bytes, bytes, bytes], OrderedDict[bytes, int | None]] = {}
         self._exec_ids = 0
         g = cfg.gateway
         self.refusals = RefusalBudget(g.refusal_rate, g.refusal_burst)
@@ -453,7 +454,7 @@ class Router:
         fwd = self.forwarded.setdefault(route.key, OrderedDict())
         for tag, value in msg.fields:
             if tag == T.ClOrdID:
-                fwd[value] = None
+                fwd[value] = msg.seq_num
         while len(fwd) > FORWARDED_SIZE:
             fwd.popitem(last=False)
         cl = msg.get(T.ClOrdID)
@@ -544,12 +545,16 @@ class Router:
             px = positive(last_px)
             if px is not None:
                 self.last_px[sym] = px
+        book = self._route_book(route)
+        if book is not None:
+            book.on_execution(msg)
+
+    def _route_book(self, route: Route) -> RiskBook | None:
+        """The risk book of whoever owns the route (its client, or who decides while it is away)."""
         conn = route.client
         ident = conn.identity.id if conn is not None and conn.identity is not None else (
             route.party.identity.id if route.party is not None else None)
-        book = self.risk_books.get(ident) if ident else None
-        if book is not None:
-            book.on_execution(msg)
+        return self.risk_books.get(ident) if ident else None
 
     def _deliver(self, route: Route, msg: Message, header: list[Field], body: list[Field]) -> None:
         now = time.time()
@@ -583,6 +588,85 @@ class Router:
                              reason="no identity may log on to this session")
         except AuditError:
             self.gate.hold(lambda: self._deliver_unowned(route, msg, header, body, time.time()))
+
+    # -- when the venue refuses ------------------------------------------------------------
+    def venue_rejected(self, route: Route, reject: Message, now: float) -> None:
+        """The venue's session-level Reject(3) of a message we carried: the client is told (never silence).
+
+        RefSeqNum(45) names our exchange-leg message: ``route.seq_map`` gives the
+        client's MsgSeqNum and the exchange leg's store the message itself — both
+        must agree it was the client's application message (the store keeps only
+        those; a number the venue reset meanwhile finds nothing there).  A Reject(3)
+        of anything else (our Heartbeat, a cancel on logout) is only recorded.  The
+        answer is the session's ``venue_reject_answer`` (``answers.venue_reject``),
+        sent once its record is durable."""
+        ref = parse_uint(reject.get(T.RefSeqNum) or b"")
+        said = (reject.get(T.Text) or b"").decode("latin-1")
+        ref_type = reject.get(T.RefMsgType)
+        fields: dict[str, Any] = {
+            "session": route.name, "upstream_ref_seq": ref, "ref_msg_type": capped(ref_type),
+            "session_reject_reason": capped(reject.get(T.SessionRejectReason)), "text": capped_text(said, MAX_RECORDED)}
+        client_seq = route.seq_map.get(ref) if ref is not None else None
+        carried = self._carried(route, ref, client_seq) if ref is not None and client_seq is not None else None
+        answer = None
+        if carried is not None and ref_type in (None, carried.msg_type):
+            c = route.client_config
+            answer = venue_reject(echo_safe(carried), said[:250], route.cfg.upstream.venue_reject_answer,
+                                  self.exec_id(b"GW-VEN"), now, c.begin_string, c.default_appl_ver_id)
+            fields.update(client_seq=client_seq, msg_type=text(carried.msg_type),
+                          cl_ord_id=capped(carried.get(T.ClOrdID)), answer=text(answer.msg_type))
+            cl = carried.get(T.ClOrdID)
+            if carried.msg_type == T.MT_NEW_ORDER_SINGLE and cl:  # it never reached the venue's book
+                route.open_orders.pop(cl, None)
+                book = self._route_book(route)
+                if book is not None:
+                    book.close((cl,))
+        self._tell(route, "venue_reject", fields, answer, lambda: self.venue_rejected(route, reject, time.time()))
+
+    def venue_invalid(self, route: Route, msg: Message, reason: int, detail: str, now: float) -> None:
+        """The exchange leg rejected the venue's application message ``msg`` as invalid (it sent the venue
+        a Reject(3)): not delivered, recorded, and the client told in its session's ``venue_reject_answer``
+        (``gateway.core.answers.venue_invalid``) — an order must not just go quiet."""
+        cl, orig = msg.get(T.ClOrdID), msg.get(T.OrigClOrdID)
+        fwd: Mapping[bytes, int | None] = self.forwarded.get(route.key) or {}
+        client_seq = next((fwd[x] for x in (cl, orig) if x is not None and fwd.get(x) is not None), None)
+        order = route.open_orders.get(cl or b"") or route.open_orders.get(orig or b"")
+        c = route.client_config
+        why = detail if len(detail) <= 200 else capped_text(detail, 200)
+        answer = venue_invalid(echo_safe(msg), why, route.cfg.upstream.venue_reject_answer, order, client_seq,
+                               self.exec_id(b"GW-VEN"), now, c.begin_string, c.default_appl_ver_id)
+        fields: dict[str, Any] = {
+            "session": route.name, "upstream_seq": msg.seq_num, "msg_type": capped(msg.msg_type),
+            "cl_ord_id": capped(cl), "session_reject_reason": reason, "reason": why, "client_seq": client_seq,
+            "answer": text(answer.msg_type)}
+        self._tell(route, "venue_invalid", fields, answer, lambda: self.venue_invalid(route, msg, reason, detail,
+                                                                                      time.time()))
+
+    def _tell(self, route: Route, kind: str, fields: dict[str, Any], answer: Answer | None,
+              again: Callable[[], None]) -> None:
+        """Record, then (once the record is durable) answer the client; an audit outage holds both."""
+        try:
+            seq = self.gate.record_fields(kind, fields)
+        except AuditError as exc:
+            log.error("venue_answer_held", session=route.name, error=str(exc))
+            self.gate.hold(again)
+            return
+        log.info(kind, session=route.name, answer=fields.get("answer"))
+        if answer is not None:
+            self.gate.after_durable(seq, lambda: self._send_answer(route, None, answer, time.time()))
+
+    def _carried(self, route: Route, up_seq: int, client_seq: int) -> Message | None:
+        """The client's application message as we carried it, from the exchange leg's store, numbered as
+        the client numbered it; None when the store holds no application message under ``up_seq``."""
+        try:
+            stored = route.upstream.store.get_sent(up_seq, up_seq)
+            sent = parse(stored[0][1]) if stored else None
+        except (OSError, ValueError):
+            return None
+        if sent is None or sent.is_admin():
+            return None
+        _, body = split_for_carry(sent, route.upstream.header_tags)
+        return Message(route.client_config.begin_string, sent.msg_type, [(T.MsgSeqNum, b"%d" % client_seq), *body])
 
     # -- operator-driven ---------------------------------------------------------------
     def cancel_open_orders(self, route: Route, reason: str, now: float) -> None:

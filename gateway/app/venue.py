@@ -184,7 +184,7 @@ class Venue:
         self.settings = settings or VenueSettings()
         self.orders: dict[bytes, _Order] = {}  # every ClOrdID the order had -> the order
         self.subscriptions: dict[bytes, _Subscription] = {}
-        self._fills: list[tuple[float, int, bytes]] = []  # (when, tie-break, ClOrdID) of scheduled executions
+        self._fills: list[tuple[float, int, _Order]] = []  # (when, tie-break, order) of scheduled executions
         self._n = itertools.count()
         layout(begin_string, appl_ver_id)  # the dictionary is read now, not on the first order
 
@@ -210,12 +210,11 @@ class Venue:
         out: list[Reply] = []
         lay = layout(self.begin_string, self.appl_ver_id)
         while self._fills and self._fills[0][0] <= now:
-            _, _, cl = heapq.heappop(self._fills)
-            o = self.orders.get(cl)
-            if o is not None and o.open and o.fills_left > 0:
+            _, _, o = heapq.heappop(self._fills)
+            if o.open and o.fills_left > 0:  # a cancel meanwhile ends it; a replace carries on under its new ClOrdID
                 out.append((T.MT_EXECUTION_REPORT, [], self._execute(lay, o, now)))
                 if o.open and o.fills_left > 0:
-                    heapq.heappush(self._fills, (now + self.settings.fill_delay, next(self._n), o.cl_ord_id))
+                    heapq.heappush(self._fills, (now + self.settings.fill_delay, next(self._n), o))
         for sub in list(self.subscriptions.values()):
             if sub.next_at <= now:
                 sub.next_at = now + self.settings.md_interval
@@ -277,7 +276,7 @@ class Venue:
             return out
         o.fills_left = s.partial_fills if s.fill == "partial" else 1
         if s.fill_delay > 0:
-            heapq.heappush(self._fills, (now + s.fill_delay, next(self._n), cl))
+            heapq.heappush(self._fills, (now + s.fill_delay, next(self._n), o))
             return out
         while o.open and o.fills_left:
             out.append((T.MT_EXECUTION_REPORT, [], self._execute(lay, o, now)))
@@ -327,8 +326,6 @@ class Venue:
         if price is not None:
             o.price, o.has_price = price, True
         status = self._status(o) if lay.defines(T.MT_EXECUTION_REPORT, T.ExecType) else b"5"
-        if o.fills_left and self.settings.fill_delay > 0:  # its executions go on under the new ClOrdID
-            heapq.heappush(self._fills, (now + self.settings.fill_delay, next(self._n), o.cl_ord_id))
         return [(T.MT_EXECUTION_REPORT, [], self._report(lay, o, b"5", status, now, orig=orig))]
 
     def _cancel_reject(self, lay: Layout, msg: Message, o: _Order | None, response_to: bytes) -> Reply:

@@ -34,11 +34,16 @@ Format (so a third party can write a verifier):
   data.  ``seq``, ``ts`` and ``prev`` stay in clear and the chain is over the
   stored bytes, so integrity verifies without the key; reading needs it.
 
-Without a writer thread every ``record()`` reaches the OS before it returns
-and a failed write raises ``AuditError`` (tools, tests).  The gateway starts a
-``Writer``: ``record()`` chains and queues, a thread writes in batches (and
-fsyncs in ``fsync`` mode), and the gateway forwards a message only once the
-writer reports its record done — the event loop never waits on the disk.
+Without a writer every ``record()`` reaches the OS before it returns and a
+failed write raises ``AuditError`` (tools, tests).  The gateway starts one of
+two writers; with either, ``record()`` chains and queues, and the gateway
+forwards a message only once the writer reports its record done:
+
+* ``Writer`` (``[audit] writer = "thread"``): a thread writes in batches (and
+  fsyncs in ``fsync`` mode) — the event loop never waits on the disk;
+* ``LoopWriter`` (``writer = "inline"``, ``write`` durability): the event
+  loop writes everything queued once per loop iteration, with one ``write``,
+  then reports — no thread to wake, no hop back to the loop.
 """
 
 from __future__ import annotations
@@ -240,29 +245,129 @@ class Writer:
             self.on_progress(target)
 
     def _write(self, batch: list[bytes | Path]) -> str | None:
-        """Write ``batch`` in order, removing what is done; on failure the partial
-        chunk is cut back off the segment and the reason returned (the rest stays)."""
-        log = self.log
-        if batch and log.fault_file is not None and log.fault_file.exists():  # drills: injected full disk
-            return "audit write failed: No space left on device (injected)"
-        while batch:
-            n = 0
-            while n < len(batch) and isinstance(batch[n], bytes):
-                n += 1
-            if n:
-                error = log._append(b"".join(batch[:n]))  # type: ignore[arg-type]
-                if error is not None:
-                    return error
-                del batch[:n]
-            else:
-                log._switch_segment(batch.pop(0))  # type: ignore[arg-type]
-        return None
+        return _write_batch(self.log, batch)
 
     def close(self, timeout: float = 5.0) -> None:
         """Drain what is queued (unless the disk keeps failing), then stop."""
         self._stop = True
         self._kick()
         self._thread.join(timeout)
+
+
+def _write_batch(log: AuditLog, batch: list[bytes | Path]) -> str | None:
+    """Write ``batch`` in order, removing what is done; on failure the partial
+    chunk is cut back off the segment and the reason returned (the rest stays)."""
+    if batch and log.fault_file is not None and log.fault_file.exists():  # drills: injected full disk
+        return "audit write failed: No space left on device (injected)"
+    while batch:
+        n = 0
+        while n < len(batch) and isinstance(batch[n], bytes):
+            n += 1
+        if n:
+            error = log._append(b"".join(batch[:n]))  # type: ignore[arg-type]
+            if error is not None:
+                return error
+            del batch[:n]
+        else:
+            log._switch_segment(batch.pop(0))  # type: ignore[arg-type]
+    return None
+
+
+class LoopWriter:
+    """``write`` durability on the event loop: the records of one loop iteration in one ``write``.
+
+    ``put`` queues a record and asks the loop (``defer``: its ``call_soon``) to
+    write once this iteration's work is done; then everything queued meanwhile
+    goes to the OS with one ``write`` and ``on_progress`` reports the highest
+    seq in it — on the loop, at once, so the messages waiting for those
+    records are forwarded in the same turn.  The records of a read of fifty
+    orders cost one system call, and there is no thread to wake and no hop
+    back to the loop (``Writer`` costs both, per batch).  The price: a stall
+    in the kernel's writeback stalls the loop (the session stores write on
+    the loop already).
+
+    Failures are handled as ``Writer`` handles them: the partial chunk is cut
+    off, the batch kept, ``on_failed`` told, and the write retried every
+    ``retry_s`` (``later``: the loop's ``call_later``); meanwhile
+    ``AuditLog.record`` refuses new records.
+    """
+
+    fsync = False
+
+    def __init__(self, log: AuditLog, on_progress: Callable[[int], None], on_failed: Callable[[str], None],
+                 defer: Callable[[Callable[[], None]], object],
+                 later: Callable[[float, Callable[[], None]], object], retry_s: float = 0.05,
+                 max_queued_bytes: int = 64 * 1024 * 1024) -> None:
+        self.log = log
+        self.on_progress = on_progress
+        self.on_failed = on_failed
+        self.retry_s = retry_s
+        self.max_queued_bytes = max_queued_bytes
+        self.done_seq = log.seq  # highest seq in the OS
+        self.failed: str | None = None
+        self.batches = 0
+        self._defer, self._later = defer, later
+        self._queue: list[bytes | Path] = []  # record lines, or a Path: rotate to that segment first
+        self._queued_seq = log.seq
+        self._queued_bytes = 0
+        self._scheduled = False  # a write is asked for (this iteration, or a retry)
+        self._unwoken = False  # records queued with wake=False wait for the next write or flush()
+
+    @property
+    def lag(self) -> int:
+        """Records queued but not yet reported done."""
+        return self._queued_seq - self.done_seq
+
+    def put(self, item: bytes | Path, seq: int, force: bool = False, wake: bool = True) -> None:
+        if self._queued_bytes > self.max_queued_bytes and not force:
+            raise AuditError(f"audit writer is {self._queued_bytes} bytes behind; refusing more")
+        self._queue.append(item)
+        self._queued_seq = seq
+        if isinstance(item, bytes):
+            self._queued_bytes += len(item)
+        if not wake:  # nobody waits for it: it goes with the next write, or at the next flush()
+            self._unwoken = True
+            return
+        self._unwoken = False
+        if not self._scheduled:
+            self._scheduled = True
+            self._defer(self._scheduled_write)
+
+    def flush(self) -> None:
+        """Write records queued without a wake-up (called from the watch loop)."""
+        if self._unwoken and not self._scheduled:
+            self._unwoken = False
+            self.write_now()
+
+    def _scheduled_write(self) -> None:
+        self._scheduled = False
+        self.write_now()
+
+    def write_now(self) -> None:
+        """Everything queued, with one ``write``; then report it (or the failure)."""
+        if not self._queue:
+            return
+        target = self._queued_seq
+        error = _write_batch(self.log, self._queue)  # what is written leaves the queue
+        if error is not None:
+            self._queued_bytes = sum(len(x) for x in self._queue if isinstance(x, bytes))
+            if self.failed is None:
+                self.failed = error
+                self.on_failed(error)
+            if not self._scheduled:  # retried, not dropped
+                self._scheduled = True
+                self._later(self.retry_s, self._scheduled_write)
+            return
+        self._queued_bytes = 0
+        self._unwoken = False
+        self.failed = None
+        self.batches += 1
+        self.done_seq = target
+        self.on_progress(target)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued (unless the disk fails)."""
+        self.write_now()
 
 
 class AuditLog:
@@ -302,7 +407,7 @@ class AuditLog:
         truncated = self._recover(existing[-1][1]) if existing else 0
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._size = self._disk_size = os.fstat(self._fd).st_size
-        self.writer: Writer | None = None
+        self.writer: Writer | LoopWriter | None = None
         self._closed = False
         self._opened = time.time()
         if truncated:
@@ -410,8 +515,15 @@ class AuditLog:
                      on_failed: Callable[[str], None],
                      defer: Callable[[Callable[[], None]], object] | None = None) -> Writer:
         """From now on ``record`` queues and a thread writes (see ``Writer``)."""
-        self.writer = Writer(self, fsync, on_progress, on_failed, defer=defer)
-        return self.writer
+        writer = self.writer = Writer(self, fsync, on_progress, on_failed, defer=defer)
+        return writer
+
+    def start_loop_writer(self, on_progress: Callable[[int], None], on_failed: Callable[[str], None],
+                          defer: Callable[[Callable[[], None]], object],
+                          later: Callable[[float, Callable[[], None]], object]) -> LoopWriter:
+        """From now on ``record`` queues and the event loop writes once per iteration (see ``LoopWriter``)."""
+        writer = self.writer = LoopWriter(self, on_progress, on_failed, defer, later)
+        return writer
 
     def record(self, kind: str, **fields: Any) -> int:
         """Append one record; returns its seq. Raises ``AuditError`` (the caller refuses)."""
@@ -517,7 +629,7 @@ def open_record(rec: dict[str, Any], aead: AESGCM | None) -> dict[str, Any]:
     return {"seq": rec["seq"], "ts": rec["ts"], **inner, "prev": rec["prev"]}
 
 
-__all__ = ["CLEAR_KINDS", "GENESIS", "MAIN_CHAIN", "AuditError", "AuditLog", "FolderResult", "Problem", "VerifyResult",
-           "Writer", "chains", "format_anchor", "iter_records", "key_id", "load_encryption_key", "load_or_create_key",
-           "open_record", "parse_anchor", "read_public_key", "segment_name", "segments", "verify", "verify_folder",
-           "verify_lines"]
+__all__ = ["CLEAR_KINDS", "GENESIS", "MAIN_CHAIN", "AuditError", "AuditLog", "FolderResult", "LoopWriter", "Problem",
+           "VerifyResult", "Writer", "chains", "format_anchor", "iter_records", "key_id", "load_encryption_key",
+           "load_or_create_key", "open_record", "parse_anchor", "read_public_key", "segment_name", "segments", "verify",
+           "verify_folder", "verify_lines"]

@@ -16,11 +16,22 @@ Every call reaches the OS with ``os.pwrite`` / ``os.write`` before it
 returns (survives a process crash, the ``write`` durability mode); nothing
 rewrites the whole store per message.  Numbers outside the bounds of
 ``gateway.core.fix.store`` are refused with ``ValueError`` before anything
-changes, in memory or on disk.
+changes, in memory or on disk.  Two writes are left out because they would
+add nothing a crash could need: the ``lseek`` before an append (the store
+knows where its log ends), and the sequence-number slot after a message is
+appended whose number proves the new next sender number (on load the next
+sender number is at least the highest logged number + 1).
+
+``deferred_target=True`` (the gateway's legs): the next target number (what
+we received) is kept in memory until ``commit()``, which the shell calls once
+per read, before any frame or event of that read goes on — one ``pwrite`` per
+read instead of one per message received, and still nothing leaves that a
+crash could take back (``gateway/shells/legs.py``).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import zlib
@@ -43,8 +54,10 @@ def session_dir_name(begin_string: bytes, sender: bytes, target: bytes) -> str:
 class FileStore:
     """``SessionStore`` kept in files under ``folder``."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, deferred_target: bool = False) -> None:
         self.folder = folder
+        self.deferred_target = deferred_target
+        self.target_pending = False  # deferred: the next target number is not in the OS yet (``commit``)
         folder.mkdir(parents=True, exist_ok=True)
         self._seq_fd = os.open(folder / "seqnums", os.O_RDWR | os.O_CREAT, 0o600)
         self._log_path = folder / "messages.log"
@@ -54,6 +67,9 @@ class FileStore:
         self._target = 1
         self._index: dict[int, tuple[int, int]] = {}  # seq -> (offset of raw, length)
         self._seqs = SeqIndex()  # the keys of _index, sorted: a resend reads a range without a scan
+        self._log_end = 0  # where the next record goes (the log is only ever appended to or truncated)
+        self._logged_max = 0  # the highest number in the log: it proves the next sender number is above it
+        self._slot_sender = 0  # the next sender number the newest slot on disk holds
         self.recovered_bytes = 0
         self._load()
 
@@ -72,6 +88,7 @@ class FileStore:
                 best = (gen, sender, target)
         if best is not None:
             self._generation, self._sender, self._target = best
+            self._slot_sender = self._sender
         size = os.fstat(self._log_fd).st_size
         offset = 0
         with open(self._log_path, "rb") as f:
@@ -87,16 +104,25 @@ class FileStore:
         if offset < size:
             self.recovered_bytes = size - offset
             os.ftruncate(self._log_fd, offset)
+        self._log_end = offset
         self._seqs = SeqIndex(list(self._index))
         # a sent message proves the sender number moved past it
         if self._index:
-            self._sender = max(self._sender, max(self._index) + 1)
+            self._logged_max = max(self._index)
+            self._sender = max(self._sender, self._logged_max + 1)
 
     def _write_seqnums(self) -> None:
         self._generation += 1
         head = struct.pack("<QQQ", self._generation, self._sender, self._target)
         slot = head + struct.pack("<I", zlib.crc32(head)) + b"\0" * 4
         os.pwrite(self._seq_fd, slot, (self._generation % 2) * _SLOT.size)
+        self._slot_sender = self._sender
+        self.target_pending = False
+
+    def commit(self) -> None:
+        """Deferred mode: put the next target number in the OS (raises ``OSError`` when it cannot)."""
+        if self.target_pending:
+            self._write_seqnums()
 
     # -- SessionStore ----------------------------------------------------------
     def next_sender_seq(self) -> int:
@@ -107,19 +133,31 @@ class FileStore:
 
     def set_next_sender_seq(self, seq: int) -> None:
         self._sender = checked_next_seq(seq)
+        if seq == self._logged_max + 1 and self._slot_sender <= seq:
+            return  # the message just logged as number seq - 1 says so on load: the slot may lag
         self._write_seqnums()
 
     def set_next_target_seq(self, seq: int) -> None:
         self._target = checked_next_seq(seq)
+        if self.deferred_target:
+            self.target_pending = True
+            return
         self._write_seqnums()
 
     def save_sent(self, seq: int, raw: bytes) -> None:
         checked_seq(seq)
-        offset = os.lseek(self._log_fd, 0, os.SEEK_END)
-        os.write(self._log_fd, _REC.pack(seq, len(raw), zlib.crc32(raw)) + raw)
+        offset = self._log_end
+        record = _REC.pack(seq, len(raw), zlib.crc32(raw)) + raw
+        written = os.write(self._log_fd, record)  # O_APPEND: at the end, which is ``offset``
+        if written != len(record):  # a full disk: cut the partial record off, fail as a write that failed
+            os.ftruncate(self._log_fd, offset)
+            raise OSError(errno.ENOSPC, f"short write to {self._log_path}: {written} of {len(record)} bytes")
+        self._log_end = offset + written
         if seq not in self._index:
             self._seqs.add(seq)
         self._index[seq] = (offset + _REC.size, len(raw))
+        if seq > self._logged_max:
+            self._logged_max = seq
 
     def get_sent(self, begin: int, end: int, limit: int | None = None) -> list[tuple[int, bytes]]:
         out = []
@@ -130,6 +168,8 @@ class FileStore:
 
     def reset(self) -> None:
         os.ftruncate(self._log_fd, 0)
+        self._log_end = 0
+        self._logged_max = 0
         self._index.clear()
         self._seqs.clear()
         self._sender = 1
@@ -137,6 +177,10 @@ class FileStore:
         self._write_seqnums()
 
     def close(self) -> None:
+        try:
+            self.commit()
+        except OSError:
+            pass  # as a write that failed before the close
         for fd in (self._seq_fd, self._log_fd):
             try:
                 os.close(fd)

@@ -3,7 +3,10 @@
 ``UpstreamLeg`` connects (TLS by default), logs on, reconnects with
 exponential backoff (``persistent`` mode) or follows the client's session
 (``mirror`` mode).  Application messages from the venue go to
-``Gateway.exchange_to_client``.
+``Gateway.exchange_to_client``; when the venue refuses one of ours with a
+Reject(3), or sends an application message this leg rejects as invalid,
+the hub hears of it (``venue_rejected`` / ``venue_invalid``) so the client
+whose order it concerns is told rather than left waiting.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from gateway.core.fix.session import (
     LoggedOut,
     LogonRefused,
     MessageRejected,
+    RejectReceived,
     Session,
     SessionConfig,
 )
@@ -218,6 +222,10 @@ class UpstreamLeg:
             self._resolve_logon(False)
         elif isinstance(event, MessageRejected):
             self.gw.audit_event("upstream_session_reject", leg=self.name, reason=event.reason, detail=event.detail)
+            if event.message is not None and not event.message.is_admin():
+                self.gw.venue_invalid(route, event.message, event.reason, event.detail, now)
+        elif isinstance(event, RejectReceived):
+            self.gw.venue_rejected(route, event.message, now)
         elif isinstance(event, LogonRefused):
             self.gw.audit_event("upstream_logon_refused", leg=self.name, reason=event.reason)
             self._resolve_logon(False)

@@ -2,9 +2,30 @@
 
 ``SessionProtocol`` owns one transport and at most one session.  After
 every input it drains the session: writes its frames, hands its events to
-``on_event``, re-arms a single timer — the aioquic pattern.  Flow control is
+``on_event``, re-arms a single timer — the aioquic pattern.  The timer is
+re-armed lazily: every message moves the session's next deadline (a
+heartbeat is due ``HeartBtInt`` after the last one sent), and moving an
+asyncio timer costs a cancel and a new handle; so a timer that fires no
+later than the deadline stays, and when it fires early the session finds
+nothing due and the timer is armed again for the deadline then.  Flow control is
 explicit: when our transport's buffer fills, the *other* leg stops reading
 (``pause_reading``) until it drains.
+
+Writes are held until the outermost ``pump`` returns (``held_writes``): a
+read from the exchange that brings twenty ExecutionReports pumps the client
+leg twenty times while its own events are handed on, and each client pump
+would otherwise encrypt and send a TLS record of its own.  Held, they leave
+as one write per connection when the read is done (and the orders of one
+client read as one write to the exchange).  Holding only ever delays a
+frame; nothing leaves earlier than before.
+
+A session store in deferred mode (``FileStore(deferred_target=True)``)
+keeps the next target number of a read in memory; ``pump`` commits it
+before anything of that read goes on — a frame to the peer, an event to
+the router — so a crash can never take back a number whose message went
+on.  When the commit fails, nothing of the read goes on: its application
+messages are dropped (the peer sends them again after the next Logon) and
+the session ends as on any store failure.
 
 A large resend is served a chunk at a time (``Session.continue_resend``),
 and only while our transport is not paused: a peer that asks for
@@ -20,11 +41,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from gateway.core.fix.session import Disconnected, Event, Session
+from gateway.core.fix.session import AppMessageReceived, Disconnected, Event, Session
+from gateway.edges.store import FileStore
 
 
 def set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -37,12 +61,46 @@ def set_nodelay(transport: asyncio.BaseTransport) -> None:
             pass
 
 
+class _Held(threading.local):
+    """Frames held while a pump (or ``held_writes``) runs: written when the outermost one ends.
+    Per thread: each event loop (a test may run several, one per thread) holds its own."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.protocols: list[SessionProtocol] = []  # with frames held, in the order they first held one
+
+
+_held = _Held()
+
+
+@contextmanager
+def held_writes() -> Iterator[None]:
+    """Hold every leg's writes until the block ends, then write each leg's frames at once
+    (e.g. the forwards and deliveries of a whole batch of audit records done)."""
+    held = _held
+    held.depth += 1
+    try:
+        yield
+    finally:
+        held.depth -= 1
+        if held.depth == 0:
+            _write_held(held)
+
+
+def _write_held(held: _Held) -> None:
+    protocols = held.protocols
+    while protocols:  # a write may pump another leg (flow control): its frames join the list
+        protocols.pop(0).write_held()
+
+
 class SessionProtocol(asyncio.Protocol):
     session: Session | None = None
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # the deadline (wall clock) the armed timer fires at
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self.peer: tuple[str, int] | None = None
         self.on_pause: Callable[[bool], None] | None = None  # tell the other leg
@@ -50,6 +108,7 @@ class SessionProtocol(asyncio.Protocol):
         self._resend: asyncio.Handle | None = None  # the next resend chunk, scheduled
         self._resend_pause = 0.0  # seconds the last chunk took: the next one waits as long
         self._serving_resend = False
+        self._held: list[bytes] | None = None  # frames waiting for the outermost pump to end
 
     # -- asyncio.Protocol --------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -93,17 +152,37 @@ class SessionProtocol(asyncio.Protocol):
 
     # -- driving the session ----------------------------------------------------
     def pump(self) -> None:
-        """Write what the session produced, hand over its events, re-arm the timer."""
+        """Write what the session produced, hand over its events, re-arm the timer.
+
+        The frames are written when the outermost pump returns (see the module docstring)."""
         s = self.session
         if s is None:
             return
+        held = _held
+        held.depth += 1
+        try:
+            self._pump(s)
+        finally:
+            held.depth -= 1
+            if held.depth == 0:
+                _write_held(held)
+
+    def _pump(self, s: Session) -> None:
         now = time.time()
+        carried: list[Event] = []
+        store = s.store
+        if isinstance(store, FileStore) and store.target_pending:
+            try:
+                store.commit()
+            except OSError as exc:
+                carried = self._uncommitted(s, exc)
         for _ in range(1000):
             frames = s.frames_to_send()
-            if frames and self.transport is not None and not self._closed:
-                self.on_frames_out(frames)
-                self.transport.writelines(frames)
+            if frames:
+                self._write(frames)
             events = s.events()
+            if carried:
+                events, carried = carried + events, []
             if not events:
                 break
             disconnect = False
@@ -113,18 +192,47 @@ class SessionProtocol(asyncio.Protocol):
                     disconnect = True
             if disconnect:
                 frames = s.frames_to_send()
-                if frames and self.transport is not None and not self._closed:
-                    self.on_frames_out(frames)
-                    self.transport.writelines(frames)
+                if frames:
+                    self._write(frames)
                 self.close_transport()
                 return
         self._arm_timer()
         self._schedule_resend()
 
+    @staticmethod
+    def _uncommitted(s: Session, exc: OSError) -> list[Event]:
+        """The read's target number could not be kept: its frames and application messages go nowhere
+        (a crash would take the number back); what else happened is still told, then the session ends."""
+        s.frames_to_send()
+        kept: list[Event] = [ev for ev in s.events() if not isinstance(ev, AppMessageReceived)]
+        s.store_failed(exc)
+        return kept
+
+    def _write(self, frames: list[bytes]) -> None:
+        """Hold ``frames`` for the end of the outermost pump (``write_held``)."""
+        if self.transport is None or self._closed:
+            return
+        self.on_frames_out(frames)
+        held = _held
+        if held.depth == 0:
+            self.transport.writelines(frames)
+        elif self._held is None:
+            self._held = frames
+            held.protocols.append(self)
+        else:
+            self._held.extend(frames)
+
+    def write_held(self) -> None:
+        """Write the frames held for this connection (one write)."""
+        frames, self._held = self._held, None
+        if frames and self.transport is not None and not self._closed:
+            self.transport.writelines(frames)
+
     def close_transport(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self.write_held()  # what the session said last (a Logout) goes before the close
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
@@ -133,16 +241,21 @@ class SessionProtocol(asyncio.Protocol):
             self.transport.abort()
 
     def _arm_timer(self) -> None:
+        """Make the timer fire at the session's next deadline or before it (see the module docstring)."""
         s = self.session
-        if self._timer is not None:
-            self._timer.cancel()
+        deadline = s.get_timer() if s is not None and not self._closed else None
+        timer = self._timer
+        if timer is not None:
+            if deadline is not None and self._timer_at <= deadline:
+                return  # fires in time (early at worst: the session then finds nothing due)
+            timer.cancel()
             self._timer = None
-        if s is None or self._closed:
-            return
-        deadline = s.get_timer()
         if deadline is None:
             return
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        self._timer_at = deadline
         self._timer = loop.call_later(max(0.0, deadline - time.time()), self._on_timer)
 
     def _schedule_resend(self) -> None:

@@ -75,6 +75,14 @@ class Hub(Protocol):
 
     def exchange_to_client(self, route: Route, msg: Message, header_tags: frozenset[int], now: float) -> None: ...
 
+    def venue_rejected(self, route: Route, reject: Message, now: float) -> None:
+        """The venue refused a message of ours with a session-level Reject(3): the client whose message
+        it was is told (the venue's reason, in the session's ``venue_reject_answer``), and it is audited."""
+
+    def venue_invalid(self, route: Route, msg: Message, reason: int, detail: str, now: float) -> None:
+        """The exchange leg rejected the venue's application message ``msg`` as invalid (SessionRejectReason
+        ``reason``, ``detail`` why): it is not delivered; the client is told, and it is audited."""
+
     def session_reset(self, route: Route) -> None:
         """The client leg's sequence numbers were reset: a new FIX session begins on the route."""
 

@@ -113,6 +113,14 @@ class Message:
     def __contains__(self, tag: object) -> bool:
         return tag in self._idx()
 
+    def distinct_tags(self) -> int:
+        """How many different tags the message carries (fewer than ``len(fields)``: a tag repeats)."""
+        return len(self._idx())
+
+    def has_all(self, tags: frozenset[int]) -> bool:
+        """Every tag of ``tags`` is in the message."""
+        return self._idx().keys() >= tags
+
     def get_int(self, tag: int) -> int | None:
         """Value of ``tag`` as an int, ``None`` when absent or not digits only.
 

@@ -9,6 +9,17 @@ the same way as the shipped ones in ``fixdicts/``.
 ``ValidationError`` carrying the SessionRejectReason(373) the FIX spec names
 for it, the offending tag, and a detailed text for the audit record and the
 logs (the Reject(3) itself uses the spec's short wording).
+
+Valid messages take a fast path (``_Plan``): one table per MsgType, built at
+the first message of that type, gives each tag the message may carry at its
+top level its place (header, body, trailer) and its value check, so a valid
+message costs one lookup and one check per field, and a test that no tag
+repeats and no required tag is missing.  Anything the table does not answer
+(a repeating group, an empty value, a tag it does not list, a value that
+fails its check) goes to the exact checks, which find the first problem in
+the order QuickFIX does: the fast path can only say "valid", and says it
+only where the exact checks would (``tests/test_dictionary.py`` checks the
+two against each other on valid and broken messages).
 """
 
 from __future__ import annotations
@@ -259,6 +270,17 @@ _FORMAT_CHECKS: dict[str, Callable[[bytes], bool]] = {
 
 _MULTI_VALUE_TYPES = frozenset({"MULTIPLEVALUESTRING", "MULTIPLECHARVALUE", "MULTIPLESTRINGVALUE"})
 
+_HEADER, _BODY, _TRAILER = 0, 1, 2  # where a field sits; a valid message never goes back
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The fast path for one MsgType: tag -> (place, format check, enumerated values) for every tag a
+    valid message of the type carries at its top level, except repeating groups; and its required tags."""
+
+    fields: dict[int, tuple[int, Callable[[bytes], bool] | None, frozenset[bytes] | None]]
+    required: frozenset[int]
+
 
 @dataclass(frozen=True, slots=True)
 class ValidationSettings:
@@ -333,6 +355,7 @@ class Validator:
         self._admin_fields: dict[int, FieldDef] = dict(transport.fields)
         self._header_tags = frozenset(transport.header.tags)
         self._trailer_tags = frozenset(transport.trailer.tags)
+        self._plans: dict[int, dict[bytes, _Plan]] = {}  # id(layer) -> MsgType -> fast path
 
     @property
     def appl_ver_ids(self) -> frozenset[bytes]:
@@ -382,6 +405,59 @@ class Validator:
 
     def validate(self, msg: Message) -> ValidationError | None:
         """First validation failure of ``msg`` or ``None`` when it is valid."""
+        if self._fast(msg):
+            return None
+        return self.validate_exact(msg)
+
+    def _fast(self, msg: Message) -> bool:
+        """True only when ``validate_exact`` would find nothing (see the module docstring)."""
+        layer = self._default if self.default_appl_ver_id is None else self._appl_layer(msg)
+        if not isinstance(layer, _AppLayer):
+            return False
+        plans = self._plans.get(id(layer))
+        if plans is None:
+            plans = self._plans[id(layer)] = {}
+        plan = plans.get(msg.msg_type)
+        if plan is None:
+            md = self._message_def(msg.msg_type, layer)
+            if md is None:
+                return False  # not cached: MsgType is peer input
+            plan = plans[msg.msg_type] = self._plan(md, layer)
+        checks = plan.fields
+        ordered = self.settings.check_fields_out_of_order
+        place = _HEADER
+        fields = msg.fields
+        for tag, value in fields:
+            spec = checks.get(tag)
+            if spec is None or not value:
+                return False
+            at, check, enums = spec
+            if at < place and ordered:
+                return False
+            place = at
+            if check is not None and not check(value):
+                return False
+            if enums is not None and value not in enums:
+                return False
+        return msg.distinct_tags() == len(fields) and msg.has_all(plan.required)
+
+    def _plan(self, md: MessageDef, layer: _AppLayer) -> _Plan:
+        vocabulary = self._admin_fields if md.admin else layer.fields
+        header, trailer = self.transport.header, self.transport.trailer
+        fields: dict[int, tuple[int, Callable[[bytes], bool] | None, frozenset[bytes] | None]] = {}
+        for at, scope, tags in ((_BODY, md, md.tags - self._header_tags - self._trailer_tags),
+                                (_TRAILER, trailer, self._trailer_tags - self._header_tags),
+                                (_HEADER, header, self._header_tags)):
+            for tag in tags:
+                fd = vocabulary.get(tag)
+                if fd is None or tag in scope.groups or (fd.enums is not None and fd.type in _MULTI_VALUE_TYPES):
+                    continue  # the exact checks decide
+                fields[tag] = (at, _FORMAT_CHECKS.get(fd.type), fd.enums)
+        required = {t for d in (header, md, trailer) for t in d.required} - {T.BeginString, T.BodyLength, T.CheckSum}
+        return _Plan(fields, frozenset(required))
+
+    def validate_exact(self, msg: Message) -> ValidationError | None:
+        """``validate`` without the fast path: every check, in QuickFIX's order."""
         fields = msg.fields
         s = self.settings
         # 1. structure: header first, trailer last (test case 14g)

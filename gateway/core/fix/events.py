@@ -40,6 +40,17 @@ class MessageRejected:
     reason: int
     tag: int | None
     detail: str
+    #: the message refused: a refused application message never reaches the application, so the shell may
+    #: owe someone word of it (the exchange leg tells the client that the venue's report on its order was refused)
+    message: Message | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RejectReceived:
+    """The peer refused one of our messages with Reject(3); RefSeqNum(45) names it, and the shell
+    decides who must hear of it (the exchange leg: the client whose message the venue refused)."""
+
+    message: Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +114,7 @@ Event = (
     | LogonRefused
     | AppMessageReceived
     | MessageRejected
+    | RejectReceived
     | FrameDropped
     | DuplicateIgnored
     | GapDetected

@@ -47,6 +47,7 @@ from gateway.core.fix.events import (
     LogonRefused,
     LogoutSent,
     MessageRejected,
+    RejectReceived,
     ResendServed,
     SequenceReset,
 )
@@ -61,8 +62,8 @@ from gateway.core.fix.utctime import format_utc_timestamp, parse_utc_timestamp
 
 __all__ = [
     "Role", "State", "SessionConfig", "Session", "LoggedOn", "LogonRefused", "AppMessageReceived",
-    "MessageRejected", "FrameDropped", "DuplicateIgnored", "GapDetected", "ResendServed", "SequenceReset",
-    "LogoutSent", "LoggedOut", "Disconnected", "Event",
+    "MessageRejected", "RejectReceived", "FrameDropped", "DuplicateIgnored", "GapDetected", "ResendServed",
+    "SequenceReset", "LogoutSent", "LoggedOut", "Disconnected", "Event",
 ]
 
 
@@ -390,7 +391,7 @@ class Session:
         ):
             self._incr_target()
         self._send_admin(T.MT_REJECT, body, self._now, header)
-        self._events.append(MessageRejected(seq, msg.msg_type, reason, tag, detail))
+        self._events.append(MessageRejected(seq, msg.msg_type, reason, tag, detail, msg))
 
     # -- receiving ---------------------------------------------------------------
     _now: float = 0.0
@@ -480,6 +481,7 @@ class Session:
         elif mt == T.MT_REJECT:
             if self._verify(msg, now):
                 self._incr_target()
+                self._events.append(RejectReceived(msg))
         else:
             if self._verify(msg, now):
                 self._incr_target()

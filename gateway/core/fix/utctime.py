@@ -11,16 +11,28 @@ import calendar
 _DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
+#: whole-second prefix ``YYYYMMDD-HH:MM:SS`` -> epoch seconds, for the few seconds in flight: every
+#: message carries SendingTime(52) (and most a TransactTime(60)) of the current second, each read two or
+#: three times (validation, latency check, replay window).  Bounded: cleared when full.  Only valid
+#: prefixes are kept, so a hit needs no checks; the result is the same as the full parse.
+_SECONDS: dict[bytes, int] = {}
+_SECONDS_MAX = 64
+
+
 def parse_utc_timestamp(value: bytes) -> float | None:
     """``YYYYMMDD-HH:MM:SS[.sss|.ssssss|.sssssssss]`` -> epoch seconds, else None."""
     n = len(value)
     if n not in (17, 21, 24, 27):
         return None
-    if value[8:9] != b"-" or value[11:12] != b":" or value[14:15] != b":":
-        return None
-    date, hh, mm, ss = value[0:8], value[9:11], value[12:14], value[15:17]
-    if not (date.isdigit() and hh.isdigit() and mm.isdigit() and ss.isdigit()):
-        return None
+    head = value[:17] if n > 17 else value
+    whole = _SECONDS.get(head)
+    if whole is None:
+        whole = _parse_second(head)
+        if whole is None:
+            return None
+        if len(_SECONDS) >= _SECONDS_MAX:
+            _SECONDS.clear()
+        _SECONDS[head] = whole
     frac = 0.0
     if n > 17:
         if value[17:18] != b".":
@@ -29,6 +41,16 @@ def parse_utc_timestamp(value: bytes) -> float | None:
         if not digits.isdigit():
             return None
         frac = int(digits) / (10 ** len(digits))
+    return whole + frac
+
+
+def _parse_second(value: bytes) -> int | None:
+    """``YYYYMMDD-HH:MM:SS`` (exactly) -> epoch seconds, else None."""
+    if value[8:9] != b"-" or value[11:12] != b":" or value[14:15] != b":":
+        return None
+    date, hh, mm, ss = value[0:8], value[9:11], value[12:14], value[15:17]
+    if not (date.isdigit() and hh.isdigit() and mm.isdigit() and ss.isdigit()):
+        return None
     year, month, day = int(date[0:4]), int(date[4:6]), int(date[6:8])
     hour, minute, sec = int(hh), int(mm), int(ss)
     if not (1 <= month <= 12 and 1 <= day <= _DAYS_IN_MONTH[month - 1]):
@@ -37,7 +59,7 @@ def parse_utc_timestamp(value: bytes) -> float | None:
         return None
     if month == 2 and day == 29 and not calendar.isleap(year):
         return None
-    return calendar.timegm((year, month, day, hour, minute, sec, 0, 0, 0)) + frac
+    return calendar.timegm((year, month, day, hour, minute, sec, 0, 0, 0))
 
 
 def _civil_from_days(days: int) -> tuple[int, int, int]:
