@@ -77,6 +77,7 @@ def test_sigkill_under_load_resumes_sequence_numbers_resends_and_keeps_the_chain
     sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp_path / "sim.log", sim_port)
     audit_dir = tmp_path / "state" / "audit"
     client = Client(gw_port, certs)
+    gw: harness.Proc | None = None
     resumed = resent = 0
     try:
         for cycle in range(CYCLES):
@@ -178,4 +179,6 @@ def test_sigkill_under_load_resumes_sequence_numbers_resends_and_keeps_the_chain
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stdout
     finally:
+        if gw is not None:
+            gw.kill()  # a failed cycle must not leave its gateway running
         sim.stop()
