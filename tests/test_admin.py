@@ -147,17 +147,20 @@ def test_jit_needs_a_second_administrator_and_ends_by_itself(env: Env) -> None:
     rid = req["id"]
     status, data = env.api("admin1", "POST", f"/v1/jit/requests/{rid}/approve")
     assert status == 409 and "second administrator" in str(data["error"])
+    approved_at = time.time()
     status, data = env.api("admin2", "POST", f"/v1/jit/requests/{rid}/approve")
     assert status == 200 and data["state"] == "active" and data["approved_by"] == TD + "admin2"
     grants = json.loads((env.tmp / "state" / "jit.json").read_text())
     assert grants[TD + "algo1"] > time.time()
     status, data = env.api("admin2", "POST", f"/v1/jit/requests/{rid}/approve")
     assert status == 409 and "is active" in str(data["error"])
-    # not a wait for an event: the grant (0.03 minutes = 1.8 s from approval) must run out in real time
-    time.sleep(2.0)
-    status, data = env.api("admin2", "GET", "/v1/jit/requests")
-    [view] = [r for r in data["requests"] if r["id"] == rid]  # type: ignore[union-attr]
-    assert view["state"] == "expired"
+    # the grant (0.03 minutes = 1.8 s from approval) runs out by itself: watch the request's state
+    def state() -> object:
+        _, data = env.api("admin2", "GET", "/v1/jit/requests")
+        return next(r["state"] for r in data["requests"] if r["id"] == rid)  # type: ignore[union-attr]
+
+    harness.wait_for(lambda: state() == "expired", "the JIT grant to expire", timeout=15)
+    assert time.time() >= approved_at + 1.8 - 0.05  # not before its time
     approvals = [r for r in env.admin_calls(f"/v1/jit/requests/{rid}/approve")]
     assert [r["allowed"] for r in approvals] == [False, True, False]
     assert [r["status"] for r in approvals] == [409, 200, 409]

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyotp
 import pytest
@@ -66,6 +67,15 @@ class World:
         data = json.loads((self.tmp / "posture.json").read_text())
         data[TD + name] = {"level": level, "asserted_at": time.time()}
         write_json(self.tmp / "posture.json", data)
+
+    def mark(self) -> int:
+        """The seq of the last record written so far: later records are what a step caused."""
+        recs = harness.read_records(self.tmp / "state" / "audit")
+        return int(recs[-1]["seq"]) if recs else 0
+
+    def after(self, mark: int, pred: Callable[[dict[str, Any]], object], what: str) -> dict[str, Any]:
+        """The first record after ``mark`` for which ``pred`` holds, once written (deadline 15 s)."""
+        return harness.wait_record(self.tmp / "state" / "audit", lambda r: int(r["seq"]) > mark and pred(r), what)
 
     def logon(self, name: str) -> FixClient:
         comp, _, source, user, _ = CLIENTS[name]
@@ -209,8 +219,9 @@ def test_row6_it_admin_system_configuration_needs_jit_mfa_and_gets_full_capture(
     c.send("BE", [(923, "U1"), (924, "1"), (553, "adam")])
     bmr = c.recv_type(b"j")
     assert b"needs jit" in (bmr.get(58) or b"")  # no grant yet
+    mark = world.mark()
     write_json(world.tmp / "state" / "jit.json", {TD + "admin": time.time() + 600})
-    time.sleep(0.6)
+    world.after(mark, lambda r: r["kind"] == "jit_grants" and TD + "admin" in r["grants"], "the JIT grant applied")
     c.send("BE", [(923, "U2"), (924, "1"), (553, "adam")])
     response = c.recv_type(b"BF")  # the venue's UserResponse
     assert (response.get(923), response.get(553), response.get(926)) == (b"U2", b"adam", b"1")
@@ -221,8 +232,10 @@ def test_row6_it_admin_system_configuration_needs_jit_mfa_and_gets_full_capture(
     assert c.recv_type(b"3").get(371) == b"554"  # (554 is not defined for TestRequest)
     c.send("1", [(112, "CAPTURED")])
     assert c.recv_type(b"0").get(112) == b"CAPTURED"
-    time.sleep(0.1)
     import base64
+
+    world.after(0, lambda r: r["kind"] == "capture" and r.get("direction") == "out"
+                and b"112=CAPTURED" in base64.b64decode(str(r["data"])), "the captured Heartbeat")
 
     caps = [(r["direction"], base64.b64decode(str(r["data"]))) for r in world.audit()
             if r["kind"] == "capture" and str(r.get("session", "")).startswith("FIX.4.4/ADMIN")]
@@ -260,8 +273,9 @@ def test_posture_flip_logs_a_live_session_out(world: World) -> None:
 
 def test_kill_switch_blocks_new_orders_and_lets_cancels_through(world: World) -> None:
     c = world.logon("algo")
+    mark = world.mark()
     write_json(world.tmp / "state" / "killswitch.json", {"global": False, "identities": [TD + "algo"]})
-    time.sleep(0.6)
+    world.after(mark, lambda r: r["kind"] == "kill_switch" and r["identities"] == [TD + "algo"], "kill switch on")
     c.send("D", [(11, "K1"), *NOS])
     er = c.recv_type(b"8")
     assert (er.get(150), er.get(39)) == (b"8", b"8") and b"kill-switch" in (er.get(58) or b"")
@@ -270,8 +284,9 @@ def test_kill_switch_blocks_new_orders_and_lets_cancels_through(world: World) ->
     assert b"unknown order" in (cxl.get(58) or b"")
     sent = [r for r in world.decisions("ALGO/FIXGW") if r.get("cl_ord_id") == "K1"]
     assert sent and sent[-1]["decision"] == "deny" and sent[-1]["rules"] == ["kill-switch"]
+    mark = world.mark()
     write_json(world.tmp / "state" / "killswitch.json", {"global": False})
-    time.sleep(0.6)
+    world.after(mark, lambda r: r["kind"] == "kill_switch" and not r["identities"], "kill switch off")
     c.send("D", [(11, "K3"), *NOS])
     assert c.recv_type(b"8").get(150) == b"0"
 
@@ -279,10 +294,10 @@ def test_kill_switch_blocks_new_orders_and_lets_cancels_through(world: World) ->
 def test_a_bad_policy_file_keeps_the_old_policy_and_says_what_is_wrong(world: World) -> None:
     path = Path(str(world.tmp / "policy.toml"))
     good = path.read_bytes()
+    mark = world.mark()
     path.write_text(good.decode().replace('decision = "deny"', 'decision = "maybe"', 1))
-    time.sleep(0.6)
-    alerts = [r for r in world.audit() if r["kind"] == "alert" and "policy" in str(r.get("what"))]
-    assert alerts and "quant-analytics-sandbox-deny" in str(alerts[-1]["reason"])
+    alert = world.after(mark, lambda r: r["kind"] == "alert" and "policy" in str(r.get("what")), "policy alert")
+    assert "quant-analytics-sandbox-deny" in str(alert["reason"])
     c = FixClient(world.port, client_ssl(world.certs, "quant-sandbox"), "QSBX", source="127.0.0.13")
     c.send("A", [(98, "0"), (108, "30")])
     assert c.recv() is None  # the old policy still refuses the sandbox
@@ -294,8 +309,9 @@ def test_posture_flip_refuses_the_next_order_and_still_accepts_cancels(world: Wo
     c.send("D", [(11, "P1"), *NOS])
     assert c.recv_type(b"8").get(150) == b"0"
     c.recv_type(b"8")
+    mark = world.mark()
     world.posture("flip2", "unknown")  # e.g. the agent stopped reporting; not a logout level
-    time.sleep(0.6)
+    world.after(mark, lambda r: r["kind"] == "posture_reloaded", "the posture file reloaded")
     c.send("D", [(11, "P2"), *NOS])
     er = c.recv_type(b"8")
     assert (er.get(150), er.get(39)) == (b"8", b"8") and b"device-health-deny" in (er.get(58) or b"")
@@ -315,7 +331,8 @@ def _risk_refusal(world: World, c: FixClient, cl: str, fields: list[tuple[int, s
     c.send("D", [(11, cl), *fields])
     er = c.recv_type(b"8")
     assert (er.get(11), er.get(150), er.get(39)) == (cl.encode(), b"8", b"8")
-    time.sleep(0.1)
+    world.after(0, lambda r: r["kind"] == "decision" and r["direction"] == "outbound" and r.get("cl_ord_id") == cl
+                and r["decision"] == "deny", f"the deny record of {cl}")  # a deny is answered, never carried
     assert from_exchange() == before  # nothing reached the exchange: it sent nothing back for this order
     return er.get(58) or b""
 
@@ -331,7 +348,7 @@ def test_pre_trade_risk_refuses_on_the_client_leg_and_nothing_reaches_the_exchan
     assert c.recv_type(b"8").get(150) == b"0"
     c.recv_type(b"8")
     assert b"risk.duplicate_clordid" in _risk_refusal(world, c, "R4", [(38, "10"), (44, "10"), (55, "INTC"), *base])
-    time.sleep(2.1)
+    time.sleep(2.1)  # not a wait for an event: the throttle's token bucket refills in real time
     for i in range(12):  # a burst above the throttle
         c.send("D", [(11, f"T{i}"), (38, "1"), (44, "10"), (55, "INTC"), *base])
     texts = []
@@ -352,7 +369,8 @@ def test_a_posture_logout_cancels_the_sessions_open_orders_upstream_first(world:
     assert c.recv_type(b"8").get(150) == b"0"  # acknowledged, resting on the book
     world.posture("flip3", "non-compliant")
     assert b"non-compliant" in (c.recv_type(b"5", timeout=5).get(58) or b"")
-    time.sleep(0.3)
+    world.after(0, lambda r: r["kind"] == "stored_for_offline_client" and r.get("orig_cl_ord_id") == "REST1",
+                "the venue's answer to the cancel, kept for the client")
     records = world.audit()
     cancels = [r for r in records if r["kind"] == "cancel_on_logout" and r["orig_cl_ord_id"] == "REST1"]
     assert cancels
@@ -418,10 +436,12 @@ def test_policy_replay_reports_every_decision_a_new_policy_would_change(world: W
     import subprocess
     import sys
 
+    mark = world.mark()
     c = world.logon("quant-prod")  # make sure the stream holds an allowed analytics request
     c.send("V", [(262, "MDR"), (263, "0"), (264, "0"), (267, "1"), (269, "0"), (146, "1"), (55, "INTC")])
     c.recv_type(b"W")
-    time.sleep(0.1)
+    world.after(mark, lambda r: r["kind"] == "decision" and r.get("msg_type") == "V" and r["decision"] == "allow",
+                "the allowed MarketDataRequest recorded")
     new = tmp_path / "new-policy.toml"  # the sandbox deny, its zone dropped: it denies quants everywhere
     new.write_text(POLICY.read_text().replace('zones = ["dev_sandbox"]\ndecision = "deny"', 'decision = "deny"'))
     run = [sys.executable, "-m", "gateway", "policy", "replay", "--audit", str(world.tmp / "state" / "audit")]

@@ -334,6 +334,10 @@ class Watch:
             if name == "kill_switch":
                 self.gate.event("kill_switch", everything=self.kill.everything,
                                 identities=sorted(self.kill.identities), accounts=sorted(self.kill.accounts))
+            elif name == "jit":  # a permission granted or taken away: compliance sees when it took effect
+                self.gate.event("jit_grants", grants={i: _iso(t) for i, t in sorted(self.jit.grants.items())})
+            else:
+                self.gate.event("posture_reloaded", assertions=len(self.posture.assertions))
         return self._reload_break_glass(force, now) or any_changed
 
     def _reload_break_glass(self, force: bool, now: float) -> bool:
