@@ -124,7 +124,7 @@ class Gateway:
         # the router trips the kill switch through the operator, which needs the watch, which needs the router
         self.router = Router(cfg, self.gate, self.metrics, self.kill, self.posture, self.jit, self.anomaly,
                              lambda identity, reason: self.operator.trip_kill_switch(identity, reason),
-                             self.guard.identities)
+                             self.guard.identities, self.guard.first_use)
         self.watch = Watch(cfg, self.state_dir, worker is not None, self.guard, self.gate, self.metrics, self.router,
                            self.connections, posture=self.posture, jit=self.jit, kill=self.kill, anomaly=self.anomaly)
         self.policy_file = self.watch.policy_file

@@ -118,8 +118,10 @@ def compile_rules(policy: Policy | None, spec: PolicySpec | None, allow_all: boo
 class Router:
     def __init__(self, cfg: Config, gate: AuditGate, metrics: Metrics, kill: KillSwitch, posture: PostureFeed,
                  jit: JitGrants, anomaly: AnomalyDetector, trip_kill_switch: Callable[[str, str], None],
-                 identities: Mapping[str, Identity]) -> None:
+                 identities: Mapping[str, Identity],
+                 first_use: Callable[[Identity, Message, float, float], str | None] | None = None) -> None:
         self.cfg = cfg
+        self.first_use = first_use  # the signed-frame replay memory (``Guard.first_use``), None: none kept
         self.gate = gate
         self.metrics = metrics
         self.kill = kill
@@ -149,13 +151,13 @@ class Router:
             assert conn.identity is not None
             appl = route.client_config.default_appl_ver_id
             p = conn.party = Party(conn.identity, conn.roles, conn.zone, conn.peer_ip, conn.user,
-                                   frozenset({appl}) if appl else frozenset())
+                                   frozenset({appl}) if appl else frozenset(), route.client_config.max_latency)
             route.party = p  # who decides for the route's messages while the client is away
         return p
 
     def moment(self, identity: str, now: float, read_only: bool = False, bad_signatures: int = 0) -> Moment:
         return Moment(now, self.posture.level(identity, now), self.jit.active(identity, now), read_only,
-                      bad_signatures, self._kill_blocks)
+                      bad_signatures, self._kill_blocks, self.first_use)
 
     def _kill_blocks(self, identity: str, msg: Message) -> str | None:
         """The kill switch for this identity, or for any Account(1) the message names (every occurrence)."""

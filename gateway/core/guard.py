@@ -156,19 +156,3 @@ class Guard:
             seen = self.seen[ident.id] = ReplayWindow()
         return seen.first_use(digest, parse_utc_timestamp(msg.get(T.SendingTime) or b""), window, now)
 
-    def check_signature(self, ident: Identity, msg: Message, now: float) -> Verdict:
-        """Per-message signature (before anything else looks at the message)."""
-        if ident.signing == "none":
-            return Verdict(True, "signature", "identity does not sign")
-        try:
-            key_id = signature.verify(msg.raw, ident.keys, now)
-        except signature.SignatureError as exc:
-            return Verdict(False, "signature", str(exc))
-        return Verdict(True, "signature", f"{ident.signing} key {key_id}")
-
-    def check_sub_id(self, ident: Identity, msg: Message) -> Verdict:
-        if ident.sub_ids:
-            sub = (msg.get(T.SenderSubID) or b"").decode("latin-1")
-            if sub not in ident.sub_ids:
-                return Verdict(False, "identity.sub_id", f"{ident.id} may not use SenderSubID(50)={sub or '(none)'}")
-        return Verdict(True, "identity.sub_id", "ok")

@@ -19,7 +19,9 @@ Client -> exchange (``outbound``), in this order; the first check that
 cannot say yes decides:
 
 1. **signature** — identities that sign: Signature(89) over the message
-   verifies with one of the identity's current keys.  Answer: Reject(3),
+   verifies with one of the identity's current keys, and the same signed
+   bytes were not used before within the SendingTime(52) window (a frame
+   replayed after a sequence reset).  Answer: Reject(3),
    SessionRejectReason(373)=8, RefTagID(371)=89; ``max_bad_signatures`` in a
    row add the ``logout`` obligation.
 2. **SenderSubID(50)** — one of the identity's ``sub_ids`` (when it has any).
@@ -124,6 +126,7 @@ class Party:
     peer_ip: Address | None
     user: str | None  # the person who passed MFA, if any
     appl_ver_ids: frozenset[bytes]  # ApplVerID(1128) values of the route's dictionaries
+    replay_window: float = 120.0  # the route's SendingTime(52) window: how long a signed frame stays used
 
 
 class Moment(NamedTuple):
@@ -135,6 +138,8 @@ class Moment(NamedTuple):
     read_only: bool  # a previous decision granted read_only
     bad_signatures: int  # consecutive bad signatures before this message
     kill: Callable[[str, Message], str | None]  # (identity, message) -> why the kill switch blocks it, or None
+    #: (identity, message, window, now) -> why this signed frame was used before, or None (and now it is)
+    first_use: Callable[[Identity, Message, float, float], str | None] | None = None
 
 
 @dataclass
@@ -206,6 +211,12 @@ def outbound(party: Party, msg: Message, at: Moment, rules: Rules, book: RiskBoo
             key_id = signature.verify(msg.raw, ident.keys, at.now)
         except signature.SignatureError as exc:
             return _refuse("signature", "signature", str(exc), SESSION_REJECT,
+                           reject_reason=T.SRR_SIGNATURE_PROBLEM, ref_tag=T.Signature,
+                           logout=at.bad_signatures + 1 >= ident.max_bad_signatures)
+        # a valid signature is good once: the same signed bytes again (replayed after a sequence reset)
+        replayed = at.first_use(ident, msg, party.replay_window, at.now) if at.first_use is not None else None
+        if replayed is not None:
+            return _refuse("signature", "signature.replay", f"Signature(89): {replayed}", SESSION_REJECT,
                            reject_reason=T.SRR_SIGNATURE_PROBLEM, ref_tag=T.Signature,
                            logout=at.bad_signatures + 1 >= ident.max_bad_signatures)
     # 2. SenderSubID(50)

@@ -524,12 +524,6 @@ class ClientProtocol(SessionProtocol):
         if route is None:
             return
         if isinstance(event, AppMessageReceived):
-            ident = self.identity
-            if ident is not None and ident.signing != "none":
-                replayed = self.gw.guard.first_use(ident, event.message, route.client_config.max_latency, now)
-                if replayed is not None:
-                    self._refuse_replay(route, ident, event.message, replayed, now)
-                    return
             self.gw.client_to_exchange(route, self, event.message, now)
         elif isinstance(event, LoggedOn):
             if self.peer is not None:  # this source may use the handshake reserve from now on
@@ -555,20 +549,6 @@ class ClientProtocol(SessionProtocol):
             self.gw.audit_event("logout", session=route.name, reason=event.reason, by_peer=event.by_peer)
         elif isinstance(event, Disconnected):
             self._release()
-
-    def _refuse_replay(self, route: Route, ident: Identity, msg: Message, why: str, now: float) -> None:
-        """A signed frame this identity already used (e.g. replayed after a sequence reset): answered as a
-        bad signature — Reject(3) 373=8 naming Signature(89), audited, counted towards max_bad_signatures —
-        and never decided on or carried on."""
-        assert self.session is not None
-        self.bad_signatures += 1
-        reason = f"Signature(89): {why}"
-        self.gw.audit_event("signature_refused", session=route.name, identity=ident.id, client_seq=msg.seq_num,
-                            msg_type=text(msg.msg_type), reason=reason, consecutive=self.bad_signatures)
-        log.warning("signature_refused", session=route.name, reason=reason)
-        self.session.reject(msg, T.SRR_SIGNATURE_PROBLEM, T.Signature, reason, now)
-        if self.bad_signatures >= ident.max_bad_signatures:
-            self.session.logout(now, f"{self.bad_signatures} consecutive messages with a bad signature")
 
     @property
     def full_capture(self) -> bool:
