@@ -215,8 +215,9 @@ heartbeat_interval = {heartbeat}
     return path
 
 
-def haproxy_config(env: Env) -> Path:
-    c = env.certs
+def haproxy_relay(certs: Path, relay_port: int, server: str, out: Path) -> Path:
+    """The baseline relay: haproxy terminating mTLS on ``relay_port`` and passing bytes to ``server``
+    (a haproxy ``server`` line), one thread, as fixgw's one event loop."""
     text = f"""global
     nbthread 1
     maxconn 100
@@ -226,14 +227,19 @@ defaults
     timeout client 120s
     timeout server 120s
 frontend fix
-    bind 127.0.0.1:{env.relay_port} ssl crt {c}/gateway.pem ca-file {c}/ca.crt verify required ssl-min-ver TLSv1.2
-    default_backend exchange
-backend exchange
-    server sim 127.0.0.1:{env.sim_port} ssl verify required ca-file {c}/ca.crt crt {c}/gw-upstream.pem
+    bind 127.0.0.1:{relay_port} ssl crt {certs}/gateway.pem ca-file {certs}/ca.crt verify required ssl-min-ver TLSv1.2
+    default_backend upstream
+backend upstream
+    {server}
 """
-    path = env.root / "haproxy.cfg"
-    path.write_text(text)
-    return path
+    out.write_text(text)
+    return out
+
+
+def haproxy_config(env: Env) -> Path:
+    c = env.certs
+    return haproxy_relay(c, env.relay_port, f"server sim 127.0.0.1:{env.sim_port} ssl verify required "
+                                            f"ca-file {c}/ca.crt crt {c}/gw-upstream.pem", env.root / "haproxy.cfg")
 
 
 # -- processes -----------------------------------------------------------------------

@@ -63,7 +63,17 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from bench.e2e import ROOT, BenchError, Placement, free_port, machine, placements, process, verify_audit
+from bench.e2e import (
+    ROOT,
+    BenchError,
+    Placement,
+    free_port,
+    haproxy_relay,
+    machine,
+    placements,
+    process,
+    verify_audit,
+)
 
 HERE = Path(__file__).resolve().parent / "quickfix"
 SOURCES = {"qf_loadgen": HERE / "loadgen.cpp", "qf_venue": HERE / "venue.cpp"}
@@ -208,24 +218,8 @@ def fixgw_config(env: QfEnv, state: Path) -> Path:
 
 
 def haproxy_config(env: QfEnv) -> Path:
-    c = env.certs
-    text = f"""global
-    nbthread 1
-    maxconn 100
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 120s
-    timeout server 120s
-frontend fix
-    bind 127.0.0.1:{env.relay_port} ssl crt {c}/gateway.pem ca-file {c}/ca.crt verify required ssl-min-ver TLSv1.2
-    default_backend venue
-backend venue
-    server venue 127.0.0.1:{env.venue_port}
-"""
-    path = env.root / "haproxy.cfg"
-    path.write_text(text)
-    return path
+    return haproxy_relay(env.certs, env.relay_port, f"server venue 127.0.0.1:{env.venue_port}",
+                         env.root / "haproxy.cfg")
 
 
 # -- one run -----------------------------------------------------------------------------------
