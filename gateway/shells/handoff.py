@@ -38,6 +38,7 @@ import base64
 import json
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -167,6 +168,24 @@ async def _call_one(worker: Worker, k: int, kind: str, data: bytes, timeout: flo
     return answer == CONTROL_DONE
 
 
+async def adopt(sock: socket.socket, factory: Callable[[], asyncio.Protocol]) -> None:
+    """Run ``factory()``'s protocol on ``sock``, a connected stream socket; the loop owns it from here.
+
+    ``connect_accepted_socket``, not ``create_unix_connection(sock=...)``: uvloop's
+    ``create_unix_connection`` ties the socket object to its transport only after
+    ``connection_made`` has run, so a protocol that closes the connection there (a refused
+    hand-off does) leaves a socket object holding a descriptor number libuv already closed — and
+    when the garbage collector finalizes it, it closes whatever connection, file or audit segment
+    got that number since.  ``connect_accepted_socket`` ties them before ``connection_made``.
+    Raises OSError, with the socket closed."""
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().connect_accepted_socket(factory, sock)
+    except OSError:
+        sock.close()  # a no-op when the loop already took (and closed) the descriptor
+        raise
+
+
 async def read_to_end(sock: socket.socket, limit: int) -> bytes:
     """Everything the peer writes on ``sock`` until it shuts its side; ValueError past ``limit`` bytes."""
     loop = asyncio.get_running_loop()
@@ -214,9 +233,8 @@ class Relay:
         asyncio.get_running_loop().create_task(self._attach(ours))
 
     async def _attach(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            await loop.create_unix_connection(lambda: _OwnerSide(self), sock=sock)
+            await adopt(sock, lambda: _OwnerSide(self))
         except OSError as exc:
             log.warning("handoff_attach_failed", error=str(exc))
             self._close_client()

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from gateway.shells.client_leg import RelayedConnection
-from gateway.shells.handoff import CONTROL_DONE, CONTROL_TIMEOUT, MAX_CONTROL, MAX_META, read_to_end
+from gateway.shells.handoff import CONTROL_DONE, CONTROL_TIMEOUT, MAX_CONTROL, MAX_META, adopt, read_to_end
 
 if TYPE_CHECKING:
     from gateway.shells.ports import Hub
@@ -104,15 +104,10 @@ def listen_inbox(gw: Hub) -> None:
 
 async def _accept(gw: Hub, sock: socket.socket, der: bytes, peer: tuple[Any, ...] | None,
                   version: str | None, origin: int) -> None:
-
-    sock.setblocking(False)
-    loop = asyncio.get_running_loop()
     try:
-        await loop.create_unix_connection(lambda: RelayedConnection(gw, _RelayedTLS(der, version), peer, origin),
-                                          sock=sock)
+        await adopt(sock, lambda: RelayedConnection(gw, _RelayedTLS(der, version), peer, origin))
     except OSError as exc:
         log.warning("handoff_accept_failed", error=str(exc))
-        sock.close()
 
 
 async def _control(gw: Hub, sock: socket.socket, meta: dict[str, Any]) -> None:
