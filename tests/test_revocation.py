@@ -185,3 +185,30 @@ def test_unreadable_crl_at_start_is_a_config_error(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "gateway", "run", "--config", str(cfg)], cwd=harness.ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "revocation" in r.stderr and "cannot read CRL" in r.stderr
+
+
+def test_a_file_rewritten_within_one_clock_tick_is_seen_as_changed(tmp_path: Path) -> None:
+    # `write_text`, an editor or `>` truncate first and write after: both can carry one modification
+    # time, and a watch that read the empty file in between must still read the written one
+    import os
+
+    from gateway.edges.feeds import Watched
+    from gateway.edges.revocation import stamp
+
+    path = tmp_path / "admin-revoked.json"
+    path.write_text("")
+    watched = Watched(path)
+    assert watched.changed()  # first sight
+    truncated = stamp(path)
+    assert truncated is not None
+    path.write_text('{"spiffe://fixgw.dev/client/algo3": "stolen laptop"}')
+    os.utime(path, ns=(truncated[0], truncated[0]))  # the same tick
+    assert watched.changed(), "a write that kept the modification time went unseen"
+    assert not watched.changed()
+    replacement = tmp_path / "new.json"  # an atomic replacement of the same size and time
+    replacement.write_text(path.read_text())
+    written = stamp(path)
+    assert written is not None
+    os.utime(replacement, ns=(written[0], written[0]))
+    replacement.replace(path)
+    assert watched.changed(), "a rename over the file went unseen"

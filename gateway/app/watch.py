@@ -50,10 +50,11 @@ from gateway.edges.revocation import (
     CRLMarks,
     RevocationError,
     Revoked,
+    Stamp,
     check_forward,
     load_crl,
     load_denylist,
-    mtime,
+    stamp,
 )
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ class Watch:
         self._crl: CRLInfo | None = None
         self._crl_stale_after: float | None = None  # the CRL's nextUpdate, epoch seconds
         self._deny: frozenset[str] = frozenset()
-        self._mtimes: dict[str, float | None] = {}
+        self._stamps: dict[str, Stamp | None] = {}
         try:
             self.crl_marks = CRLMarks(state_dir / "crl-state.json")
             self.reload_revocation(force=True, strict=True)
@@ -201,11 +202,11 @@ class Watch:
         """Reload revocation data, the administrator's revocations and the server certificate
         when they changed on disk (or ``force``); each file on its own, and a failure keeps that
         file's last good data (fail closed).  ``strict``: raise RevocationError instead."""
-        changed = {k for k, p in self._watched().items() if force or mtime(p) != self._mtimes.get(k)}
+        changed = {k for k, p in self._watched().items() if force or stamp(p) != self._stamps.get(k)}
         if not changed:
             return
         for k, p in self._watched().items():
-            self._mtimes[k] = mtime(p)
+            self._stamps[k] = stamp(p)
         applied = False
         if "crl" in changed and self.crl_path is not None:
             applied |= self._reload_crl(self.crl_path, strict)
@@ -238,7 +239,7 @@ class Watch:
                 self.gate.event("server_cert_reloaded")
                 log.info("server_cert_reloaded")
             except tls.TLSConfigError as exc:  # e.g. key written before the cert: retry next tick
-                self._mtimes.pop("server_cert", None)
+                self._stamps.pop("server_cert", None)
                 self._refused("server_cert", "server certificate not reloaded; old one stays in use", [str(exc)])
 
     def _reload_crl(self, path: Path, strict: bool) -> bool:
@@ -363,7 +364,7 @@ class Watch:
                                      reason=g.reason, written_at=_iso(g.at), file=str(watched.path))
                 except AuditError as exc:  # not recorded, not in force; retried next tick
                     log.error("jit_break_glass_not_recorded", identity=ident, error=str(exc))
-                    watched.stamp = None
+                    watched.seen = None
                     continue
                 log.warning("jit_break_glass", identity=ident, by=g.by, until=_iso(g.until))
             admitted[ident] = g
@@ -395,8 +396,8 @@ class Watch:
         path = self.posture.file.path
         max_age = self.cfg.posture.max_age if self.cfg.posture.max_age is not None else self.posture.ttl
         if path is not None and max_age > 0:
-            stamp = self.posture.file.stamp
-            age = now - (stamp if stamp is not None else self._started)
+            seen = self.posture.file.seen  # its modification time, in ns
+            age = now - (seen[0] / 1e9 if seen is not None else self._started)
             self._mark_stale("posture", age > max_age,
                              f"the posture file {path} was not rewritten for {age:.0f} s (max_age {max_age:g} s); "
                              "its assertions count as unknown once older than the policy's posture ttl")

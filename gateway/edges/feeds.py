@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.core.policy.engine import POSTURE_LEVELS
-from gateway.edges.revocation import mtime
+from gateway.edges.revocation import Stamp, stamp
 
 #: posture levels, least to most restrictive; a level not listed ranks above all of them
 RESTRICTIVENESS = {"highly-compliant": 0, "compliant": 1, "unknown": 2, "non-compliant": 3}
@@ -114,12 +114,12 @@ def epoch(value: object) -> float | None:
 @dataclass
 class Watched:
     path: Path | None
-    stamp: float | None = None
+    seen: Stamp | None = None
 
     def changed(self) -> bool:
-        now = mtime(self.path)
-        if now != self.stamp:
-            self.stamp = now
+        now = stamp(self.path)
+        if now != self.seen:
+            self.seen = now
             return True
         return False
 

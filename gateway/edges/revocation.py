@@ -169,10 +169,22 @@ def load_denylist(path: Path) -> frozenset[str]:
     return frozenset(s for line in text.splitlines() if (s := line.split("#", 1)[0].strip()))
 
 
-def mtime(path: Path | None) -> float | None:
+#: what says a watched file changed: modification time, size, inode and change time
+Stamp = tuple[int, int, int, int]
+
+
+def stamp(path: Path | None) -> Stamp | None:
+    """What changes when ``path`` is written or replaced (None: absent or unreadable).
+
+    Not the modification time alone: file times move in coarse kernel ticks, so a writer that
+    truncates and then writes (``Path.write_text``, an editor, ``>`` in a shell) can leave the same
+    time on the truncated and the written file — and a watch that read the empty file in
+    between would never read the written one.  The size tells those two apart; the inode tells
+    an atomic replacement (rename over) from the file it replaced."""
     if path is None:
         return None
     try:
-        return path.stat().st_mtime_ns / 1e9
+        st = path.stat()
     except OSError:
         return None
+    return st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns
