@@ -105,7 +105,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     identities += f'[[identities]]\nid = "{TD}posture-agent"\ncomp_ids = []\nroles = ["posture_agent"]\n'
     admin_port = harness.free_port()
     policy = tmp / "policy.toml"
-    policy.write_bytes(POLICY.read_bytes().replace(b"# INTC = 30.15", b"COLLARED = 10.0") + f"""
+    # 127.0.0.22 joins the production analytics zone, but not the quant rule's ip_allowlist
+    shipped = POLICY.read_bytes()
+    zone = b'prod_analytics = ["10.20.1.0/24", "127.0.0.12/32"]'
+    assert zone in shipped, "the shipped policy's prod_analytics zone changed: update this fixture"
+    shipped = shipped.replace(zone, zone[:-1] + b', "127.0.0.22/32"]')
+    policy.write_bytes(shipped.replace(b"# INTC = 30.15", b"COLLARED = 10.0") + f"""
 [risk.identities."{TD}riskalgo"]
 max_order_qty = 500
 max_msgs_per_sec = 4
@@ -130,19 +135,22 @@ restricted_symbols = ["BAD"]
     sim.stop()
 
 
-def last_decision(w: World, session: str) -> dict[str, object]:
-    time.sleep(0.05)
-    return w.decisions(session)[-1]
+def decision(w: World, mark: int, session: str, msg_type: str) -> dict[str, Any]:
+    """The outbound decision on ``session``'s ``msg_type`` made after ``mark``, once written."""
+    return w.after(mark, lambda r: r["kind"] == "decision" and r.get("direction") == "outbound"
+                   and str(r.get("session", "")).endswith(session) and r.get("msg_type") == msg_type,
+                   f"the decision record of {session}'s {msg_type}")
 
 
 # --- the seven rows of the RFQ access matrix ----------------------------------------
 
 def test_row1_trader_create_rfq_corporate_lan_compliant_is_allowed_with_mfa_and_logging(world: World) -> None:
     c = world.logon("trader-lan")
+    mark = world.mark()
     c.send("R", [(131, "Q1"), (146, "1"), (55, "INTC")])
     quote = c.recv_type(b"S")  # the exchange answered: the request went through
     assert quote.get(131) == b"Q1"
-    d = last_decision(world, "TRLAN/FIXGW")
+    d = decision(world, mark, "TRLAN/FIXGW", "R")
     assert d["decision"] == "allow" and d["rules"] == ["trader-create-rfq-lan"]
     assert set(d["controls"]) == {"mfa", "session_logging"} and d["zone"] == "corporate_lan"  # type: ignore[arg-type]
 
@@ -165,12 +173,13 @@ def _algo_trades_and_quotes(world: World, symbol: str) -> bytes:
 def test_row2_trader_view_historical_trades_remote_vpn_is_allowed(world: World) -> None:
     _algo_trades_and_quotes(world, "HIST")
     c = world.logon("trader-vpn")
+    mark = world.mark()
     c.send("AD", [(568, "TR1"), (569, "0"), (55, "HIST")])
     ack = c.recv_type(b"AQ")  # the venue's TradeCaptureReportRequestAck ...
     assert (ack.get(568), ack.get(749), ack.get(748)) == (b"TR1", b"0", b"1")
     report = c.recv_type(b"AE")  # ... and its trade on the tape
     assert (report.get(568), report.get(55), report.get(32), report.get(31)) == (b"TR1", b"HIST", b"100", b"10.25")
-    d = last_decision(world, "TRVPN/FIXGW")
+    d = decision(world, mark, "TRVPN/FIXGW", "AD")
     assert d["decision"] == "allow" and d["rules"] == ["trader-history-vpn"] and d["zone"] == "remote_vpn"
 
 
@@ -181,8 +190,9 @@ def test_row3_quant_analytics_from_production_server_is_allowed_by_ip_allowlist(
     assert (snapshot.get(262), snapshot.get(55), snapshot.get(268)) == (b"MD1", b"INTC", b"2")
     update = c.recv_type(b"X")
     assert update.get(262) == b"MD1" and update.get(279) == b"1"
+    mark = world.mark()
     c.send("V", [(262, "MD1"), (263, "2"), (264, "0"), (267, "1"), (269, "0"), (146, "1"), (55, "INTC")])
-    d = last_decision(world, "QPROD/FIXGW")
+    d = decision(world, mark, "QPROD/FIXGW", "V")
     assert d["decision"] == "allow" and "ip_allowlist" in d["controls"]  # type: ignore[operator]
     c.send("5", [])
     while True:  # updates already on their way, then the Logout
@@ -190,6 +200,24 @@ def test_row3_quant_analytics_from_production_server_is_allowed_by_ip_allowlist(
         assert m is not None and m.msg_type in (b"0", b"X", b"5"), m
         if m.msg_type == b"5":
             break
+
+
+def test_row3_the_ip_allowlist_refuses_the_same_server_identity_from_another_address_of_its_zone(
+        world: World) -> None:
+    # same certificate, same zone, same compliant posture: only the address is off the rule's allowlist
+    comp = CLIENTS["quant-prod"][0]
+    c = FixClient(world.port, client_ssl(world.certs, "quant-prod"), comp, source="127.0.0.22")
+    c.send("A", [(98, "0"), (108, "30"), (141, "Y")])
+    reply = c.recv()
+    assert reply is not None and reply.msg_type == b"A"  # the zone can reach a rule: the Logon is answered
+    mark = world.mark()
+    c.send("V", [(262, "MD2"), (263, "0"), (264, "0"), (267, "1"), (269, "0"), (146, "1"), (55, "INTC")])
+    bmr = c.recv_type(b"j")  # never at the venue: no snapshot, a BusinessMessageReject
+    assert bmr.get(372) == b"V" and b"ip_allowlist" in (bmr.get(58) or b""), bmr
+    d = decision(world, mark, f"{comp}/FIXGW", "V")
+    assert d["decision"] == "deny" and d["zone"] == "prod_analytics" and d["peer"] == "127.0.0.22", d
+    assert "ip_allowlist" in str(d["reason"]), d
+    c.close()
 
 
 def test_row4_quant_analytics_from_development_sandbox_is_denied(world: World) -> None:
@@ -204,10 +232,11 @@ def test_row4_quant_analytics_from_development_sandbox_is_denied(world: World) -
 def test_row5_risk_officer_views_open_rfqs_read_only(world: World) -> None:
     quote_id = _algo_trades_and_quotes(world, "OPENQ")
     c = world.logon("risk")
+    mark = world.mark()
     c.send("a", [(649, "QS1"), (55, "OPENQ")])
     report = c.recv_type(b"AI")  # the venue's QuoteStatusReport of the open quote
     assert (report.get(649), report.get(117), report.get(55), report.get(297)) == (b"QS1", quote_id, b"OPENQ", b"0")
-    d = last_decision(world, "RISK/FIXGW")
+    d = decision(world, mark, "RISK/FIXGW", "a")
     assert d["decision"] == "allow" and "read_only" in d["controls"]  # type: ignore[operator]
     c.send("D", [(11, "RISK-ORDER"), *NOS])
     er = c.recv_type(b"8")
@@ -222,10 +251,11 @@ def test_row6_it_admin_system_configuration_needs_jit_mfa_and_gets_full_capture(
     mark = world.mark()
     write_json(world.tmp / "state" / "jit.json", {TD + "admin": time.time() + 600})
     world.after(mark, lambda r: r["kind"] == "jit_grants" and TD + "admin" in r["grants"], "the JIT grant applied")
+    mark = world.mark()
     c.send("BE", [(923, "U2"), (924, "1"), (553, "adam")])
     response = c.recv_type(b"BF")  # the venue's UserResponse
     assert (response.get(923), response.get(553), response.get(926)) == (b"U2", b"adam", b"1")
-    d = last_decision(world, "ADMIN/FIXGW")
+    d = decision(world, mark, "ADMIN/FIXGW", "BE")
     assert d["decision"] == "allow" and {"jit", "mfa", "full_capture"} <= set(d["controls"])  # type: ignore[arg-type]
     assert any(r["kind"] == "full_capture_on" for r in world.audit())
     c.send("1", [(112, "SECRETTRY"), (554, "not-a-real-password")])  # from now on every byte is kept
