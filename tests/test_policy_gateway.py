@@ -127,9 +127,8 @@ restricted_symbols = ["BAD"]
     sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp / "sim.log", sim_port)
     gw = harness.start(["run", "--config", str(cfg)], tmp / "gw.log", gw_port)
     w = World(tmp, certs, gw_port, tomllib.loads((tmp / "totp.secrets").read_text())["totp"], admin_port)
-    deadline = time.monotonic() + 10
-    while sum(r["kind"] == "upstream_logon" for r in w.audit()) < len(CLIENTS) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    harness.wait_for(lambda: sum(r["kind"] == "upstream_logon" for r in w.audit()) >= len(CLIENTS),
+                     f"the {len(CLIENTS)} exchange legs to log on", proc=gw)
     yield w
     gw.stop()
     sim.stop()
