@@ -113,6 +113,28 @@ def test_garbled_frame_is_dropped_without_consuming_a_sequence_number() -> None:
     assert s.store.next_target_seq() == 3 and not s.closed
 
 
+def test_refusal_credit_stops_a_read_after_that_many_refusals_and_keeps_the_rest() -> None:
+    s = acceptor()
+    logon(s)
+    sent(s), s.events()
+    bad_qty = [(t, b"many" if t == 38 else v) for t, v in NOS]  # OrderQty(38) not a number: Reject(3)
+    garbled = frame(b"0", 99)[:-4] + b"999\x01"
+    read = b"".join([frame(b"D", 2, bad_qty), garbled, frame(b"D", 3, bad_qty), frame(b"0", 4), frame(b"0", 5)])
+    s.refusal_credit = 2
+    s.receive_data(read, T0)
+    assert [type(e).__name__ for e in s.events()] == ["MessageRejected", "FrameDropped"]
+    assert [m.msg_type for m in sent(s)] == [b"3"]
+    assert s.store.next_target_seq() == 3  # the rest waits in the framer
+    s.refusal_credit = 0  # even with none left, the next read handles one frame: the application hears of it
+    s.receive_data(b"", T0)
+    assert [type(e).__name__ for e in s.events()] == ["MessageRejected"] and s.store.next_target_seq() == 4
+    s.refusal_credit = None  # no limit: the rest of the read
+    s.receive_data(b"", T0)
+    assert s.store.next_target_seq() == 6 and not s.events()
+    s.reject(codec.parse(frame(b"D", 6, NOS)), 5, 89, "decided", T0)  # the application's own refusal
+    assert s.events()[0].decided  # type: ignore[attr-defined]
+
+
 def test_heartbeat_test_request_and_timeout_follow_the_clock_passed_in() -> None:
     s = acceptor()
     s.receive_data(frame(b"A", 1, [(98, b"0"), (108, b"10")]), T0)

@@ -138,6 +138,7 @@ class Router:
         self._exec_ids = 0
         g = cfg.gateway
         self.refusals = RefusalBudget(g.refusal_rate, g.refusal_burst)
+        self.malformed = RefusalBudget(g.malformed_rate, g.malformed_burst, "malformed-message budget")
         assert cfg.audit is not None
         self.cancels_in_outage = cfg.audit.cancels_when_unavailable == "allow"
         for s in cfg.sessions:  # the answers' dictionaries, read now rather than on a session's first refusal
@@ -194,7 +195,7 @@ class Router:
         ident = conn.identity
         spent = self.refusals.buckets.get(ident.id)  # before the decision: an identity over its budget is not heard
         if spent is not None and self.refusals.exhausted(spent, now):
-            self._over_budget(route, conn, msg, spent, now)
+            self._over_budget(self.refusals, route, conn, msg.seq_num, spent, now)
             return
         party = self.party(route, conn)
         # behaviour against the identity's baseline: alerts, and it may trip the kill switch first
@@ -230,7 +231,7 @@ class Router:
         if not v.allowed:
             self._refused(route, conn, msg, v, now)
             if self.refusals.spend(ident.id, now):
-                self._budget_used_up(route, conn, msg, now)
+                self._budget_used_up(self.refusals, route, conn, msg.seq_num, now)
             return
         if v.read_only:
             conn.read_only = True
@@ -309,47 +310,80 @@ class Router:
         self._business_reject(route, conn, msg, T.BRR_APPLICATION_NOT_AVAILABLE,
                               f"refused: the audit stream cannot record it ({exc}); nothing crosses unrecorded", now)
 
-    # -- the refusal budget --------------------------------------------------------------
-    def _budget_used_up(self, route: Route, conn: ClientProtocol, msg: Message, now: float) -> None:
+    # -- the refusal budgets --------------------------------------------------------------
+    # What the session layer refuses itself — a message it answers with Reject(3), a garbled frame it
+    # drops — costs a budget too (``malformed``, larger: an engine may produce a run of them in good
+    # faith): otherwise malformed traffic from an identity the policy allows nothing would be an
+    # unmetered way to write the audit stream and the resend log full.  The client shell sets the
+    # session's ``refusal_credit`` before each read (``refusal_credit``), asks ``refusal_unheard``
+    # before recording one and calls ``refusal_spent`` after.
+    def refusal_credit(self, conn: ClientProtocol, now: float) -> int | None:
+        """The session-level refusals the identity's budget still allows (``Session.refusal_credit``), so a
+        read full of malformed frames is answered only as far as the budget goes."""
+        return self.malformed.credit(conn.identity.id, now) if conn.identity is not None else None
+
+    def refusal_unheard(self, route: Route, conn: ClientProtocol, seq: int | None, now: float) -> bool:
+        """Is the identity's budget used up already?  Then the refusal is counted, not recorded on its own
+        (one ``refused_unprocessed`` record per burst), and a session still up is cut."""
+        if conn.identity is None or conn.session is None:
+            return False
+        spent = self.malformed.buckets.get(conn.identity.id)
+        if spent is None or not self.malformed.exhausted(spent, now):
+            return False
+        self._over_budget(self.malformed, route, conn, seq, spent, now)
+        return True
+
+    def refusal_spent(self, route: Route, conn: ClientProtocol, seq: int | None, now: float) -> None:
+        """A session-level refusal was recorded: spend the identity's budget; the one that uses it up logs out."""
+        if conn.identity is None:
+            return
+        self.metrics.refusals.labels("session").inc()
+        if self.malformed.spend(conn.identity.id, now):
+            self._budget_used_up(self.malformed, route, conn, seq, now)
+
+    def _budget_used_up(self, budget: RefusalBudget, route: Route, conn: ClientProtocol, seq: int | None,
+                        now: float) -> None:
         """This refusal used up the identity's budget: Logout(5) saying so, connection closed."""
         assert conn.identity is not None
-        b = self.refusals.buckets[conn.identity.id]
-        why = (f"{b.refused} refused messages: the refusal budget ({self.refusals.rate:g}/s, burst "
-               f"{self.refusals.burst:g}) is used up; messages after MsgSeqNum(34)={msg.seq_num} are not "
+        b = budget.buckets[conn.identity.id]
+        why = (f"{b.refused} refused messages: the {budget.name} ({budget.rate:g}/s, burst "
+               f"{budget.burst:g}) is used up; messages after MsgSeqNum(34)={seq} are not "
                "processed until it refills")
-        self._cut(route, conn, why, now, b, msg.seq_num, again=False)
+        self._cut(budget, route, conn, why, now, b, seq, again=False)
 
-    def _over_budget(self, route: Route, conn: ClientProtocol, msg: Message, b: Spend, now: float) -> None:
+    def _over_budget(self, budget: RefusalBudget, route: Route, conn: ClientProtocol, seq: int | None, b: Spend,
+                     now: float) -> None:
         """A message of an identity whose budget is used up: not decided, not answered, counted; a session
         that is still up (it logged on again meanwhile) is cut."""
         assert conn.session is not None
         self.metrics.refusals.labels("refusal-budget").inc()
-        if self.refusals.drop(b, msg.seq_num):  # one summary record per burst, when the loop turns
+        if budget.drop(b, seq):  # one summary record per burst, when the loop turns
             try:
-                asyncio.get_running_loop().call_soon(self._report_dropped, route.name, conn, b)
+                asyncio.get_running_loop().call_soon(self._report_dropped, budget, route.name, conn, b)
             except RuntimeError:  # no loop (a tool driving the router directly): report at once
-                self._report_dropped(route.name, conn, b)
+                self._report_dropped(budget, route.name, conn, b)
         if conn.session.state is State.ACTIVE:
-            why = (f"the refusal budget ({self.refusals.rate:g}/s, burst {self.refusals.burst:g}) is still used "
-                   f"up after {b.refused} refused messages; MsgSeqNum(34)={msg.seq_num} and later are not "
+            why = (f"the {budget.name} ({budget.rate:g}/s, burst {budget.burst:g}) is still used "
+                   f"up after {b.refused} refused messages; MsgSeqNum(34)={seq} and later are not "
                    "processed until it refills")
-            self._cut(route, conn, why, now, b, msg.seq_num, again=True)
+            self._cut(budget, route, conn, why, now, b, seq, again=True)
 
-    def _cut(self, route: Route, conn: ClientProtocol, why: str, now: float, b: Spend, seq: int | None,
-             again: bool) -> None:
+    def _cut(self, budget: RefusalBudget, route: Route, conn: ClientProtocol, why: str, now: float, b: Spend,
+             seq: int | None, again: bool) -> None:
         assert conn.identity is not None
         self.gate.event("refusal_budget_exhausted", identity=conn.identity.id, session=route.name,
-                        client_seq=seq, refused=b.refused, rate=self.refusals.rate, burst=self.refusals.burst,
+                        budget=budget.name, client_seq=seq, refused=b.refused, rate=budget.rate, burst=budget.burst,
                         logged_on_again=again, reason=why)
-        log.warning("refusal_budget_exhausted", identity=conn.identity.id, session=route.name, refused=b.refused)
+        log.warning("refusal_budget_exhausted", identity=conn.identity.id, session=route.name, budget=budget.name,
+                    refused=b.refused)
         conn.revoke(why, now)
 
-    def _report_dropped(self, session: str, conn: ClientProtocol, b: Spend) -> None:
-        count, first, last = self.refusals.report(b)
+    def _report_dropped(self, budget: RefusalBudget, session: str, conn: ClientProtocol, b: Spend) -> None:
+        count, first, last = budget.report(b)
         if count:
             self.gate.event("refused_unprocessed", identity=conn.identity.id if conn.identity else None,
                             session=session, count=count, first_client_seq=first, last_client_seq=last,
-                            reason="the identity's refusal budget is used up: not decided, not answered")
+                            reason=f"the identity's {budget.name} is used up: not decided, not answered")
 
     def _refused(self, route: Route, conn: ClientProtocol, msg: Message, v: Verdict, now: float) -> None:
         """Answer a refused message on the client leg; it never reaches the exchange."""

@@ -11,6 +11,11 @@ decision record, no answer), it counts them (``Spend.dropped``) and writes one
 summary.  Reconnecting does not help: the bucket belongs to the identity, not
 the session, and only time refills it.
 
+The gateway keeps two: one for the pipeline's refusals (policy, risk,
+signature ...) and a larger one for what the FIX session layer refuses
+itself (Reject(3) for a malformed message, a garbled frame dropped), which a
+counterparty's engine may produce in good faith.
+
 The allowed path pays one dict lookup (``buckets.get``: no bucket until the
 first refusal).
 """
@@ -35,13 +40,20 @@ class Spend:
 class RefusalBudget:
     """Per-identity token buckets of refused messages."""
 
-    __slots__ = ("burst", "rate", "buckets")
+    __slots__ = ("burst", "rate", "buckets", "name")
 
-    def __init__(self, rate: float, burst: float) -> None:
+    def __init__(self, rate: float, burst: float, name: str = "refusal budget") -> None:
         if not (rate > 0 and burst >= 1):
             raise ValueError(f"a refusal budget needs rate > 0 and burst >= 1, not rate={rate!r} burst={burst!r}")
-        self.rate, self.burst = rate, burst
+        self.rate, self.burst, self.name = rate, burst, name
         self.buckets: dict[str, Spend] = {}
+
+    def credit(self, identity: str, now: float) -> int:
+        """How many more refusals ``identity`` may have now (its whole refilled bucket, rounded down)."""
+        b = self.buckets.get(identity)
+        if b is None:
+            return int(self.burst)
+        return int(min(self.burst, b.tokens + (now - b.last) * self.rate))
 
     def exhausted(self, b: Spend, now: float) -> bool:
         """Before deciding: is this identity's budget used up (not even one more refusal left)?"""

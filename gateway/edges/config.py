@@ -215,6 +215,11 @@ class GatewaySection(_S, kw_only=True, forbid_unknown_fields=True):
     # logs the session out, and until it refills the identity's messages are not decided, only counted
     refusal_rate: float = 10.0
     refusal_burst: float = 100.0  # refused messages one identity may send at once before refusal_rate applies
+    # the same for messages the FIX session layer refuses itself (Reject(3): malformed, a field out of order,
+    # a bad value) and garbled frames it drops: a budget of their own, larger, as a counterparty's engine
+    # may produce a run of them in good faith (an acceptance suite does); emptying it logs the session out
+    malformed_rate: float = 100.0
+    malformed_burst: float = 1000.0  # malformed messages one identity may send at once before malformed_rate
     # worker processes sharing the listener (SO_REUSEPORT); each owns a fixed share of the identities
     workers: int = 1
     pin_workers: bool = False  # worker K runs only on the K-th allowed CPU (no cross-core wake-ups)
@@ -392,6 +397,11 @@ def _check(cfg: Config, p: Path, need_gateway: bool) -> None:
         raise ConfigError(p, "gateway.refusal_rate", f"{g.refusal_rate}: must be above 0", "default 10 (per second)")
     if not g.refusal_burst >= 1:
         raise ConfigError(p, "gateway.refusal_burst", f"{g.refusal_burst}: must be 1 or more", "default 100")
+    if not g.malformed_rate > 0:
+        raise ConfigError(p, "gateway.malformed_rate", f"{g.malformed_rate}: must be above 0",
+                          "default 100 (per second)")
+    if not g.malformed_burst >= 1:
+        raise ConfigError(p, "gateway.malformed_burst", f"{g.malformed_burst}: must be 1 or more", "default 1000")
     if cfg.audit is not None:
         for j, tag in enumerate(cfg.audit.redact_tags):
             if tag < 1:

@@ -385,7 +385,9 @@ class ClientProtocol(SessionProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self.session is not None:
-            self.session.receive_data(data, time.time())
+            now = time.time()
+            self.session.refusal_credit = self.gw.refusal_credit(self, now)
+            self.session.receive_data(data, now)
             self.pump()
             return
         if self.identity is None:
@@ -540,11 +542,19 @@ class ClientProtocol(SessionProtocol):
                                 identity=self.identity.id if self.identity else None, reason=event.reason)
             log.info("logon_refused", session=route.name, reason=event.reason)
         elif isinstance(event, MessageRejected):
+            # the session layer's own refusals cost the refusal budget (a decided one has paid already)
+            if not event.decided and self.gw.refusal_unheard(route, self, event.ref_seq_num, now):
+                return
             self.gw.audit_event("session_reject", session=route.name, ref_seq=event.ref_seq_num,
                                 msg_type=text(event.msg_type), reason=event.reason, tag=event.tag,
                                 detail=event.detail)
+            if not event.decided:
+                self.gw.refusal_spent(route, self, event.ref_seq_num, now)
         elif isinstance(event, FrameDropped):
+            if self.gw.refusal_unheard(route, self, None, now):
+                return
             self.gw.audit_event("frame_dropped", session=route.name, reason=event.reason, bytes=len(event.data))
+            self.gw.refusal_spent(route, self, None, now)
         elif isinstance(event, LoggedOut):
             self.gw.audit_event("logout", session=route.name, reason=event.reason, by_peer=event.by_peer)
         elif isinstance(event, Disconnected):

@@ -237,6 +237,15 @@ HOLES: list[Hole] = [
     Hole("test_budget_holes::test_a_value_the_peer_chooses_is_capped_in_event_records_too",
          "Logon with a 30 KB SenderCompID(49)", "Logon unanswered, closed",
          "logon_refused: reason cut at 4096 chars"),
+    Hole("test_budget_holes::test_malformed_messages_and_garbled_frames_cost_the_same_budget",
+         "2,000 messages the session layer refuses itself (OrderQty(38) not a number) and garbled frames, "
+         "from an identity the policy allows nothing",
+         "Reject(3) only as far as the malformed-message budget goes, then Logout naming it; bounded disk",
+         "session_reject, frame_dropped, refusal_budget_exhausted"),
+    Hole("test_handoff_sockets::test_a_stream_refused_in_connection_made_leaves_no_socket_owning_its_old_fd",
+         "with workers = 2, a revoked identity's connection handed to its owner and refused there at once",
+         "the refusal closes only that connection (it used to leave a socket object whose finalizer closed "
+         "the descriptor a later admin or client connection reused)", "connection_refused"),
     Hole("test_budget_holes::test_a_burst_of_cancels_after_the_order_budget_is_spent_all_pass",
          "8 cancels at once after 8 resting orders used the whole order budget",
          "all 8 cancelled; a further cancel flood throttled", "decision: risk.cancel_throttle"),

@@ -148,7 +148,8 @@ def world(tmp_path: Path) -> Iterator[World]:
     port, sim_port = harness.free_port(), harness.free_port()
     cfg = harness.trading_config(tmp_path, certs, port, sim_port, reset_on_logon=True,
                                  clients=("ALGO1", "ALGO2", "MUTE"), identities=identities,
-                                 gateway_extra=f"refusal_rate = 0.2\nrefusal_burst = {BURST}",
+                                 gateway_extra=(f"refusal_rate = 0.2\nrefusal_burst = {BURST}\n"
+                                                f"malformed_rate = 0.2\nmalformed_burst = {BURST}"),
                                  sim_extra=f'rest_symbols = ["REST"]\njournal = "{tmp_path}/received.log"')
     cfg.write_text(cfg.read_text().replace("[policy]\nallow_all = true",
                                            f'[policy]\nfile = "{tmp_path}/policy.toml"'))
@@ -230,6 +231,46 @@ def test_a_refused_flood_costs_a_bounded_amount_of_disk_and_logs_the_identity_ou
     assert not [r for r in records if r["kind"] == "decision" and r.get("cl_ord_id") == "AGAIN"]
     assert [r["logged_on_again"] for r in records if r["kind"] == "refusal_budget_exhausted"] == [False, True]
     trade(bystander, "AFTER")  # the bystander never noticed
+
+
+def test_malformed_messages_and_garbled_frames_cost_the_same_budget(world: World) -> None:
+    # messages the session layer refuses itself (Reject(3)) and frames it drops never reach the
+    # pipeline: they must not be an unmetered way to fill the disk either
+    bystander = world.client("algo1")
+    mute = world.client("mute")
+    world.wait(lambda rs: any(r["kind"] == "logon" and r.get("identity") == MUTE for r in rs), "mute's logon")
+    before = world.disk("FIX.4.4-MUTE-FIXGW")
+    frames = []
+    for i in range(FLOOD):
+        if i % 2:  # OrderQty(38) that is not a number: Reject(3) 373=6
+            frames.append(mute.frame("D", nos(f"M{i}", qty="x" * 200)))
+        else:  # a checksum that does not add up: dropped without a sequence number
+            good = mute.frame("0", [], seq=mute.seq)  # numbered like the next message, not consuming it
+            frames.append(good[:-4] + b"%03d\x01" % ((int(good[-4:-1]) + 1) % 256))
+    try:
+        for i in range(0, FLOOD, 100):
+            mute.send_raw(b"".join(frames[i:i + 100]))
+    except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+        pass
+    answers = until_closed(mute)
+    logout = [m for m in answers if m.msg_type == b"5"]
+    assert logout and b"malformed-message budget" in (logout[0].get(58) or b""), answers[-3:]
+    rejects = [m for m in answers if m.msg_type == b"3"]
+    assert len(rejects) <= BURST, f"{len(rejects)} Reject(3) answers for a budget of {BURST}"
+    world.wait(lambda rs: any(r["kind"] == "refusal_budget_exhausted" and r.get("identity") == MUTE for r in rs),
+               "the budget's record")
+    world.wait(lambda rs: any(r["kind"] == "logout" and "MUTE" in str(r.get("session")) for r in rs), "logout")
+    records = world.audit()
+    recorded = [r for r in records
+                if r["kind"] in ("session_reject", "frame_dropped") and "MUTE" in str(r.get("session"))]
+    assert {r["kind"] for r in recorded} == {"session_reject", "frame_dropped"}
+    assert len(recorded) == BURST, f"{len(recorded)} refusals recorded one by one for a budget of {BURST}"
+    exhausted = [r for r in records if r["kind"] == "refusal_budget_exhausted"]
+    assert len(exhausted) == 1 and exhausted[0]["refused"] == BURST
+    assert exhausted[0]["budget"] == "malformed-message budget"
+    grown = world.disk("FIX.4.4-MUTE-FIXGW") - before
+    assert grown < BURST * PER_REFUSAL + FIXED, f"{grown} bytes for {FLOOD} refused frames"
+    trade(bystander, "AFTER-MALFORMED")  # the bystander never noticed
 
 
 def test_a_value_the_peer_chooses_is_capped_in_event_records_too(world: World) -> None:

@@ -43,6 +43,9 @@ class MessageRejected:
     #: the message refused: a refused application message never reaches the application, so the shell may
     #: owe someone word of it (the exchange leg tells the client that the venue's report on its order was refused)
     message: Message | None = None
+    #: the application asked for it (``Session.reject``: a refused signature), having decided on the message;
+    #: False when the session layer found the message invalid itself
+    decided: bool = False
 
 
 @dataclass(frozen=True, slots=True)

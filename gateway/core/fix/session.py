@@ -115,6 +115,11 @@ class Session:
         )
         self.messages_in = 0
         self.messages_out = 0
+        #: how many more frames this session may refuse on its own (Reject(3), a garbled frame dropped)
+        #: before it stops reading the input it has: the application's refusal budget, set before each
+        #: read (None: no limit).  At least one frame of a read is always handled, so an application
+        #: that is owed a decision hears of the next one.
+        self.refusal_credit: int | None = None
 
     # -- public API -------------------------------------------------------------
     @property
@@ -175,7 +180,11 @@ class Session:
             return
         if data:
             self.framer.feed(data)
+        first = True
         while not self.closed:  # a frame may close the session
+            if not first and self.refusal_credit is not None and self.refusal_credit <= 0:
+                break  # left in the framer: the application ends the session, or reads on with new credit
+            first = False
             ev = self.framer.next_event()
             if ev is None:
                 break
@@ -241,7 +250,7 @@ class Session:
         """Answer an already accepted message with Reject(3) (e.g. SignatureProblem)."""
         if self.state is State.ACTIVE:
             self._now = now
-            self._reject(msg, reason, tag, detail)
+            self._reject(msg, reason, tag, detail, decided=True)
 
     @_stops
     def logout(self, now: float, text: str = "") -> None:
@@ -380,7 +389,7 @@ class Session:
         self._disconnect(reason)
         raise _Stop
 
-    def _reject(self, msg: Message, reason: int, tag: int | None, detail: str) -> None:
+    def _reject(self, msg: Message, reason: int, tag: int | None, detail: str, decided: bool = False) -> None:
         """Reject(3) with the spec's wording; detail goes to the event only."""
         body, header = reject_fields(msg, reason, tag, self.config.begin_string)
         seq = msg.seq_num
@@ -391,12 +400,16 @@ class Session:
         ):
             self._incr_target()
         self._send_admin(T.MT_REJECT, body, self._now, header)
-        self._events.append(MessageRejected(seq, msg.msg_type, reason, tag, detail, msg))
+        if not decided and self.refusal_credit is not None:
+            self.refusal_credit -= 1
+        self._events.append(MessageRejected(seq, msg.msg_type, reason, tag, detail, msg, decided))
 
     # -- receiving ---------------------------------------------------------------
     _now: float = 0.0
 
     def _on_garbled(self, ev: FrameGarbled, now: float) -> None:
+        if self.refusal_credit is not None:
+            self.refusal_credit -= 1
         self._events.append(FrameDropped(ev.data, ev.reason))
         if self.state is State.AWAITING_LOGON:
             # A first message we cannot read is not a Logon: close (1d length invalid).
