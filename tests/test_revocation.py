@@ -29,6 +29,7 @@ class World:
     certs: Path
     gw_port: int
     gw: harness.Proc
+    admin_port: int = 0
 
     def wait_record(self, pred: Callable[[dict[str, object]], object], what: str) -> dict[str, object]:
         return harness.wait_record(self.tmp / "state" / "audit", pred, what, proc=self.gw)
@@ -47,12 +48,13 @@ def make_world(tmp: Path, interval: float) -> World:
     (tmp / "denylist").write_text("# identities refused at once\n")
     identities = "".join(f'[[identities]]\nid = "spiffe://fixgw.dev/client/{n}"\ncomp_ids = ["{n.upper()}"]\n'
                          for n in NAMES)
-    extra = f'[revocation]\ncrl = "{certs}/ca.crl"\ndenylist = "{tmp}/denylist"\ncheck_interval = {interval}\n'
-    gw_port, sim_port = harness.free_port(), harness.free_port()
+    gw_port, sim_port, admin_port = harness.free_port(), harness.free_port(), harness.free_port()
+    extra = (f'[revocation]\ncrl = "{certs}/ca.crl"\ndenylist = "{tmp}/denylist"\ncheck_interval = {interval}\n'
+             f'[admin]\nport = {admin_port}\n')
     cfg = harness.trading_config(tmp, certs, gw_port, sim_port, clients=tuple(n.upper() for n in NAMES),
                                  identities=identities, extra=extra, reset_on_logon=True)
     gw = harness.start(["run", "--config", str(cfg)], tmp / "gw.log", gw_port)
-    return World(tmp, certs, gw_port, gw)
+    return World(tmp, certs, gw_port, gw, admin_port)
 
 
 @pytest.fixture(scope="module")
@@ -143,15 +145,16 @@ def test_a_crl_that_does_not_verify_is_not_used_and_raises_an_alert(world: World
 def test_server_certificate_replaced_on_disk_serves_new_handshakes(world: World) -> None:
     import ssl
 
-    def server_serial() -> int:
+    def server_serial(port: int = world.gw_port) -> int:
         ctx = client_ssl(world.certs, "algo1")
-        with ctx.wrap_socket(harness.socket.create_connection(("127.0.0.1", world.gw_port)),
+        with ctx.wrap_socket(harness.socket.create_connection(("127.0.0.1", port)),
                              server_hostname="127.0.0.1") as s:
             der = s.getpeercert(binary_form=True)
         assert der is not None
         return int(x509.load_der_x509_certificate(der).serial_number)
 
     before = server_serial()
+    assert server_serial(world.admin_port) == before  # the admin listener: the same certificate
     pki.issue(world.certs, "gw-next", server=True, kind="gateway",
               extra_sans=[x509.DNSName("localhost"), x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))])
     shutil.copy(world.certs / "gw-next.key", world.certs / "gateway.key")
@@ -162,6 +165,7 @@ def test_server_certificate_replaced_on_disk_serves_new_handshakes(world: World)
     after = server_serial()
     assert after != before
     assert after == x509.load_pem_x509_certificate((world.certs / "gw-next.crt").read_bytes()).serial_number
+    assert server_serial(world.admin_port) == after  # the admin listener follows the rotation too
     assert ssl  # the bystander session (old certificate) is checked by the autouse fixture
 
 

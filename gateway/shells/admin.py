@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -439,9 +440,24 @@ class AdminAPI:
             app.router.add_route(method, path, self._guarded(role, handler))
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, host, port, ssl_context=self.gw.server_ctx)
+        site = web.TCPSite(self.runner, host, port, ssl_context=self._following_context())
         await site.start()
         log.info("admin_listening", host=host, port=port)
+
+    def _following_context(self) -> ssl.SSLContext:
+        """The listener's TLS context for a site that keeps the one it was given: each handshake
+        switches to the server certificate in force *now* (the watch replaces the context when the
+        files rotate), as the FIX listener does, so the admin API never serves a retired certificate."""
+        ctx = self.gw.server_ctx
+        hub = self.gw
+
+        def current(obj: ssl.SSLObject, _name: str | None, given: ssl.SSLContext) -> None:
+            now = hub.server_ctx
+            if now is not given:  # same CA and verification; the certificate and key in force now
+                obj.context = now
+
+        ctx.sni_callback = current  # called with an SSLObject under asyncio
+        return ctx
 
     async def stop(self) -> None:
         if self.runner is not None:
