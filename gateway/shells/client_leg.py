@@ -20,13 +20,13 @@ import base64
 import dataclasses
 import ipaddress
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from cryptography import x509
 
 from gateway.core.fix import tags as T
+from gateway.core.fix.codec import CapturingFramer as _CapturingFramer
 from gateway.core.fix.codec import FrameEvent, FrameGarbled, Framer, FrameReceived, Message, ParseError, parse
 from gateway.core.fix.redact import redact
 from gateway.core.fix.session import (
@@ -274,31 +274,6 @@ class RelayedConnection(ClientTransport):
         self._closing = True
         if self.app is not None:
             self.app.connection_lost(exc)
-
-
-class _CapturingFramer(Framer):
-    """The session's framer while full capture is on: the same byte stream and buffer (``inner``), every
-    frame also handed to ``seen`` as the session takes it — after framing, so a value split across TLS
-    records is captured whole and redacted whole."""
-
-    __slots__ = ("inner", "seen")
-
-    def __init__(self, inner: Framer, seen: Callable[[FrameEvent], None]) -> None:
-        super().__init__(inner.max_frame)
-        self.inner, self.seen = inner, seen
-
-    def feed(self, data: bytes) -> None:
-        self.inner.feed(data)
-
-    @property
-    def buffered(self) -> int:
-        return self.inner.buffered
-
-    def next_event(self) -> FrameEvent | None:
-        ev = self.inner.next_event()
-        if ev is not None:
-            self.seen(ev)
-        return ev
 
 
 class ClientProtocol(SessionProtocol):

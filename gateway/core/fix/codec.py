@@ -21,7 +21,7 @@ The framer is sans-IO: ``feed(data)`` then ``next_event()`` until ``None``.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -448,6 +448,31 @@ class Framer:
         frame = buf[start:stop]
         self._pos = stop
         return _check_frame(frame, e8 - start, body_start - start, length, ck - start)
+
+
+class CapturingFramer(Framer):
+    """The session's framer while full capture is on: the same byte stream and buffer (``inner``), every
+    frame also handed to ``seen`` as the session takes it — after framing, so a value split across TLS
+    records is captured whole and redacted whole."""
+
+    __slots__ = ("inner", "seen")
+
+    def __init__(self, inner: Framer, seen: Callable[[FrameEvent], None]) -> None:
+        super().__init__(inner.max_frame)
+        self.inner, self.seen = inner, seen
+
+    def feed(self, data: bytes) -> None:
+        self.inner.feed(data)
+
+    @property
+    def buffered(self) -> int:
+        return self.inner.buffered
+
+    def next_event(self) -> FrameEvent | None:
+        ev = self.inner.next_event()
+        if ev is not None:
+            self.seen(ev)
+        return ev
 
 
 def _check_frame(frame: bytes, e8: int, body_start: int, length: int, ck: int) -> FrameEvent:

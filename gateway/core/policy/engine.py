@@ -109,6 +109,11 @@ def describe(m: Mention) -> str:
     return f"{field_text(tag, value)} ({FIELD_NAMES[src_tag]}({src_tag})={src})"
 
 
+#: Facts' fields, for __eq__ (a mypyc-compiled class has no ``__slots__`` attribute to read)
+_FACTS_FIELDS = ("instruments", "accounts", "clordids", "qty_n", "qty_max", "qty_min", "qty_top", "qty_bad",
+                 "px_n", "px_max", "px_min", "px_top", "px_bad", "collar")
+
+
 class Facts:
     """Every occurrence of the fields predicates and risk read, from one pass over a message.
 
@@ -116,8 +121,7 @@ class Facts:
     dataclasses construct several times slower).  Treat it as immutable.
     """
 
-    __slots__ = ("instruments", "accounts", "clordids", "qty_n", "qty_max", "qty_min", "qty_top", "qty_bad",
-                 "px_n", "px_max", "px_min", "px_top", "px_bad", "collar")
+    __slots__ = _FACTS_FIELDS
 
     instruments: list[Mention]
     accounts: list[tuple[int, bytes]]
@@ -137,7 +141,7 @@ class Facts:
     def __eq__(self, other: object) -> bool:  # two scans of the same message are equal (decisions compare)
         if not isinstance(other, Facts):
             return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+        return all(getattr(self, k) == getattr(other, k) for k in _FACTS_FIELDS)
 
     __hash__ = None  # type: ignore[assignment]
 
