@@ -120,9 +120,9 @@ def test_one_source_flooding_handshakes_does_not_lock_out_other_clients(
         while attempts[0] < 200:  # the flood is on before the first logon
             assert time.monotonic() < deadline, "the flood did not start"
             time.sleep(0.01)
-        for _ in range(10):
-            try:
-                c = FixClient(port, client_ssl(certs, "algo1"), "ALGO1")
+        for i in range(10):  # ten other clients, each from its own address (one address would be held
+            try:              # to its own per-source burst of 10 with the bystander's handshake counted)
+                c = FixClient(port, client_ssl(certs, "algo1"), "ALGO1", source=f"127.0.0.{40 + i}")
                 c.logon(reset=True)
                 c.send("5", [])
                 c.recv_type(b"5")
