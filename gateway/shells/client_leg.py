@@ -517,7 +517,7 @@ class ClientProtocol(SessionProtocol):
                                 identity=self.identity.id if self.identity else None, reason=event.reason)
             log.info("logon_refused", session=route.name, reason=event.reason)
         elif isinstance(event, MessageRejected):
-            # the session layer's own refusals cost the refusal budget (a decided one has paid already)
+            # the session layer's own refusals cost the malformed-message budget (a decided one paid the refusal budget)
             if not event.decided and self.gw.refusal_unheard(route, self, event.ref_seq_num, now):
                 return
             self.gw.audit_event("session_reject", session=route.name, ref_seq=event.ref_seq_num,
