@@ -72,7 +72,6 @@ def run(case):
     result = []
     data, step, zone = case
     for i in range(0, len(data), step):
-        s.refusal_credit = None
         s.receive_data(data[i:i + step], NOW)
         result.append([bytes(f) for f in s.frames_to_send()])
         for ev in s.events():

@@ -428,11 +428,9 @@ class Gateway:
     def refusal_credit(self, conn: ClientProtocol, now: float) -> int | None:
         return self.router.refusal_credit(conn, now)
 
-    def refusal_unheard(self, route: Route, conn: ClientProtocol, seq: int | None, now: float) -> bool:
-        return self.router.refusal_unheard(route, conn, seq, now)
-
-    def refusal_spent(self, route: Route, conn: ClientProtocol, seq: int | None, now: float) -> None:
-        self.router.refusal_spent(route, conn, seq, now)
+    def session_refused(self, route: Route, conn: ClientProtocol, seq: int | None, kind: str,
+                        fields: dict[str, Any], now: float) -> None:
+        self.router.session_refused(route, conn, seq, kind, fields, now)
 
     def exchange_to_client(self, route: Route, msg: Message, header_tags: frozenset[int], now: float) -> None:
         self.router.exchange_to_client(route, msg, header_tags, now)

@@ -315,30 +315,30 @@ class Router:
     # drops — costs a budget too (``malformed``, larger: an engine may produce a run of them in good
     # faith): otherwise malformed traffic from an identity the policy allows nothing would be an
     # unmetered way to write the audit stream and the resend log full.  The client shell sets the
-    # session's ``refusal_credit`` before each read (``refusal_credit``), asks ``refusal_unheard``
-    # before recording one and calls ``refusal_spent`` after.
+    # session's ``refusal_credit`` before each read (``refusal_credit``) and hands each such refusal
+    # to ``session_refused``.
     def refusal_credit(self, conn: ClientProtocol, now: float) -> int | None:
         """The session-level refusals the identity's budget still allows (``Session.refusal_credit``), so a
         read full of malformed frames is answered only as far as the budget goes."""
         return self.malformed.credit(conn.identity.id, now) if conn.identity is not None else None
 
-    def refusal_unheard(self, route: Route, conn: ClientProtocol, seq: int | None, now: float) -> bool:
-        """Is the identity's budget used up already?  Then the refusal is counted, not recorded on its own
-        (one ``refused_unprocessed`` record per burst), and a session still up is cut."""
-        if conn.identity is None or conn.session is None:
-            return False
-        spent = self.malformed.buckets.get(conn.identity.id)
-        if spent is None or not self.malformed.exhausted(spent, now):
-            return False
-        self._over_budget(self.malformed, route, conn, seq, spent, now)
-        return True
-
-    def refusal_spent(self, route: Route, conn: ClientProtocol, seq: int | None, now: float) -> None:
-        """A session-level refusal was recorded: spend the identity's budget; the one that uses it up logs out."""
-        if conn.identity is None:
+    def session_refused(self, route: Route, conn: ClientProtocol, seq: int | None, kind: str,
+                        fields: dict[str, Any], now: float) -> None:
+        """A refusal the session layer made (``kind`` ``session_reject`` or ``frame_dropped``): recorded and
+        charged to the identity's malformed-message budget; the one that uses it up logs the session out.
+        Once it is used up, refusals are counted, not recorded one by one (one ``refused_unprocessed``
+        record per burst), and a session still up is cut."""
+        ident = conn.identity
+        if ident is None or conn.session is None:
+            self.gate.event(kind, session=route.name, **fields)
             return
+        spent = self.malformed.buckets.get(ident.id)
+        if spent is not None and self.malformed.exhausted(spent, now):
+            self._over_budget(self.malformed, route, conn, seq, spent, now)
+            return
+        self.gate.event(kind, session=route.name, **fields)
         self.metrics.refusals.labels("session").inc()
-        if self.malformed.spend(conn.identity.id, now):
+        if self.malformed.spend(ident.id, now):
             self._budget_used_up(self.malformed, route, conn, seq, now)
 
     def _budget_used_up(self, budget: RefusalBudget, route: Route, conn: ClientProtocol, seq: int | None,

@@ -2,7 +2,8 @@
 
     python -m gateway.cli.build_core --in-place     # .so next to each .py of gateway/core (make compile)
     python -m gateway.cli.build_core --into DIR     # a copy of the package in DIR, compiled there
-    python -m gateway.cli.build_core --clean        # remove the in-place build (make clean-compiled)
+
+(``make clean-compiled`` removes the in-place build: a ``find``, so it needs no virtualenv.)
 
 Why mypyc: the core is written with full type hints for mypy --strict, so mypyc compiles all of
 it unchanged, from the one source that also runs interpreted (the reference).  Measured per
@@ -65,24 +66,12 @@ def copy_package(dest: Path) -> Path:
     return dest
 
 
-def clean(root: Path) -> int:
-    files = compiled_files(root)
-    for f in files:
-        f.unlink()
-    shutil.rmtree(root / "build", ignore_errors=True)
-    return len(files)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m gateway.cli.build_core", description=__doc__.split("\n")[0])
     how = ap.add_mutually_exclusive_group(required=True)
     how.add_argument("--in-place", action="store_true", help="compile the working tree's gateway/core")
     how.add_argument("--into", type=Path, metavar="DIR", help="copy the package into DIR and compile it there")
-    how.add_argument("--clean", action="store_true", help="remove the in-place build")
     args = ap.parse_args(argv)
-    if args.clean:
-        print(f"removed {clean(ROOT)} compiled files")
-        return 0
     root = ROOT if args.in_place else copy_package(args.into)
     try:
         seconds = build(root)

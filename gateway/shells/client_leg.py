@@ -517,19 +517,15 @@ class ClientProtocol(SessionProtocol):
                                 identity=self.identity.id if self.identity else None, reason=event.reason)
             log.info("logon_refused", session=route.name, reason=event.reason)
         elif isinstance(event, MessageRejected):
-            # the session layer's own refusals cost the malformed-message budget (a decided one paid the refusal budget)
-            if not event.decided and self.gw.refusal_unheard(route, self, event.ref_seq_num, now):
-                return
-            self.gw.audit_event("session_reject", session=route.name, ref_seq=event.ref_seq_num,
-                                msg_type=text(event.msg_type), reason=event.reason, tag=event.tag,
-                                detail=event.detail)
-            if not event.decided:
-                self.gw.refusal_spent(route, self, event.ref_seq_num, now)
+            fields = {"ref_seq": event.ref_seq_num, "msg_type": text(event.msg_type), "reason": event.reason,
+                      "tag": event.tag, "detail": event.detail}
+            if event.decided:  # the pipeline's refusal (a bad signature): it paid the refusal budget already
+                self.gw.audit_event("session_reject", session=route.name, **fields)
+            else:  # the session layer's own: the malformed-message budget
+                self.gw.session_refused(route, self, event.ref_seq_num, "session_reject", fields, now)
         elif isinstance(event, FrameDropped):
-            if self.gw.refusal_unheard(route, self, None, now):
-                return
-            self.gw.audit_event("frame_dropped", session=route.name, reason=event.reason, bytes=len(event.data))
-            self.gw.refusal_spent(route, self, None, now)
+            self.gw.session_refused(route, self, None, "frame_dropped",
+                                    {"reason": event.reason, "bytes": len(event.data)}, now)
         elif isinstance(event, LoggedOut):
             self.gw.audit_event("logout", session=route.name, reason=event.reason, by_peer=event.by_peer)
         elif isinstance(event, Disconnected):

@@ -180,11 +180,7 @@ class Session:
             return
         if data:
             self.framer.feed(data)
-        first = True
         while not self.closed:  # a frame may close the session
-            if not first and self.refusal_credit is not None and self.refusal_credit <= 0:
-                break  # left in the framer: the application ends the session, or reads on with new credit
-            first = False
             ev = self.framer.next_event()
             if ev is None:
                 break
@@ -192,6 +188,8 @@ class Session:
                 self._on_garbled(ev, now)
             else:
                 self.receive_message(ev.message, now)
+            if self.refusal_credit is not None and self.refusal_credit <= 0:
+                break  # the rest stays in the framer: the application ends the session, or reads on with credit
 
     def receive_message(self, msg: Message, now: float) -> None:
         """One well-framed message from the peer."""
