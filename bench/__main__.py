@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--placements", default=None,
                    help="comma list of one-core, split (default: both; --quick: split)")
     p.add_argument("--configs", default=",".join(e2e.DEFAULT_CONFIGS),
-                   help=f"comma list of {', '.join(e2e.CONFIGS)} (default: all but fixgw-inline)")
+                   help=f"comma list of {', '.join(e2e.CONFIGS)} (default: all but fixgw-thread)")
     p.add_argument("--phase", action="append", default=None, help="replace the phases (repeatable)")
     p.add_argument("--warmup", type=int, default=None, help="unrecorded orders before each phase")
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for e2e.json/.md/.png")

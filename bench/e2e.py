@@ -7,11 +7,12 @@ both legs, certificates from one dev CA) between the same load generator
 * ``direct``     load generator → exchange simulator (no relay): the floor;
 * ``haproxy``    a TLS→TLS relay that inspects nothing (Debian's haproxy, one thread);
 * ``fixgw-hmac``    fixgw: mTLS both legs, HMAC-SHA256 signature on every order,
-                    the shipped RFQ policy, pre-trade risk, audit ``write`` (writer thread);
+                    the shipped RFQ policy, pre-trade risk, audit ``write`` (the loop
+                    writes each turn's records: ``[audit] writer = "auto"``);
 * ``fixgw-ed25519`` the same with Ed25519 signatures;
-* ``fixgw-fsync``   the same as hmac with audit ``fsync`` (group commit);
-* ``fixgw-inline``  the same as hmac with the audit write done on the event loop
-                    (``[audit] writer = "inline"``): what the writer thread costs.
+* ``fixgw-fsync``   the same as hmac with audit ``fsync`` (group commit, writer thread);
+* ``fixgw-thread``  the same as hmac with the audit write done by a writer thread
+                    (``[audit] writer = "thread"``): what the thread costs.
 
 Each fixgw configuration runs right after its own haproxy baseline, so the
 ratios absorb the drift of a shared machine.  Two placements (``taskset``):
@@ -43,11 +44,11 @@ FIXGW_VARIANTS = {
     "fixgw-hmac": {"signing": "hmac-sha256", "durability": "write"},
     "fixgw-ed25519": {"signing": "ed25519", "durability": "write"},
     "fixgw-fsync": {"signing": "hmac-sha256", "durability": "fsync"},
-    "fixgw-inline": {"signing": "hmac-sha256", "durability": "write", "writer": "inline"},
+    "fixgw-thread": {"signing": "hmac-sha256", "durability": "write", "writer": "thread"},
 }
 CONFIGS = ["direct", "haproxy", *FIXGW_VARIANTS]
 MAX_CLIENTS = 4
-DEFAULT_CONFIGS = [c for c in CONFIGS if c != "fixgw-inline"]
+DEFAULT_CONFIGS = [c for c in CONFIGS if c != "fixgw-thread"]
 
 
 class BenchError(Exception):
@@ -112,7 +113,7 @@ def make_env(root: Path) -> Env:
     return Env(root, certs, free_port(), free_port())
 
 
-def fixgw_config(env: Env, name: str, signing: str, durability: str, writer: str = "thread",
+def fixgw_config(env: Env, name: str, signing: str, durability: str, writer: str = "auto",
                  extra_sessions: int = 0, heartbeat: int = 5, workers: int = 1, clients: int = 1,
                  pin_workers: bool = True, worker_port_base: int | None = None) -> Path:
     """One gateway config (also read by the simulator for its session table).

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 #: leaf frames that mean "waiting", not working (epoll inside uvloop, the writer's idle wait)
 IDLE_LEAVES = ("Runner.run (", "run (uvloop", "Writer._run (gateway/edges/audit.py")
@@ -85,3 +86,13 @@ def summarise(raw: Path, top: int = 12) -> dict[str, object]:
                                            "run (uvloop", "Runner.run", "_run_gateway", "_event_loop_run",
                                            "Thread._bootstrap", "Thread.run"))][:top],
     }
+
+
+def table(prof: dict[str, Any]) -> list[str]:
+    """Markdown rows: self time beside inclusive time, or the reason there is no profile."""
+    if "error" in prof:
+        return [f"- profile unavailable: {prof['error']}"]
+    lines = ["| self time | function | | inclusive | function |", "| ---: | --- | --- | ---: | --- |"]
+    for a, b in zip(prof["self"], prof["inclusive"], strict=False):
+        lines.append(f"| {a['share']:.1%} | `{a['function']}` | | {b['share']:.1%} | `{b['function']}` |")
+    return lines

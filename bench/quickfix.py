@@ -267,8 +267,11 @@ def wait_line(proc: subprocess.Popen[bytes], log: Path, line: str, timeout: floa
 
 
 def run_one(exes: dict[str, Path], env: QfEnv, config: str, place: Placement, plan: Plan, logs: Path,
-            tag: str) -> dict[str, Any]:
-    """Start the venue (and the relay), run the client to completion, stop everything."""
+            tag: str, profile: bool = False) -> dict[str, Any]:
+    """Start the venue (and the relay), run the client to completion, stop everything.
+
+    ``profile``: sample fixgw with py-spy for the whole client run (the run's figures then include the
+    sampler's cost, so a profiled run is reported apart from the measured ones)."""
     client_cpu = ["taskset", "-c", str(place.client_cpu)] if place.client_cpu is not None else []
     state = env.root / f"state-{tag}"
     venue_args = [str(exes["qf_venue"]), str(venue_settings(env, tls=config == "direct"))]
@@ -295,6 +298,10 @@ def run_one(exes: dict[str, Path], env: QfEnv, config: str, place: Placement, pl
                f"warmup={plan.warmup}", f"rate={plan.rate:g}", f"seconds={plan.seconds:g}", f"burst={plan.burst}",
                f"relay_pid={relay.pid if relay else 0}", f"venue_pid={venue.pid}"]
         budget = (plan.warmup + plan.steady_orders) / plan.rate + 3 * 30 + 60
+        sampler = None
+        if profile and relay is not None and config == "fixgw":
+            from bench.profile import Sampler
+            sampler = Sampler(relay.pid, env.root / f"{tag}-profile.txt")
         t0 = time.perf_counter()
         try:
             r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=budget)
@@ -303,6 +310,8 @@ def run_one(exes: dict[str, Path], env: QfEnv, config: str, place: Placement, pl
             (logs / f"{tag}-client.log").write_text("".join(got))
             raise BenchError(f"{tag}: the QuickFIX client did not finish within {budget:.0f} s") from None
         wall = time.perf_counter() - t0
+        if sampler is not None:
+            sampler.stop()
         (logs / f"{tag}-client.log").write_text(r.stdout + r.stderr)
         if not (out / "result.json").exists():
             raise BenchError(f"{tag}: the QuickFIX client failed ({r.returncode}): {r.stderr.strip()[-1500:]}")
@@ -324,6 +333,10 @@ def run_one(exes: dict[str, Path], env: QfEnv, config: str, place: Placement, pl
         result["relay_cpu_us_per_msg"] = sum(p["relay_cpu_s"] for p in measured) / (MSGS_PER_ORDER * orders) * 1e6
         result["relay_wait_s"] = sum(p["relay_wait_s"] for p in measured)
     result["loadavg"] = [load0, _loadavg()]
+    if sampler is not None:
+        from bench.profile import summarise as summarise_profile
+        result["profile"] = ({"error": sampler.error} if sampler.error
+                             else summarise_profile(env.root / f"{tag}-profile.txt"))
     if config == "fixgw":
         result["audit"] = verify_audit(state / "audit")
         accepted = [r for r in _audit_records(state / "audit") if r.get("kind") == "connection_accepted"]
@@ -348,7 +361,7 @@ def _audit_records(folder: Path) -> list[dict[str, Any]]:
 
 
 def run_all(out: Path, configs: list[str], rounds: int, plan: Plan, place_name: str = "split",
-            progress: bool = True) -> dict[str, Any]:
+            progress: bool = True, profile: bool = False) -> dict[str, Any]:
     if "haproxy" in configs and not shutil.which("haproxy"):
         raise BenchError("haproxy is not installed: run `make bench-deps` (apt-get install -y haproxy)")
     exes = build()
@@ -385,12 +398,21 @@ def run_all(out: Path, configs: list[str], rounds: int, plan: Plan, place_name: 
                 if "relay_cpu_us_per_msg" in res:
                     note.append(f"relay {res['relay_cpu_us_per_msg']:.1f} µs CPU/msg")
                 print(f" {res['wall_s']:.1f} s  " + ", ".join(note), file=sys.stderr)
+        prof = None
+        if profile and "fixgw" in configs:
+            if progress:
+                print("[profile] fixgw (py-spy, not in the tables) ...", end="", flush=True, file=sys.stderr)
+            prof_run = run_one(exes, env, "fixgw", place, plan, logs, "profile", profile=True)
+            prof = prof_run.get("profile")
+            if progress:
+                print(" done", file=sys.stderr)
     m = machine()
     m["quickfix"] = _quickfix_version()
     return {"benchmark": "quickfix", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "seconds": round(time.time() - started, 1), "machine": m, "placement": place.name,
             "plan": {"warmup": plan.warmup, "rate": plan.rate, "seconds": plan.seconds, "burst": plan.burst,
-                     "rounds": rounds, "configs": configs}, "runs": runs, "summary": summarise(runs)}
+                     "rounds": rounds, "configs": configs}, "runs": runs, "summary": summarise(runs),
+            "profile": prof}
 
 
 def _quickfix_version() -> str:
@@ -568,6 +590,12 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", f"Caution: in {len(busy)} of {len(result['runs'])} runs the relay spent more than 5% of the "
                   "measured time waiting for its CPU — other processes ran on it; those runs' latencies and burst "
                   "rates include that wait."]
+    prof = result.get("profile")
+    if prof:
+        from bench.profile import table
+        lines += ["", "Where fixgw's time goes: py-spy sampling of the relay in an extra run (steady + burst) that is "
+                  "not in the tables, waiting-for-input samples left out:", ""]
+        lines += table(prof)
     lines += ["", "Not reproducible with these peers: `e2e`'s fixgw-hmac (HMAC-signed orders under the shipped "
               "policy) — QuickFIX 1.15 writes Signature(89) before SignatureLength(93), not the signature wire format "
               "fixgw verifies."]
@@ -610,6 +638,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="split: the relay alone on the second CPU (default); one-core: everything on CPU 0")
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for quickfix.md (and .json)")
     p.add_argument("--json", type=Path, default=None, help="write the JSON here instead of OUT/quickfix.json")
+    p.add_argument("--profile", action="store_true",
+                   help="add one more fixgw run sampled with py-spy: where its time goes (not in the tables)")
     p.add_argument("--render", type=Path, default=None, metavar="JSON",
                    help="no run: rewrite OUT/quickfix.md from an earlier run's JSON")
     a = p.parse_args(argv)
@@ -629,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
                 burst=a.burst if a.burst is not None else (500 if a.quick else 5000))
     rounds = a.rounds if a.rounds is not None else (1 if a.quick else 3)
     try:
-        result = run_all(a.out, configs, rounds, plan, a.placement)
+        result = run_all(a.out, configs, rounds, plan, a.placement, profile=a.profile)
     except BenchError as exc:
         print(f"\nbench.quickfix: {exc}", file=sys.stderr)
         return 1

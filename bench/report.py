@@ -143,12 +143,8 @@ def markdown(result: dict[str, Any]) -> str:
     if prof:
         lines += ["", f"Where the gateway's time goes ({prof['placement']}, {prof['config']}; py-spy sampling of the "
                   "relay process in an extra run that is not in the tables, waiting-for-input samples left out):", ""]
-        if "error" in prof:
-            lines.append(f"- profile unavailable: {prof['error']}")
-        else:
-            lines += ["| self time | function | | inclusive | function |", "| ---: | --- | --- | ---: | --- |"]
-            for a, b in zip(prof["self"], prof["inclusive"], strict=False):
-                lines.append(f"| {a['share']:.1%} | `{a['function']}` | | {b['share']:.1%} | `{b['function']}` |")
+        from bench.profile import table
+        lines += table(prof)
     problems = [r for r in rs if r["lost"] or r["refused"] or r.get("audit_ok") is False]
     for r in problems:
         lines.append(f"- **{r['placement']} {r['config']}**: {r['lost']} orders unanswered, {r['refused']} refused, "
