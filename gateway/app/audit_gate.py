@@ -30,6 +30,7 @@ from typing import Any
 
 import structlog
 
+from gateway.core.records import capped_text
 from gateway.edges.audit import AuditError, AuditLog
 from gateway.edges.metrics import Metrics
 from gateway.edges.replicate import Replicator
@@ -42,13 +43,6 @@ Action = Callable[[], None]
 MAX_EVENT_VALUE = 4096
 #: record kinds kept verbatim, however long
 VERBATIM_KINDS = frozenset({"capture"})
-
-
-def capped_text(value: str, limit: int) -> str:
-    """``value`` cut to ``limit`` characters, the cut marked with the original length."""
-    if len(value) <= limit:
-        return value
-    return f"{value[:limit]}...[{len(value)} chars]"
 
 
 class AuditGate:

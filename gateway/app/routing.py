@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from gateway.app.audit_gate import AuditGate, capped_text
+from gateway.app.audit_gate import AuditGate
 from gateway.core import pipeline
 from gateway.core.answers import Answer, business_reject, refusal, venue_invalid, venue_reject
 from gateway.core.budget import RefusalBudget, Spend
@@ -56,13 +56,13 @@ from gateway.core.numbers import positive
 from gateway.core.pipeline import Moment, Party, Rules, Verdict
 from gateway.core.policy.anomaly import AnomalyDetector
 from gateway.core.policy.engine import Policy
-from gateway.core.policy.risk import MULTI_CLORDID_TYPES, TERMINAL_STATUS, Limits, References, RiskBook
+from gateway.core.policy.risk import TERMINAL_STATUS, Limits, References, RiskBook
+from gateway.core.records import MAX_RECORDED, capped, capped_text, inbound_decision, outbound_decision, text
 from gateway.edges.audit import AuditError
 from gateway.edges.config import Config
 from gateway.edges.feeds import JitGrants, KillSwitch, PostureFeed
 from gateway.edges.metrics import Metrics
 from gateway.edges.policy_file import PolicySpec
-from gateway.shells.legs import text
 from gateway.shells.route import Route
 
 if TYPE_CHECKING:
@@ -72,19 +72,6 @@ log = structlog.get_logger("fixgw.routing")
 
 SEQ_MAP_SIZE = 100_000  # exchange-leg MsgSeqNum -> client MsgSeqNum, for RefSeqNum(45) translation
 FORWARDED_SIZE = 100_000  # ClOrdIDs per route remembered for PossResend duplicates
-#: characters of one FIX value in the record of a refused message, and bytes of one echoed in its answer
-MAX_RECORDED = 256
-#: characters of a decision's reason (it may quote the values it refuses) and of a Signature(89) kept
-MAX_REASON = 1024
-
-
-def capped(v: bytes | None) -> str | None:
-    """A FIX value of a refused message for its record: at most ``MAX_RECORDED`` characters."""
-    if v is None:
-        return None
-    if len(v) <= MAX_RECORDED:
-        return v.decode("latin-1")
-    return capped_text(v.decode("latin-1"), MAX_RECORDED)
 
 
 def echo_safe(msg: Message) -> Message:
@@ -217,7 +204,8 @@ class Router:
             conn.bad_signatures = 0
         try:
             # a bad signature is recorded as such: the message was never decided on its content
-            fields = self._decision_fields(route, conn, party, msg, v, at, decide_us)
+            fields = outbound_decision(party, msg, v, at, route.name, conn.peer[0] if conn.peer else None,
+                                       decide_us)
             if v.stage == "signature":
                 fields["consecutive"] = conn.bad_signatures
                 seq = self.gate.record_fields("signature_refused", fields)
@@ -252,47 +240,6 @@ class Router:
                          T.BRR_APPLICATION_NOT_AVAILABLE)
 
         self.gate.after_durable(seq, forward, on_fail)
-
-    def _decision_fields(self, route: Route, conn: ClientProtocol, party: Party, msg: Message, v: Verdict,
-                         at: Moment, decide_us: int) -> dict[str, Any]:
-        """The decision record.  A refused message's values are capped (``capped``); an allowed one's are
-        kept exactly, with every ClOrdID(11) and OrigClOrdID(41), because the start-up rebuild of the risk
-        books reads them back (``gateway/app/risk_state.py``)."""
-        g = msg.get
-        ident = party.identity
-        value = text if v.allowed else capped
-        reason = v.reason if len(v.reason) <= MAX_REASON else capped_text(v.reason, MAX_REASON)
-        sig = g(T.Signature)
-        fields: dict[str, Any] = {
-            "direction": "outbound", "decision": v.outcome, "stage": v.stage, "rules": list(v.rule_ids),
-            "controls": sorted(v.controls), "shadow_rules": [f"{r}:{d}" for r, d in v.shadow], "reason": reason,
-            "posture": at.posture, "mfa": party.user is not None, "user": party.user, "jit": at.jit,
-            "peer": conn.peer[0] if conn.peer else None, "account": value(g(T.Account)), "identity": ident.id,
-            "session": route.name, "msg_type": value(msg.msg_type), "client_seq": msg.seq_num,
-            "decide_us": decide_us, "roles": list(ident.roles), "cl_ord_id": value(g(T.ClOrdID)),
-            "symbol": value(g(T.Symbol)), "side": value(g(T.Side)), "qty": value(g(T.OrderQty)),
-            "price": value(g(T.Price)), "zone": party.zone, "signature_scheme": ident.signing,
-            # kept so non-repudiation survives (a real one is under 100 characters)
-            "signature": None if sig is None else sig.decode("latin-1") if len(sig) <= MAX_REASON
-            else capped_text(sig.decode("latin-1"), MAX_REASON),
-        }
-        if v.key_id is not None:
-            fields["signature_key"] = v.key_id
-        if v.allowed:
-            orig = g(T.OrigClOrdID)
-            if orig is not None:
-                fields["orig_cl_ord_id"] = orig.decode("latin-1")
-            if msg.msg_type in MULTI_CLORDID_TYPES:
-                fields["cl_ord_ids"] = [x.decode("latin-1") for t, x in msg.fields if t == T.ClOrdID]
-                fields["orig_cl_ord_ids"] = [x.decode("latin-1") for t, x in msg.fields if t == T.OrigClOrdID]
-        routing = pipeline.routing_fields(msg)
-        if routing:
-            fields["routing"] = routing if v.allowed else {k: capped_text(x, MAX_RECORDED) for k, x in routing.items()}
-        if g(T.PossDupFlag) == b"Y":
-            fields["poss_dup"] = True  # a resend of this MsgSeqNum
-        if g(T.PossResend) == b"Y":
-            fields["poss_resend"] = True
-        return fields
 
     def _audit_down(self, route: Route, conn: ClientProtocol, msg: Message, v: Verdict, now: float,
                     exc: AuditError) -> None:
@@ -535,18 +482,7 @@ class Router:
         v = pipeline.inbound(party, msg, self.moment(party.identity.id, now), self.rules)
         online = conn is not None and conn.session is not None and conn.session.is_logged_on
         try:
-            g = msg.get
-            fields: dict[str, Any] = {
-                "direction": "inbound", "decision": v.outcome, "rules": list(v.rule_ids),
-                "identity": party.identity.id, "session": route.name, "msg_type": text(msg.msg_type),
-                "upstream_seq": msg.seq_num, "cl_ord_id": text(g(T.ClOrdID)), "exec_type": text(g(T.ExecType)),
-                "ord_status": text(g(T.OrdStatus)), "symbol": text(g(T.Symbol)), "last_qty": text(g(T.LastQty)),
-                "last_px": text(g(T.LastPx))}
-            orig = g(T.OrigClOrdID)
-            if orig is not None:  # a cancel's or replace's report closes the order it names (risk rebuild)
-                fields["orig_cl_ord_id"] = orig.decode("latin-1")
-            if not online:
-                fields["client_online"] = False
+            fields = inbound_decision(party, msg, v, route.name, online)
             seq = self.gate.record_fields("decision", fields)
         except AuditError as exc:
             # never delivered or stored unrecorded, never dropped: held until the stream writes again

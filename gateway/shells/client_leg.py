@@ -42,9 +42,10 @@ from gateway.core.fix.session import (
 )
 from gateway.core.identity import Identity
 from gateway.core.pipeline import Party
+from gateway.core.records import text
 from gateway.edges import tls
 from gateway.shells.handoff import Relay
-from gateway.shells.legs import SessionProtocol, peer_text, set_nodelay, text
+from gateway.shells.legs import SessionProtocol, peer_text, set_nodelay
 
 if TYPE_CHECKING:
     from gateway.shells.ports import Hub

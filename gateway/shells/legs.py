@@ -287,11 +287,6 @@ class SessionProtocol(asyncio.Protocol):
         self.pump()
 
 
-def text(v: bytes | None) -> str | None:
-    """A FIX value for logs and audit records (latin-1, byte for byte)."""
-    return v.decode("latin-1") if v is not None else None
-
-
 def peer_text(peer: Any) -> str | None:
     """``host:port`` of a socket peer address, or None."""
     if isinstance(peer, tuple) and len(peer) >= 2:
