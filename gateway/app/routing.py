@@ -532,11 +532,26 @@ class Router:
         now = time.time()
         conn = route.client
         if conn is not None and conn.session is not None and conn.session.is_logged_on:
-            conn.session.send_app(msg.msg_type, body, now, header)
+            try:
+                conn.session.send_app(msg.msg_type, body, now, header)
+            except (OSError, ValueError) as exc:
+                # the client leg's store cannot keep it for a resend, so it is not sent and the session
+                # has ended (``Session.store_failed``): close the leg, and say what was not delivered
+                conn.pump()
+                self._undelivered(route, msg, "message not delivered: the client's session store cannot "
+                                  "write; the session ended", exc)
+                return
             conn.app_out += 1
             conn.pump()
             return
         self._store(route, msg, header, body, now)
+
+    def _undelivered(self, route: Route, msg: Message, what: str, exc: Exception) -> None:
+        """An allowed exchange message reached neither the client nor its store: compliance sees which."""
+        log.error("undelivered", session=route.name, upstream_seq=msg.seq_num, error=str(exc))
+        self.gate.event("alert", what=what, session=route.name, upstream_seq=msg.seq_num,
+                        msg_type=text(msg.msg_type), cl_ord_id=text(msg.get(T.ClOrdID)),
+                        ord_status=text(msg.get(T.OrdStatus)), error=str(exc))
 
     def _store(self, route: Route, msg: Message, header: list[Field], body: list[Field], now: float) -> None:
         """The client is away: keep it for the next Logon (gap recovery delivers it)."""
@@ -544,8 +559,8 @@ class Router:
         try:
             stored = route.offline.store_app(msg.msg_type, body, now, header)
         except (OSError, ValueError) as exc:
-            self.gate.event("alert", what="message for an offline client could not be stored",
-                            session=route.name, upstream_seq=msg.seq_num, error=str(exc))
+            self._undelivered(route, msg, "message not delivered: it could not be stored for the offline "
+                              "client", exc)
             return
         self.gate.event("stored_for_offline_client", session=route.name, client_seq=stored.seq_num,
                         msg_type=msg.msg_type.decode("latin-1"), cl_ord_id=text(msg.get(T.ClOrdID)),

@@ -118,6 +118,11 @@ HOLES: list[Hole] = [
     Hole("test_lost_orders::test_an_exchange_store_that_cannot_write_refuses_the_order_and_says_so",
          "order while the exchange leg's store cannot write (ENOSPC)", "BusinessMessageReject 380=4",
          "outcome: not_forwarded"),
+    Hole("test_lost_orders::test_a_client_store_that_cannot_write_ends_that_session_and_records_the_undelivered_"
+         "report",
+         "the venue's reports while the client leg's message store cannot write (ENOSPC)",
+         "not sent (nothing leaves that a resend could not repeat); that session ends, others trade on",
+         "alert: message not delivered (it used to raise out of the audit writer's callback, unrecorded)"),
     Hole("test_pipeline_holes::test_outcome_records_name_the_exchange_sequence_number_under_pipelining",
          "20 pipelined orders", "each outcome names the MsgSeqNum its order was sent with", "outcome: forwarded"),
     Hole("test_pipeline_holes::test_possresend_duplicate_is_not_a_second_order",

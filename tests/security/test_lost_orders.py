@@ -146,3 +146,43 @@ def test_an_exchange_store_that_cannot_write_refuses_the_order_and_says_so(world
     assert m.get(11) == b"bystander-1" and m.get(39) != b"8"
     c.close()
     bystander.close()
+
+
+def test_a_client_store_that_cannot_write_ends_that_session_and_records_the_undelivered_report(
+        world: InProcess) -> None:
+    """The other direction: the venue's New and Fill cannot be kept for a resend on the client leg, so
+    they are not sent (a frame the store cannot repeat must not leave), the session ends, and the audit
+    says which report was not delivered — no exception escapes into the loop, other sessions go on."""
+    escaped: list[dict[str, object]] = []
+    world.call(lambda: world.loop.set_exception_handler(lambda loop, ctx: escaped.append(ctx)))
+    c = FixClient(world.port, client_ssl(world.certs, "algo1"), "ALGO1")
+    c.logon(reset=True)
+    bystander = FixClient(world.port, client_ssl(world.certs, "algo2"), "ALGO2")
+    bystander.logon(reset=True)
+
+    def client_store_full() -> None:
+        route = next(r for r in world.gw.routes.values() if r.cfg.client_comp_id == "ALGO1")
+        assert route.client is not None and route.client.session is not None
+        store = route.client.session.store
+        full = os.open("/dev/full", os.O_WRONLY)
+        try:  # the message log only: the order itself is still read (its number kept) and forwarded
+            os.dup2(full, store._log_fd)  # type: ignore[attr-defined]
+        finally:
+            os.close(full)
+
+    world.call(client_store_full)
+    c.send("D", _nos("client-disk-full"))
+    alert = world.wait_record(lambda r: r.get("kind") == "alert" and r.get("cl_ord_id") == "client-disk-full")
+    assert "not delivered" in str(alert["what"]) and "No space left" in str(alert["error"]), alert
+    assert alert["session"] and alert["upstream_seq"], alert
+    deadline = time.monotonic() + 5
+    while world.call(lambda: any(r.client is not None for r in world.gw.routes.values()
+                                 if r.cfg.client_comp_id == "ALGO1")):
+        assert time.monotonic() < deadline, "the session whose store cannot write is still connected"
+        time.sleep(0.02)
+    assert escaped == [], escaped
+    bystander.send("D", _nos("bystander-2"))
+    m = bystander.recv_type(b"8")
+    assert m.get(11) == b"bystander-2" and m.get(39) != b"8"
+    c.close()
+    bystander.close()
