@@ -34,6 +34,7 @@ from gateway.core.fix.store import MemoryStore
 from gateway.core.fix.utctime import format_utc_timestamp
 from gateway.edges import config, pki
 from gateway.edges.audit import iter_records
+from gateway.edges.store import FileStore
 from gateway.shells.route import Route
 from tests.fakes import ClientPeer, FakeNet, FakeTransport, VenuePeer, frames, settle, until
 
@@ -409,7 +410,8 @@ async def test_slow_exchange_pauses_reading_on_the_client_leg_until_it_drains(wo
 
 
 # -- the loop writer: records written once per loop turn, nothing crosses before its own ---------
-async def test_with_the_loop_writer_no_message_leaves_before_its_decision_record_is_in_the_file(world: World) -> None:
+async def test_with_the_loop_writer_no_message_leaves_before_its_record_and_store_write_and_each_is_one_write(
+        world: World) -> None:
     loop = asyncio.get_running_loop()
     writer = world.gw.audit.start_loop_writer(world.gw.gate.on_written, world.gw.gate.on_failed, loop.call_soon,
                                               loop.call_later)  # wired as Gateway.start wires it
@@ -417,9 +419,14 @@ async def test_with_the_loop_writer_no_message_leaves_before_its_decision_record
     client = await world.client()
     checked: list[bytes] = []
     writes: list[int] = []  # application messages per write
+    assert world.route.upstream.protocol is not None and world.route.upstream.protocol.session is not None
+    assert world.route.client is not None and world.route.client.session is not None
+    up_store, client_store = world.route.upstream.protocol.session.store, world.route.client.session.store
+    assert isinstance(up_store, FileStore) and isinstance(client_store, FileStore)
 
-    def watch(transport: Any, direction: str) -> None:
-        """At the moment a leg writes, the decision record of every application message in it is on disk."""
+    def watch(transport: Any, direction: str, store: FileStore) -> None:
+        """At the moment a leg writes, the decision record of every application message in it is on disk,
+        and so is the message itself, in the leg's store (a resend could repeat it)."""
         write = transport.write
 
         def checking(data: bytes) -> None:
@@ -428,6 +435,7 @@ async def test_with_the_loop_writer_no_message_leaves_before_its_decision_record
                 if not m.is_admin():
                     cl = (m.get(T.ClOrdID) or b"").decode()
                     assert world.records("decision", direction=direction, cl_ord_id=cl), f"{cl} left unrecorded"
+                    assert m.raw in (store.folder / "messages.log").read_bytes(), f"{cl} left unstored"
                     checked.append(m.msg_type)
                     n += 1
             if n:
@@ -436,9 +444,10 @@ async def test_with_the_loop_writer_no_message_leaves_before_its_decision_record
 
         transport.write = checking
 
-    watch(world.exchange_transport, "outbound")
-    watch(client.protocol.transport, "inbound")  # the TLS layer: plaintext, before encryption
+    watch(world.exchange_transport, "outbound", up_store)
+    watch(client.protocol.transport, "inbound", client_store)  # the TLS layer: plaintext, before encryption
     batches = writer.batches
+    store_writes = up_store.log_writes, client_store.log_writes
     for i in range(5):  # one turn of the loop: five orders, their records written together
         client.send(T.MT_NEW_ORDER_SINGLE, order(f"LW-{i}"))
     await until(lambda: len(venue.app_of(b"D")) == 5, "every order at the venue")
@@ -447,6 +456,8 @@ async def test_with_the_loop_writer_no_message_leaves_before_its_decision_record
     await until(lambda: len(client.app_of(b"8")) == 5, "every report at the client")
     assert checked.count(b"D") == 5 and checked.count(b"8") == 5
     assert writes == [5, 5]  # the forwards a write released left together, and so did the deliveries
+    # ... and each leg's store kept them with one write
+    assert (up_store.log_writes - store_writes[0], client_store.log_writes - store_writes[1]) == (1, 1)
     assert writer.batches - batches < 20  # 5 orders + 5 reports = 10 decision and 5 outcome records
 
 

@@ -205,10 +205,12 @@ class Gateway:
         )
         key = (begin, s.client_comp_id.encode(), s.gateway_comp_id.encode())
         # deferred_target: the legs commit the numbers received once per read (gateway/shells/legs.py)
-        client_store = FileStore(self.state_dir / "client" / session_dir_name(*key), deferred_target=True)
+        # batched: what one audit write releases is kept with one write per store (gateway/edges/store.py)
+        client_store = FileStore(self.state_dir / "client" / session_dir_name(*key), deferred_target=True,
+                                 batched=True)
         up_store = FileStore(
             self.state_dir / "upstream" / session_dir_name(begin, up_config.sender_comp_id, up_config.target_comp_id),
-            deferred_target=True,
+            deferred_target=True, batched=True,
         )
         from gateway.shells.exchange_leg import UpstreamLeg
 

@@ -49,6 +49,7 @@ from gateway.core.fix.codec import Field, Message, parse, parse_uint
 from gateway.core.fix.compose import layout
 from gateway.core.fix.session import Session
 from gateway.core.fix.session_config import State
+from gateway.core.fix.store import SessionStore
 from gateway.core.fix.utctime import format_utc_timestamp
 from gateway.core.fix.versions import session_appl_ver_id
 from gateway.core.identity import Identity
@@ -63,6 +64,7 @@ from gateway.edges.config import Config
 from gateway.edges.feeds import JitGrants, KillSwitch, PostureFeed
 from gateway.edges.metrics import Metrics
 from gateway.edges.policy_file import PolicySpec
+from gateway.edges.store import FileStore
 from gateway.shells.route import Route
 
 if TYPE_CHECKING:
@@ -72,6 +74,19 @@ log = structlog.get_logger("fixgw.routing")
 
 SEQ_MAP_SIZE = 100_000  # exchange-leg MsgSeqNum -> client MsgSeqNum, for RefSeqNum(45) translation
 FORWARDED_SIZE = 100_000  # ClOrdIDs per route remembered for PossResend duplicates
+
+
+def when_kept(store: SessionStore, ok: Callable[[], None], failed: Callable[[OSError], None]) -> None:
+    """``ok()`` once what was just sent through ``store`` is in the OS (at once, unless the forwards and
+    deliveries of one audit write are being batched: ``gateway/edges/store.py``), else ``failed``."""
+    if isinstance(store, FileStore):
+        store.after_flush(ok, failed)
+    else:
+        ok()
+
+
+def _nothing() -> None:
+    pass
 
 
 def echo_safe(msg: Message) -> Message:
@@ -416,14 +431,23 @@ class Router:
             self.outcome(route, conn, msg, decision_seq, None, f"exchange session {up.name} is not logged on",
                          T.BRR_APPLICATION_NOT_AVAILABLE)
             return
-        self._accepted(route, conn, msg)
         up_seq = sent.seq_num
-        if up_seq is not None and msg.seq_num is not None:
-            route.seq_map[up_seq] = msg.seq_num
-            if len(route.seq_map) > SEQ_MAP_SIZE:
-                route.seq_map.popitem(last=False)
+
+        def kept() -> None:  # in the exchange leg's store, so sent (or resent after a reconnect)
+            self._accepted(route, conn, msg)
+            if up_seq is not None and msg.seq_num is not None:
+                route.seq_map[up_seq] = msg.seq_num
+                if len(route.seq_map) > SEQ_MAP_SIZE:
+                    route.seq_map.popitem(last=False)
+            self.outcome(route, conn, msg, decision_seq, up_seq, None, 0)
+
+        def lost(exc: OSError) -> None:  # the batch's store write failed: its frames never left
+            self.outcome(route, conn, msg, decision_seq, None, f"exchange leg store cannot write: {exc}",
+                         T.BRR_APPLICATION_NOT_AVAILABLE)
+
+        store = up.protocol.session.store
         up.protocol.pump()
-        self.outcome(route, conn, msg, decision_seq, up_seq, None, 0)
+        when_kept(store, kept, lost)
 
     def _accepted(self, route: Route, conn: ClientProtocol, msg: Message) -> None:
         """The message is at the exchange: remember its ClOrdIDs and open orders."""
@@ -532,16 +556,17 @@ class Router:
         now = time.time()
         conn = route.client
         if conn is not None and conn.session is not None and conn.session.is_logged_on:
+            why = "message not delivered: the client's session store cannot write; the session ended"
             try:
                 conn.session.send_app(msg.msg_type, body, now, header)
             except (OSError, ValueError) as exc:
                 # the client leg's store cannot keep it for a resend, so it is not sent and the session
                 # has ended (``Session.store_failed``): close the leg, and say what was not delivered
                 conn.pump()
-                self._undelivered(route, msg, "message not delivered: the client's session store cannot "
-                                  "write; the session ended", exc)
+                self._undelivered(route, msg, why, exc)
                 return
             conn.app_out += 1
+            when_kept(conn.session.store, _nothing, lambda exc: self._undelivered(route, msg, why, exc))
             conn.pump()
             return
         self._store(route, msg, header, body, now)
@@ -562,9 +587,14 @@ class Router:
             self._undelivered(route, msg, "message not delivered: it could not be stored for the offline "
                               "client", exc)
             return
-        self.gate.event("stored_for_offline_client", session=route.name, client_seq=stored.seq_num,
-                        msg_type=msg.msg_type.decode("latin-1"), cl_ord_id=text(msg.get(T.ClOrdID)),
-                        orig_cl_ord_id=text(msg.get(T.OrigClOrdID)), ord_status=text(msg.get(T.OrdStatus)))
+
+        def kept() -> None:
+            self.gate.event("stored_for_offline_client", session=route.name, client_seq=stored.seq_num,
+                            msg_type=msg.msg_type.decode("latin-1"), cl_ord_id=text(msg.get(T.ClOrdID)),
+                            orig_cl_ord_id=text(msg.get(T.OrigClOrdID)), ord_status=text(msg.get(T.OrdStatus)))
+
+        when_kept(route.offline.store, kept, lambda exc: self._undelivered(
+            route, msg, "message not delivered: it could not be stored for the offline client", exc))
 
     def _deliver_unowned(self, route: Route, msg: Message, header: list[Field], body: list[Field],
                          now: float) -> None:

@@ -27,6 +27,18 @@ we received) is kept in memory until ``commit()``, which the shell calls once
 per read, before any frame or event of that read goes on — one ``pwrite`` per
 read instead of one per message received, and still nothing leaves that a
 crash could take back (``gateway/shells/legs.py``).
+
+``batched=True`` (the gateway's legs): while a batch is open
+(``open_batch``/``close_batch``, which the shells' ``held_writes`` wraps
+around the forwards and deliveries one audit write released), the records
+of sent messages are held and written with one ``write`` per store when the
+batch closes — before any frame of the batch leaves, since the held frames
+are written after it.  Whoever must know that a message is in the OS (the
+``forwarded`` outcome record) asks ``after_flush``.  When the batched write
+fails, the store is rolled back to what is on disk (numbers, index) and the
+callbacks hear the error: nothing of the batch was sent, and nothing says
+it was.  Any other write (a sequence-number slot, a resend that reads the
+log, a reset) writes the held records first, so the disk keeps its order.
 """
 
 from __future__ import annotations
@@ -34,13 +46,49 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import threading
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 from gateway.core.fix.store import SeqIndex, checked_next_seq, checked_seq
 
 _SLOT = struct.Struct("<QQQI4x")
 _REC = struct.Struct("<QII")
+
+#: (on success, on failure): told once the held records of a batch are in the OS, or why they are not
+AfterFlush = tuple[Callable[[], None], Callable[[OSError], None]]
+
+
+class _Batch(threading.local):
+    """The open batch of this thread's event loop (a test may run several loops, one per thread)."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.stores: list[FileStore] = []  # holding records, in the order they first held one
+
+
+_batch = _Batch()
+
+
+def open_batch() -> None:
+    """From now until the matching ``close_batch``, batched stores hold the records of sent messages."""
+    _batch.depth += 1
+
+
+def close_batch() -> list[tuple[FileStore, OSError]]:
+    """Close one level; the outermost writes every store's held records (one ``write`` each) and tells
+    their ``after_flush`` callbacks.  Returns the stores whose write failed (rolled back), with why."""
+    _batch.depth -= 1
+    if _batch.depth:
+        return []
+    stores, _batch.stores = _batch.stores, []
+    failed = []
+    for store in stores:
+        error = store.flush_held()
+        if error is not None:
+            failed.append((store, error))
+    return failed
 
 
 def session_dir_name(begin_string: bytes, sender: bytes, target: bytes) -> str:
@@ -54,9 +102,15 @@ def session_dir_name(begin_string: bytes, sender: bytes, target: bytes) -> str:
 class FileStore:
     """``SessionStore`` kept in files under ``folder``."""
 
-    def __init__(self, folder: Path, deferred_target: bool = False) -> None:
+    def __init__(self, folder: Path, deferred_target: bool = False, batched: bool = False) -> None:
         self.folder = folder
         self.deferred_target = deferred_target
+        self.batched = batched
+        self.log_writes = 0  # write() calls that appended to the log (what batching saves is visible)
+        self._held: list[bytes] = []  # records of a batch not yet written
+        self._held_seqs: list[tuple[int, tuple[int, int] | None]] = []  # (seq, its index entry before)
+        self._undo: tuple[int, int, int, int] = (0, 0, 0, 0)  # log end, logged max, sender, slot sender
+        self._after: list[AfterFlush] = []
         self.target_pending = False  # deferred: the next target number is not in the OS yet (``commit``)
         folder.mkdir(parents=True, exist_ok=True)
         self._seq_fd = os.open(folder / "seqnums", os.O_RDWR | os.O_CREAT, 0o600)
@@ -112,6 +166,8 @@ class FileStore:
             self._sender = max(self._sender, self._logged_max + 1)
 
     def _write_seqnums(self) -> None:
+        if self._held:
+            self._flush_or_raise()  # the log before the slot, as without a batch
         self._generation += 1
         head = struct.pack("<QQQ", self._generation, self._sender, self._target)
         slot = head + struct.pack("<I", zlib.crc32(head)) + b"\0" * 4
@@ -148,18 +204,85 @@ class FileStore:
         checked_seq(seq)
         offset = self._log_end
         record = _REC.pack(seq, len(raw), zlib.crc32(raw)) + raw
-        written = os.write(self._log_fd, record)  # O_APPEND: at the end, which is ``offset``
-        if written != len(record):  # a full disk: cut the partial record off, fail as a write that failed
-            os.ftruncate(self._log_fd, offset)
-            raise OSError(errno.ENOSPC, f"short write to {self._log_path}: {written} of {len(record)} bytes")
-        self._log_end = offset + written
+        if self.batched and _batch.depth:
+            if not self._held:
+                self._undo = (self._log_end, self._logged_max, self._sender, self._slot_sender)
+                _batch.stores.append(self)
+            self._held.append(record)
+            self._held_seqs.append((seq, self._index.get(seq)))
+        else:
+            if self._held:  # a batch that is closing: its records go first
+                self._flush_or_raise()
+                offset = self._log_end
+            self._append(record)
+        self._log_end = offset + len(record)
         if seq not in self._index:
             self._seqs.add(seq)
         self._index[seq] = (offset + _REC.size, len(raw))
         if seq > self._logged_max:
             self._logged_max = seq
 
+    def _append(self, data: bytes) -> None:
+        """``data`` at the end of the log, all or nothing (raises ``OSError``)."""
+        offset = self._log_end
+        written = os.write(self._log_fd, data)  # O_APPEND: at the end, which is ``offset``
+        self.log_writes += 1
+        if written != len(data):  # a full disk: cut the partial record off, fail as a write that failed
+            os.ftruncate(self._log_fd, offset)
+            raise OSError(errno.ENOSPC, f"short write to {self._log_path}: {written} of {len(data)} bytes")
+
+    def after_flush(self, ok: Callable[[], None], failed: Callable[[OSError], None]) -> None:
+        """``ok()`` once every record saved so far is in the OS — now, unless a batch holds some —
+        or ``failed(error)`` when the batch's write fails (nothing of it was sent)."""
+        if self._held:
+            self._after.append((ok, failed))
+        else:
+            ok()
+
+    def flush_held(self) -> OSError | None:
+        """Write the held records with one ``write``; on failure roll back to what is on disk.  Tells the
+        ``after_flush`` callbacks either way; returns the error, if any."""
+        if not self._held:
+            return None
+        held, self._held = self._held, []
+        seqs, self._held_seqs = self._held_seqs, []
+        after, self._after = self._after, []
+        log_end = self._undo[0]
+        error: OSError | None = None
+        self._log_end = log_end  # ``_append`` writes at, and cuts back to, the end on disk
+        try:
+            self._append(b"".join(held))
+        except OSError as exc:
+            error = exc
+        if error is None:
+            self._log_end = log_end + sum(len(r) for r in held)
+            for ok, _ in after:
+                ok()
+            return None
+        _, self._logged_max, self._sender, self._slot_sender = self._undo
+        for seq, before in reversed(seqs):
+            if before is None:
+                self._index.pop(seq, None)
+            else:
+                self._index[seq] = before
+        self._seqs = SeqIndex(list(self._index))
+        for _, failed in after:
+            failed(error)
+        return error
+
+    def _flush_or_raise(self) -> None:
+        if self._batch_member():
+            _batch.stores.remove(self)
+        error = self.flush_held()
+        if error is not None:
+            raise error
+
+    def _batch_member(self) -> bool:
+        return any(s is self for s in _batch.stores)
+
     def get_sent(self, begin: int, end: int, limit: int | None = None) -> list[tuple[int, bytes]]:
+        if self._held:
+            self._flush_or_raise()  # a resend reads the log: what it holds goes there first
         out = []
         for seq in self._seqs.range(begin, end, limit):
             off, length = self._index[seq]
@@ -167,6 +290,8 @@ class FileStore:
         return out
 
     def reset(self) -> None:
+        if self._held:
+            self._flush_or_raise()
         os.ftruncate(self._log_fd, 0)
         self._log_end = 0
         self._logged_max = 0
@@ -178,6 +303,8 @@ class FileStore:
 
     def close(self) -> None:
         try:
+            if self._held:
+                self._flush_or_raise()
             self.commit()
         except OSError:
             pass  # as a write that failed before the close

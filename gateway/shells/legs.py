@@ -48,7 +48,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from gateway.core.fix.session import AppMessageReceived, Disconnected, Event, Session
-from gateway.edges.store import FileStore
+from gateway.edges.store import FileStore, close_batch, open_batch
 
 
 def set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -76,15 +76,35 @@ _held = _Held()
 @contextmanager
 def held_writes() -> Iterator[None]:
     """Hold every leg's writes until the block ends, then write each leg's frames at once
-    (e.g. the forwards and deliveries of a whole batch of audit records done)."""
+    (e.g. the forwards and deliveries of a whole batch of audit records done).  The session stores
+    hold the records of what is sent meanwhile too (``gateway/edges/store.py``: ``open_batch``): one
+    write per store when the block ends, before any frame of the block leaves.  A store whose write
+    fails ends its session: that leg's held frames are dropped, never written."""
     held = _held
     held.depth += 1
+    open_batch()
     try:
         yield
     finally:
-        held.depth -= 1
-        if held.depth == 0:
-            _write_held(held)
+        try:
+            for store, error in close_batch():
+                _store_failed(held, store, error)
+        finally:
+            held.depth -= 1
+            if held.depth == 0:
+                _write_held(held)
+
+
+def _store_failed(held: _Held, store: FileStore, error: OSError) -> None:
+    """The batched write of ``store`` failed: the frames a leg holds were never kept for a resend, so
+    they do not leave, and the session ends as on any store failure."""
+    for proto in list(held.protocols):
+        s = proto.session
+        if s is not None and s.store is store:
+            proto._held = None
+            held.protocols.remove(proto)
+            s.store_failed(error)
+            proto.pump()
 
 
 def _write_held(held: _Held) -> None:
