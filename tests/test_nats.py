@@ -92,3 +92,52 @@ def test_replication_survives_a_nats_outage_without_loss_or_duplicates(tmp_path:
         sim.stop()
         nats.terminate()
         nats.wait(5)
+
+
+def test_with_two_workers_the_stream_holds_two_chains_and_each_verifies(tmp_path: Path) -> None:
+    """Each worker keeps its own chain and replicates it into the one stream, interleaved; the records
+    name their chain (``Fixgw-Chain``), so ``verify --nats`` takes the stream apart and verifies each,
+    with anchor names that match the local folder's (``worker-0``, ``worker-1``)."""
+    if not Path(NATS).exists():
+        pytest.fail("nats-server is missing: run `make system-deps` (Debian: apt-get install -y nats-server)")
+    certs = harness.make_pki(tmp_path / "certs")
+    gw_port, sim_port, nats_port = harness.free_port(), harness.free_port(), harness.free_port()
+    url = f"nats://127.0.0.1:{nats_port}"
+    cfg = harness.trading_config(tmp_path, certs, gw_port, sim_port, reset_on_logon=True, gateway_extra="workers = 2")
+    audit = tmp_path / "state" / "audit"
+    cfg.write_text(cfg.read_text().replace(f'dir = "{audit}"', f'dir = "{audit}"\n[audit.nats]\nurl = "{url}"'))
+    nats = start_nats(nats_port, tmp_path / "js")
+    sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp_path / "sim.log", sim_port)
+    gw = harness.start(["run", "--config", str(cfg)], tmp_path / "gw.log", gw_port)
+    base = [(21, "1"), (38, "10"), (40, "2"), (44, "10"), (54, "1"), (55, "INTC"), (60, "20240101-00:00:00")]
+    try:
+        harness.wait_legs_logged_on(tmp_path / "gw.log", 2, gw)
+        for name in ("algo1", "algo2"):  # one identity per worker
+            c = FixClient(gw_port, client_ssl(certs, name), name.upper())
+            c.logon(reset=True)
+            for i in range(3):
+                c.send("D", [(11, f"{name}-{i}"), *base])
+                c.recv_type(b"8")
+                c.recv_type(b"8")
+            c.close()
+        folders = [audit / "worker-0", audit / "worker-1"]
+        for f in folders:
+            harness.wait_for(lambda f=f: any(r.get("cl_ord_id", "").startswith("algo")  # type: ignore[misc]
+                                             for r in harness.read_records(f)), f"orders in {f.name}")
+
+        def replicated() -> bool:
+            return len(asyncio.run(fetch_stream(url, "FIXGW_AUDIT"))) >= sum(len(local_seqs(f)) for f in folders)
+
+        harness.wait_for(replicated, "both workers' records in the stream", 30, interval=0.05)
+        r = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", "--nats", url,
+                            "--pubkey", str(folders[0] / "audit.pub"), "--allow-open-tail"],
+                           cwd=harness.ROOT, capture_output=True, text=True)
+        out = r.stdout + r.stderr
+        assert r.returncode == 0, out
+        assert "worker-0: " in out and "worker-1: " in out and out.count("chain intact") == 2, out
+        assert "anchor worker-0=" in out and "anchor worker-1=" in out, out
+    finally:
+        gw.stop()
+        sim.stop()
+        nats.terminate()
+        nats.wait(5)

@@ -48,7 +48,7 @@ from gateway.core.guard import Guard
 from gateway.core.partition import partition
 from gateway.core.policy.anomaly import AnomalyDetector, AnomalySettings
 from gateway.core.policy.engine import Policy
-from gateway.edges.audit import AuditError, AuditLog, load_encryption_key, load_or_create_key
+from gateway.edges.audit import MAIN_CHAIN, AuditError, AuditLog, load_encryption_key, load_or_create_key
 from gateway.edges.config import Config, ConfigError, SessionConfigToml
 from gateway.edges.feeds import JitGrants, KillSwitch, PostureFeed, Watched
 from gateway.edges.metrics import Metrics
@@ -245,7 +245,8 @@ class Gateway:
             suffix = f"-w{self.worker.index}" if self.worker else ""  # one chain per worker, one message id space each
             self.gate.replicator = Replicator(self.audit.folder, nc.url, nc.stream, nc.subject, nc.instance + suffix,
                                          nc.replicas, self.state_dir / f"nats-cursor{suffix}.json",
-                                         lambda text: self.audit_event("alert", what=text))
+                                         lambda text: self.audit_event("alert", what=text),
+                                         chain=f"worker-{self.worker.index}" if self.worker else MAIN_CHAIN)
             self.gate.replicator.start()
         def on_thread(fn: Callable[..., None]) -> Callable[..., None]:
             def hop(*args: Any) -> None:  # called on the writer thread

@@ -109,17 +109,18 @@ def _anchor_out(heads: list[str], path: str | None) -> None:
 
 
 def _verify_nats(args: argparse.Namespace, pub: Any, anchor: dict[str, tuple[int, str]]) -> int:
-    """The replicated copy in JetStream: one chain, named ``main`` like a one-process folder's, so the
-    anchor of the local folder checks the copy (and the other way round)."""
+    """The replicated copy in JetStream, chain by chain: the records name their chain (``main``, or
+    ``worker-K`` with several workers, interleaved in one stream), so the anchor of the local folder
+    checks the copy (and the other way round)."""
     import asyncio
 
     import msgspec
 
     from gateway.edges.audit import MAIN_CHAIN, format_anchor, verify_lines
-    from gateway.edges.replicate import fetch_stream
+    from gateway.edges.replicate import chains_of, fetch_labelled
 
     try:
-        msgs = asyncio.run(fetch_stream(args.nats, args.stream))
+        msgs = asyncio.run(fetch_labelled(args.nats, args.stream))
     except Exception as exc:  # noqa: BLE001 - unreachable server, unknown stream ...
         print(f"fixgw audit verify: cannot read stream {args.stream} at {args.nats}: {exc}", file=sys.stderr)
         return 2
@@ -130,16 +131,24 @@ def _verify_nats(args: argparse.Namespace, pub: Any, anchor: dict[str, tuple[int
         except (msgspec.DecodeError, TypeError, ValueError):
             return None
 
-    result = verify_lines(((f"nats:{args.stream}", seq, data, decoded(data)) for seq, data in msgs), pub,
-                          args.allow_open_tail, anchor.get(MAIN_CHAIN), name=f"nats:{args.stream}")
-    print(result.summary())
-    unknown = sorted(set(anchor) - {MAIN_CHAIN})
+    by_chain = chains_of(msgs) or {MAIN_CHAIN: []}
+    single = list(by_chain) == [MAIN_CHAIN]
+    ok, heads = True, {}
+    for chain in sorted(by_chain, key=lambda c: (c != MAIN_CHAIN, c)):
+        where = f"nats:{args.stream}" + ("" if single else f" {chain}")
+        result = verify_lines(((where, seq, data, decoded(data)) for seq, data in by_chain[chain]), pub,
+                              args.allow_open_tail, anchor.get(chain), name=where)
+        print(result.summary() if single else f"{chain}: {result.summary()}")
+        ok &= result.ok
+        if result.head is not None:
+            heads[chain] = result.head
+    unknown = sorted(set(anchor) - set(by_chain))
     for name in unknown:
-        print(f"FAILED: chain {name} is in the anchor; a NATS stream holds one chain ({MAIN_CHAIN})")
-    if not result.ok or unknown:
+        print(f"FAILED: chain {name} is in the anchor but not in the stream "
+              f"(it holds {', '.join(sorted(by_chain))})")
+    if not ok or unknown:
         return 1
-    assert result.head is not None
-    _anchor_out(format_anchor({MAIN_CHAIN: result.head}), args.write_anchor)
+    _anchor_out(format_anchor(heads), args.write_anchor)
     return 0
 
 

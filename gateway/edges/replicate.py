@@ -4,7 +4,9 @@ The local segments stay the source of truth and double as the spool: a task
 reads stored lines after its cursor and publishes them in order, each with
 ``Nats-Msg-Id = <instance>-<seq>`` so JetStream drops a duplicate when a
 publish is retried (after a timeout or a crash between publish and cursor
-save).  The cursor (last acknowledged seq) is persisted; when NATS is
+save), and ``Fixgw-Chain = <chain>`` (``main``, or ``worker-K`` with several
+workers: one chain each, interleaved in one stream) so a verifier can take
+the chains apart again (``chains_of``).  The cursor (last acknowledged seq) is persisted; when NATS is
 unreachable nothing is lost — the task retries with backoff and catches up
 in order when it returns.
 
@@ -28,9 +30,12 @@ from typing import Any
 import msgspec
 import structlog
 
-from gateway.edges.audit import segments
+from gateway.edges.audit import MAIN_CHAIN, segments
 
 log = structlog.get_logger("fixgw.replicate")
+
+#: the header naming the chain a record belongs to (the audit folder's name for it)
+CHAIN_HEADER = "Fixgw-Chain"
 
 
 def stored_lines_after(folder: Path, after_seq: int) -> Iterator[tuple[int, bytes]]:
@@ -48,8 +53,9 @@ def stored_lines_after(folder: Path, after_seq: int) -> Iterator[tuple[int, byte
 
 class Replicator:
     def __init__(self, folder: Path, url: str, stream: str, subject: str, instance: str, replicas: int,
-                 cursor_file: Path, on_alert: Any) -> None:
+                 cursor_file: Path, on_alert: Any, chain: str = "main") -> None:
         self.folder = folder
+        self.chain = chain
         self.url = url
         self.stream = stream
         self.subject = subject
@@ -100,8 +106,8 @@ class Replicator:
                     delay = 0.2
                 sent = 0
                 for seq, line in stored_lines_after(self.folder, self.cursor):
-                    await js.publish(self.subject, line, headers={"Nats-Msg-Id": f"{self.instance}-{seq}"},
-                                     timeout=5)
+                    headers = {"Nats-Msg-Id": f"{self.instance}-{seq}", CHAIN_HEADER: self.chain}
+                    await js.publish(self.subject, line, headers=headers, timeout=5)
                     self.cursor = seq
                     sent += 1
                     if sent % 500 == 0:
@@ -148,6 +154,11 @@ class Replicator:
 
 async def fetch_stream(url: str, stream: str) -> list[tuple[int, bytes]]:
     """Every message of the stream in order: (stream seq, data)."""
+    return [(seq, data) for seq, data, _ in await fetch_labelled(url, stream)]
+
+
+async def fetch_labelled(url: str, stream: str) -> list[tuple[int, bytes, str]]:
+    """Every message of the stream in order: (stream seq, data, the chain its header names)."""
     import nats
 
     nc = await nats.connect(url, allow_reconnect=False, connect_timeout=3, max_reconnect_attempts=0)
@@ -157,7 +168,15 @@ async def fetch_stream(url: str, stream: str) -> list[tuple[int, bytes]]:
         out = []
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
             msg = await js.get_msg(stream, seq)
-            out.append((seq, msg.data or b""))
+            out.append((seq, msg.data or b"", (msg.headers or {}).get(CHAIN_HEADER, MAIN_CHAIN)))
         return out
     finally:
         await nc.close()
+
+
+def chains_of(msgs: list[tuple[int, bytes, str]]) -> dict[str, list[tuple[int, bytes]]]:
+    """The stream taken apart by chain, each in stream order (a chain's records were published in order)."""
+    out: dict[str, list[tuple[int, bytes]]] = {}
+    for seq, data, chain in msgs:
+        out.setdefault(chain, []).append((seq, data))
+    return out
