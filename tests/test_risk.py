@@ -294,6 +294,9 @@ def test_the_audit_stream_rebuilds_books_routes_prices_and_baselines(tmp_path: o
     outcome(decision("Z", ident=OTHER))  # another worker's identity
     report("X", "4", orig_cl_ord_id="L1")  # L1 cancelled (the cancel's report names it in OrigClOrdID)
     report("A2", "2", last_px="31.5")  # filled
+    outcome(decision("V"))
+    log.record("venue_reject", session=SESSION, msg_type="D", cl_ord_id="V", identity=ME, client_seq=9,
+               upstream_ref_seq=12, text="unknown symbol")  # the venue's Reject(3): never in its book
     log.close()
 
     router = cast(Any, _router(tmp))
@@ -301,14 +304,14 @@ def test_the_audit_stream_rebuilds_books_routes_prices_and_baselines(tmp_path: o
                   cast(Any, None))
     summary = rebuild(router, tmp / "audit", aead, lambda i: i == ME, [route])
     book = router.risk_books[ME]
-    assert set(book.seen) == {b"A", b"C", b"A2", b"L1", b"L2"}
-    assert book.open_orders == {b"C", b"L2"}
+    assert set(book.seen) == {b"A", b"C", b"A2", b"L1", b"L2", b"V"}  # V stays a used ClOrdID
+    assert book.open_orders == {b"C", b"L2"}  # ... but is not open: the venue rejected it
     assert set(route.open_orders) == {b"C"}  # D and G only (cancel on logout), finished ones closed
-    assert set(router.forwarded[route.key]) == {b"C", b"A2", b"L1", b"L2"}  # A was before the reset
+    assert set(router.forwarded[route.key]) == {b"C", b"A2", b"L1", b"L2", b"V"}  # A was before the reset
     assert router.last_px == {b"INTC": 31.5}
     assert OTHER not in router.risk_books
     assert summary["unreadable"] == 0 and summary["without_outcome"] == 1 and summary["not_forwarded"] == 1
-    assert (summary["open_orders"], summary["clordids"]) == (2, 5)
+    assert (summary["open_orders"], summary["clordids"]) == (2, 6)
     # the anomaly baseline learned every outbound message of ME: warm, so a first order in MSFT is judged
     anomaly: AnomalyDetector = router.anomaly
     from gateway.core.fix import codec as c

@@ -28,6 +28,8 @@ written on the message path to make this possible.  Records replayed:
   any check);
 * ``decision`` inbound: a terminal OrdStatus(39) closes its ClOrdID(11) and
   OrigClOrdID(41); LastPx(31) is the symbol's reference price;
+* ``venue_reject`` of a NewOrderSingle: the venue refused it at the session
+  level, so it never reached the book — closed (in the book the record names);
 * ``logon`` with ``reset``: a new FIX session, the route's PossResend memory
   starts again (as ``Router.session_reset``);
 * ``anomaly``: not reported again within the hour.
@@ -183,6 +185,9 @@ class Rebuild:
             if undo is not None and rec.result != "forwarded":
                 self._take_back(undo)
             return
+        if kind == "venue_reject":
+            self._venue_rejected(rec)
+            return
         if kind not in ("decision", "signature_refused", "logon", "anomaly"):
             return
         if kind == "logon":
@@ -253,6 +258,21 @@ class Rebuild:
                     fwd.pop(cl, None)
             for cl, was in undo.route_closed:
                 route.open_orders[cl] = was
+
+    def _venue_rejected(self, rec: Rec) -> None:
+        """The venue's Reject(3) of a NewOrderSingle we carried: it never reached the venue's book, so it
+        is not open (``Router.venue_rejected``, which names whose book it closed)."""
+        cl = _b(rec.cl_ord_id)
+        if rec.msg_type != "D" or not cl:
+            return
+        route = self.routes.get(str(rec.session))
+        if route is not None:
+            route.open_orders.pop(cl, None)
+        ident = rec.identity
+        book = self.router.risk_books.get(ident) if isinstance(ident, str) and self.owns(ident) else None
+        if book is not None:
+            book.close((cl,))
+        self.stats["closed"] += 1
 
     def _inbound(self, ident: str, rec: Rec) -> None:
         """What the exchange said (``Router._observe``): finished orders closed, the last price kept."""

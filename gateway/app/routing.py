@@ -547,10 +547,14 @@ class Router:
 
     def _route_book(self, route: Route) -> RiskBook | None:
         """The risk book of whoever owns the route (its client, or who decides while it is away)."""
-        conn = route.client
-        ident = conn.identity.id if conn is not None and conn.identity is not None else (
-            route.party.identity.id if route.party is not None else None)
+        ident = self._route_owner(route)
         return self.risk_books.get(ident) if ident else None
+
+    @staticmethod
+    def _route_owner(route: Route) -> str | None:
+        conn = route.client
+        return conn.identity.id if conn is not None and conn.identity is not None else (
+            route.party.identity.id if route.party is not None else None)
 
     def _deliver(self, route: Route, msg: Message, header: list[Field], body: list[Field]) -> None:
         now = time.time()
@@ -635,7 +639,9 @@ class Router:
             cl = carried.get(T.ClOrdID)
             if carried.msg_type == T.MT_NEW_ORDER_SINGLE and cl:  # it never reached the venue's book
                 route.open_orders.pop(cl, None)
-                book = self._route_book(route)
+                owner = self._route_owner(route)
+                fields["identity"] = owner  # whose book it closes: the start-up rebuild closes it too
+                book = self.risk_books.get(owner) if owner else None
                 if book is not None:
                     book.close((cl,))
         self._tell(route, "venue_reject", fields, answer, lambda: self.venue_rejected(route, reject, time.time()))
