@@ -241,7 +241,7 @@ HOLES: list[Hole] = [
          "a new Logon cut at its first message", "refusal_budget_exhausted, refused_unprocessed"),
     Hole("test_budget_holes::test_a_value_the_peer_chooses_is_capped_in_event_records_too",
          "Logon with a 30 KB SenderCompID(49)", "Logon unanswered, closed",
-         "logon_refused: reason cut at 4096 chars"),
+         "logon_refused: reason cut at 4096 chars (and each log value at 1,024)"),
     Hole("test_budget_holes::test_malformed_messages_and_garbled_frames_cost_the_same_budget",
          "2,000 messages the session layer refuses itself (OrderQty(38) not a number) and garbled frames, "
          "from an identity the policy allows nothing",

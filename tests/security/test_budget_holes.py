@@ -287,6 +287,9 @@ def test_a_value_the_peer_chooses_is_capped_in_event_records_too(world: World) -
     world.wait(lambda rs: refused(rs), "the refused Logon's record")
     reason = refused(world.audit())[0]
     assert len(reason) < 4200 and reason.endswith("chars]")
+    # ... and in the gateway's log (each text value capped at 1,024 characters)
+    logged = [line for line in (world.tmp / "gw.log").read_text().splitlines() if "MMMM" in line]
+    assert logged and all(len(line) < 3000 for line in logged), [len(line) for line in logged]
 
 
 # -- item 16: cancels reduce risk and have a budget of their own --------------------------------------
