@@ -131,6 +131,25 @@ async def test_a_read_whose_number_cannot_be_kept_goes_nowhere_and_ends_the_sess
     store.close()
 
 
+async def test_frames_whose_batched_records_could_not_be_written_never_leave(tmp_path: Path) -> None:
+    """Inside a batch the store holds the records of what is sent; if writing them fails before the
+    batch ends (here a read's commit writes them first), the frames they belong to stay unsent too."""
+    store = FileStore(tmp_path / "s", deferred_target=True, batched=True)
+    leg = logged_on(store)
+    assert leg.session is not None
+    with held_writes():
+        leg.session.send_app(b"8", [(11, b"B1")], time.time())
+        leg.pump()
+        full = os.open("/dev/full", os.O_WRONLY)  # every write from now on: ENOSPC
+        os.dup2(full, store._log_fd)
+        os.close(full)
+        leg.read(frame(b"1", 2, [(T.TestReqID, b"t")]))
+    assert not [m for m in leg.wire.frames() if m.get(11) == b"B1"]
+    assert any(isinstance(ev, Disconnected) and "store cannot write" in ev.reason for ev in leg.seen)
+    assert leg.wire.closed
+    store.close()
+
+
 async def test_frames_of_nested_pumps_leave_as_one_write_per_connection() -> None:
     client = logged_on(MemoryStore())
     venue = Leg(MemoryStore(), Role.INITIATOR)

@@ -8,6 +8,9 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -48,96 +51,102 @@ def wait_replicated(url: str, audit: Path, timeout: float = 30) -> list[tuple[in
     return got
 
 
-def test_replication_survives_a_nats_outage_without_loss_or_duplicates(tmp_path: Path) -> None:
+BASE = [(21, "1"), (38, "10"), (40, "2"), (44, "10"), (54, "1"), (55, "INTC"), (60, "20240101-00:00:00")]
+
+
+@dataclass
+class World:
+    """A real nats-server, the simulator and a gateway replicating its audit stream to that server."""
+
+    tmp: Path
+    certs: Path
+    gw_port: int
+    nats_port: int
+    audit: Path
+    nats: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.nats_port}"
+
+
+@contextmanager
+def running(tmp_path: Path, gateway_extra: str = "") -> Iterator[World]:
     if not Path(NATS).exists():
         pytest.fail("nats-server is missing: run `make system-deps` (Debian: apt-get install -y nats-server)")
     certs = harness.make_pki(tmp_path / "certs")
     gw_port, sim_port, nats_port = harness.free_port(), harness.free_port(), harness.free_port()
-    url = f"nats://127.0.0.1:{nats_port}"
-    cfg = harness.trading_config(tmp_path, certs, gw_port, sim_port, reset_on_logon=True)
+    cfg = harness.trading_config(tmp_path, certs, gw_port, sim_port, reset_on_logon=True,
+                                 gateway_extra=gateway_extra)
     audit = tmp_path / "state" / "audit"
+    url = f"nats://127.0.0.1:{nats_port}"
     cfg.write_text(cfg.read_text().replace(f'dir = "{audit}"', f'dir = "{audit}"\n[audit.nats]\nurl = "{url}"'))
-    nats = start_nats(nats_port, tmp_path / "js")
+    w = World(tmp_path, certs, gw_port, nats_port, audit, start_nats(nats_port, tmp_path / "js"))
     sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp_path / "sim.log", sim_port)
     gw = harness.start(["run", "--config", str(cfg)], tmp_path / "gw.log", gw_port)
-    base = [(21, "1"), (38, "10"), (40, "2"), (44, "10"), (54, "1"), (55, "INTC"), (60, "20240101-00:00:00")]
     try:
         harness.wait_legs_logged_on(tmp_path / "gw.log", 2, gw)
-        c = FixClient(gw_port, client_ssl(certs, "algo1"), "ALGO1")
-        c.logon(reset=True)
-
-        def trade(prefix: str, n: int) -> None:
-            for i in range(n):
-                c.send("D", [(11, f"{prefix}{i}"), *base])
-                c.recv_type(b"8")
-                c.recv_type(b"8")
-
-        trade("A", 5)
-        first = wait_replicated(url, audit)  # equal to the local records then (a checkpoint may follow any time)
-        assert first
-        nats.kill()  # NATS goes away mid-stream
-        nats.wait(5)
-        trade("B", 10)  # the gateway keeps trading; records spool in the local segments
-        nats = start_nats(nats_port, tmp_path / "js")
-        msgs = wait_replicated(url, audit)  # NATS holds exactly the local records
-        seqs = [json.loads(d)["seq"] for _, d in msgs]
-        assert seqs == list(range(1, len(seqs) + 1)), "lost or duplicated records"
-        assert len(seqs) > len(first)
-        r = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", "--nats", url,
-                            "--pubkey", str(audit / "audit.pub"), "--allow-open-tail"],  # the gateway is running
-                           cwd=harness.ROOT, capture_output=True, text=True)
-        assert r.returncode == 0 and "chain intact" in r.stdout, r.stdout + r.stderr
+        yield w
     finally:
         gw.stop()
         sim.stop()
-        nats.terminate()
-        nats.wait(5)
+        w.nats.terminate()
+        w.nats.wait(5)
+
+
+def trade(c: FixClient, prefix: str, n: int) -> None:
+    for i in range(n):
+        c.send("D", [(11, f"{prefix}{i}"), *BASE])
+        c.recv_type(b"8")
+        c.recv_type(b"8")
+
+
+def verify_nats(url: str, pubkey: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", "--nats", url, "--pubkey", str(pubkey),
+                           "--allow-open-tail"],  # the gateway is still running
+                          cwd=harness.ROOT, capture_output=True, text=True)
+
+
+def test_replication_survives_a_nats_outage_without_loss_or_duplicates(tmp_path: Path) -> None:
+    with running(tmp_path) as w:
+        c = FixClient(w.gw_port, client_ssl(w.certs, "algo1"), "ALGO1")
+        c.logon(reset=True)
+        trade(c, "A", 5)
+        first = wait_replicated(w.url, w.audit)  # equal to the local records then (a checkpoint may follow any time)
+        assert first
+        w.nats.kill()  # NATS goes away mid-stream
+        w.nats.wait(5)
+        trade(c, "B", 10)  # the gateway keeps trading; records spool in the local segments
+        w.nats = start_nats(w.nats_port, tmp_path / "js")
+        msgs = wait_replicated(w.url, w.audit)  # NATS holds exactly the local records
+        seqs = [json.loads(d)["seq"] for _, d in msgs]
+        assert seqs == list(range(1, len(seqs) + 1)), "lost or duplicated records"
+        assert len(seqs) > len(first)
+        r = verify_nats(w.url, w.audit / "audit.pub")
+        assert r.returncode == 0 and "chain intact" in r.stdout, r.stdout + r.stderr
 
 
 def test_with_two_workers_the_stream_holds_two_chains_and_each_verifies(tmp_path: Path) -> None:
     """Each worker keeps its own chain and replicates it into the one stream, interleaved; the records
     name their chain (``Fixgw-Chain``), so ``verify --nats`` takes the stream apart and verifies each,
     with anchor names that match the local folder's (``worker-0``, ``worker-1``)."""
-    if not Path(NATS).exists():
-        pytest.fail("nats-server is missing: run `make system-deps` (Debian: apt-get install -y nats-server)")
-    certs = harness.make_pki(tmp_path / "certs")
-    gw_port, sim_port, nats_port = harness.free_port(), harness.free_port(), harness.free_port()
-    url = f"nats://127.0.0.1:{nats_port}"
-    cfg = harness.trading_config(tmp_path, certs, gw_port, sim_port, reset_on_logon=True, gateway_extra="workers = 2")
-    audit = tmp_path / "state" / "audit"
-    cfg.write_text(cfg.read_text().replace(f'dir = "{audit}"', f'dir = "{audit}"\n[audit.nats]\nurl = "{url}"'))
-    nats = start_nats(nats_port, tmp_path / "js")
-    sim = harness.start(["exchange-sim", "--config", str(cfg)], tmp_path / "sim.log", sim_port)
-    gw = harness.start(["run", "--config", str(cfg)], tmp_path / "gw.log", gw_port)
-    base = [(21, "1"), (38, "10"), (40, "2"), (44, "10"), (54, "1"), (55, "INTC"), (60, "20240101-00:00:00")]
-    try:
-        harness.wait_legs_logged_on(tmp_path / "gw.log", 2, gw)
+    with running(tmp_path, gateway_extra="workers = 2") as w:
         for name in ("algo1", "algo2"):  # one identity per worker
-            c = FixClient(gw_port, client_ssl(certs, name), name.upper())
+            c = FixClient(w.gw_port, client_ssl(w.certs, name), name.upper())
             c.logon(reset=True)
-            for i in range(3):
-                c.send("D", [(11, f"{name}-{i}"), *base])
-                c.recv_type(b"8")
-                c.recv_type(b"8")
+            trade(c, f"{name}-", 3)
             c.close()
-        folders = [audit / "worker-0", audit / "worker-1"]
+        folders = [w.audit / "worker-0", w.audit / "worker-1"]
         for f in folders:
             harness.wait_for(lambda f=f: any(r.get("cl_ord_id", "").startswith("algo")  # type: ignore[misc]
                                              for r in harness.read_records(f)), f"orders in {f.name}")
 
         def replicated() -> bool:
-            return len(asyncio.run(fetch_stream(url, "FIXGW_AUDIT"))) >= sum(len(local_seqs(f)) for f in folders)
+            return len(asyncio.run(fetch_stream(w.url, "FIXGW_AUDIT"))) >= sum(len(local_seqs(f)) for f in folders)
 
         harness.wait_for(replicated, "both workers' records in the stream", 30, interval=0.05)
-        r = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", "--nats", url,
-                            "--pubkey", str(folders[0] / "audit.pub"), "--allow-open-tail"],
-                           cwd=harness.ROOT, capture_output=True, text=True)
+        r = verify_nats(w.url, folders[0] / "audit.pub")
         out = r.stdout + r.stderr
         assert r.returncode == 0, out
         assert "worker-0: " in out and "worker-1: " in out and out.count("chain intact") == 2, out
         assert "anchor worker-0=" in out and "anchor worker-1=" in out, out
-    finally:
-        gw.stop()
-        sim.stop()
-        nats.terminate()
-        nats.wait(5)

@@ -74,6 +74,8 @@ log = structlog.get_logger("fixgw.routing")
 
 SEQ_MAP_SIZE = 100_000  # exchange-leg MsgSeqNum -> client MsgSeqNum, for RefSeqNum(45) translation
 FORWARDED_SIZE = 100_000  # ClOrdIDs per route remembered for PossResend duplicates
+NOT_DELIVERED = "message not delivered: the client's session store cannot write; the session ended"
+NOT_STORED = "message not delivered: it could not be stored for the offline client"
 
 
 def when_kept(store: SessionStore, ok: Callable[[], None], failed: Callable[[OSError], None]) -> None:
@@ -560,17 +562,16 @@ class Router:
         now = time.time()
         conn = route.client
         if conn is not None and conn.session is not None and conn.session.is_logged_on:
-            why = "message not delivered: the client's session store cannot write; the session ended"
             try:
                 conn.session.send_app(msg.msg_type, body, now, header)
             except (OSError, ValueError) as exc:
                 # the client leg's store cannot keep it for a resend, so it is not sent and the session
                 # has ended (``Session.store_failed``): close the leg, and say what was not delivered
                 conn.pump()
-                self._undelivered(route, msg, why, exc)
+                self._undelivered(route, msg, NOT_DELIVERED, exc)
                 return
             conn.app_out += 1
-            when_kept(conn.session.store, _nothing, lambda exc: self._undelivered(route, msg, why, exc))
+            when_kept(conn.session.store, _nothing, lambda exc: self._undelivered(route, msg, NOT_DELIVERED, exc))
             conn.pump()
             return
         self._store(route, msg, header, body, now)
@@ -588,8 +589,7 @@ class Router:
         try:
             stored = route.offline.store_app(msg.msg_type, body, now, header)
         except (OSError, ValueError) as exc:
-            self._undelivered(route, msg, "message not delivered: it could not be stored for the offline "
-                              "client", exc)
+            self._undelivered(route, msg, NOT_STORED, exc)
             return
 
         def kept() -> None:
@@ -597,8 +597,7 @@ class Router:
                             msg_type=msg.msg_type.decode("latin-1"), cl_ord_id=text(msg.get(T.ClOrdID)),
                             orig_cl_ord_id=text(msg.get(T.OrigClOrdID)), ord_status=text(msg.get(T.OrdStatus)))
 
-        when_kept(route.offline.store, kept, lambda exc: self._undelivered(
-            route, msg, "message not delivered: it could not be stored for the offline client", exc))
+        when_kept(route.offline.store, kept, lambda exc: self._undelivered(route, msg, NOT_STORED, exc))
 
     def _deliver_unowned(self, route: Route, msg: Message, header: list[Field], body: list[Field],
                          now: float) -> None:

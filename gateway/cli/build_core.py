@@ -9,7 +9,7 @@ Why mypyc: the core is written with full type hints for mypy --strict, so mypyc 
 it unchanged, from the one source that also runs interpreted (the reference).  Measured per
 stage it is 1.2-2x (docs/bench.md, "Compiled core"); it does not change what any function
 returns — ``tests/test_compiled_core.py`` runs a compiled and an interpreted copy side by side on
-Hypothesis-generated traffic and compares frames, events and verdicts byte for byte.
+Hypothesis-generated traffic and compares frames, events, verdicts and audit records byte for byte.
 
 Rules the compiled core imposes (found by that test and the spike): no interpreted subclass of a
 core class (``codec.CapturingFramer`` lives in the core for that reason), no reading ``__slots__``,

@@ -17,6 +17,8 @@ from typing import Any
 
 import structlog
 
+from gateway.core.records import capped_text
+
 MAX_LOG_VALUE = 1024
 
 
@@ -24,7 +26,7 @@ def cap_values(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMappi
     """structlog processor: every ``str`` value at most ``MAX_LOG_VALUE`` characters."""
     for key, value in event.items():
         if isinstance(value, str) and len(value) > MAX_LOG_VALUE:
-            event[key] = f"{value[:MAX_LOG_VALUE]}...[{len(value)} chars]"  # same keys: safe while iterating
+            event[key] = capped_text(value, MAX_LOG_VALUE)  # same keys: safe while iterating
     return event
 
 

@@ -4,11 +4,11 @@ The local segments stay the source of truth and double as the spool: a task
 reads stored lines after its cursor and publishes them in order, each with
 ``Nats-Msg-Id = <instance>-<seq>`` so JetStream drops a duplicate when a
 publish is retried (after a timeout or a crash between publish and cursor
-save), and ``Fixgw-Chain = <chain>`` (``main``, or ``worker-K`` with several
-workers: one chain each, interleaved in one stream) so a verifier can take
-the chains apart again (``chains_of``).  The cursor (last acknowledged seq) is persisted; when NATS is
-unreachable nothing is lost — the task retries with backoff and catches up
-in order when it returns.
+save), and ``Fixgw-Chain = <chain>`` (``main``, or ``worker-K`` with
+several workers: one chain each, interleaved in one stream) so a verifier
+can take the chains apart again (``chains_of``).  The cursor (last
+acknowledged seq) is persisted; when NATS is unreachable nothing is lost —
+the task retries with backoff and catches up in order when it returns.
 
 Durability on the NATS side: JetStream acknowledges a publish once the
 record is in the stream's store; the server fsyncs that store only every
@@ -53,7 +53,7 @@ def stored_lines_after(folder: Path, after_seq: int) -> Iterator[tuple[int, byte
 
 class Replicator:
     def __init__(self, folder: Path, url: str, stream: str, subject: str, instance: str, replicas: int,
-                 cursor_file: Path, on_alert: Any, chain: str = "main") -> None:
+                 cursor_file: Path, on_alert: Any, chain: str = MAIN_CHAIN) -> None:
         self.folder = folder
         self.chain = chain
         self.url = url

@@ -37,8 +37,10 @@ are written after it.  Whoever must know that a message is in the OS (the
 ``forwarded`` outcome record) asks ``after_flush``.  When the batched write
 fails, the store is rolled back to what is on disk (numbers, index) and the
 callbacks hear the error: nothing of the batch was sent, and nothing says
-it was.  Any other write (a sequence-number slot, a resend that reads the
-log, a reset) writes the held records first, so the disk keeps its order.
+it was; ``lost_batches`` counts those, so a leg holding frames knows they
+must not leave.  Any other write (a sequence-number slot, a resend that
+reads the log, a reset) writes the held records first, so the disk keeps
+its order.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ class FileStore:
         self.deferred_target = deferred_target
         self.batched = batched
         self.log_writes = 0  # write() calls that appended to the log (what batching saves is visible)
+        self.lost_batches = 0  # batched writes that failed and were rolled back (a leg drops their frames)
         self._held: list[bytes] = []  # records of a batch not yet written
         self._held_seqs: list[tuple[int, tuple[int, int] | None]] = []  # (seq, its index entry before)
         self._undo: tuple[int, int, int, int] = (0, 0, 0, 0)  # log end, logged max, sender, slot sender
@@ -259,6 +262,7 @@ class FileStore:
             for ok, _ in after:
                 ok()
             return None
+        self.lost_batches += 1
         _, self._logged_max, self._sender, self._slot_sender = self._undo
         for seq, before in reversed(seqs):
             if before is None:
@@ -271,14 +275,10 @@ class FileStore:
         return error
 
     def _flush_or_raise(self) -> None:
-        if self._batch_member():
-            _batch.stores.remove(self)
+        """Held records written before another write (the batch's own flush then finds nothing held)."""
         error = self.flush_held()
         if error is not None:
             raise error
-
-    def _batch_member(self) -> bool:
-        return any(s is self for s in _batch.stores)
 
     def get_sent(self, begin: int, end: int, limit: int | None = None) -> list[tuple[int, bytes]]:
         if self._held:

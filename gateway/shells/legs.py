@@ -96,13 +96,11 @@ def held_writes() -> Iterator[None]:
 
 
 def _store_failed(held: _Held, store: FileStore, error: OSError) -> None:
-    """The batched write of ``store`` failed: the frames a leg holds were never kept for a resend, so
-    they do not leave, and the session ends as on any store failure."""
+    """The batched write of ``store`` failed: the session ends as on any store failure (the frames its
+    leg holds are dropped by ``write_held``: their records were rolled back)."""
     for proto in list(held.protocols):
         s = proto.session
         if s is not None and s.store is store:
-            proto._held = None
-            held.protocols.remove(proto)
             s.store_failed(error)
             proto.pump()
 
@@ -129,6 +127,7 @@ class SessionProtocol(asyncio.Protocol):
         self._resend_pause = 0.0  # seconds the last chunk took: the next one waits as long
         self._serving_resend = False
         self._held: list[bytes] | None = None  # frames waiting for the outermost pump to end
+        self._held_lost = 0  # the store's ``lost_batches`` when they started to wait
 
     # -- asyncio.Protocol --------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -238,15 +237,21 @@ class SessionProtocol(asyncio.Protocol):
             self.transport.writelines(frames)
         elif self._held is None:
             self._held = frames
+            self._held_lost = self._lost_batches()
             held.protocols.append(self)
         else:
             self._held.extend(frames)
 
     def write_held(self) -> None:
-        """Write the frames held for this connection (one write)."""
+        """Write the frames held for this connection (one write) — unless a batched write of the session's
+        store failed meanwhile: some of them are messages a resend could not repeat, so none leaves."""
         frames, self._held = self._held, None
-        if frames and self.transport is not None and not self._closed:
+        if frames and self.transport is not None and not self._closed and self._lost_batches() == self._held_lost:
             self.transport.writelines(frames)
+
+    def _lost_batches(self) -> int:
+        store = self.session.store if self.session is not None else None
+        return store.lost_batches if isinstance(store, FileStore) else 0
 
     def close_transport(self) -> None:
         if self._timer is not None:
