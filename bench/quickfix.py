@@ -302,6 +302,7 @@ def run_one(exes: dict[str, Path], env: QfEnv, config: str, place: Placement, pl
         if profile and relay is not None and config == "fixgw":
             from bench.profile import Sampler
             sampler = Sampler(relay.pid, env.root / f"{tag}-profile.txt")
+            stack.callback(sampler.stop)  # also when the client fails: no py-spy left behind
         t0 = time.perf_counter()
         try:
             r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=budget)
@@ -310,8 +311,6 @@ def run_one(exes: dict[str, Path], env: QfEnv, config: str, place: Placement, pl
             (logs / f"{tag}-client.log").write_text("".join(got))
             raise BenchError(f"{tag}: the QuickFIX client did not finish within {budget:.0f} s") from None
         wall = time.perf_counter() - t0
-        if sampler is not None:
-            sampler.stop()
         (logs / f"{tag}-client.log").write_text(r.stdout + r.stderr)
         if not (out / "result.json").exists():
             raise BenchError(f"{tag}: the QuickFIX client failed ({r.returncode}): {r.stderr.strip()[-1500:]}")
